@@ -1,0 +1,15 @@
+// The schema of every dal op, in one place. Kernels register beside it per device in
+// csrc/cpu/*.cpp and csrc/cuda/*.cu; fake (meta) kernels and autograd live in python/dal/ops.
+#include <Python.h>
+#include <torch/library.h>
+
+// Importing dal._C loads this library and with it the registrations below.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(dal, m) {
+  m.def("onehot_st(Tensor logits, float tau, Tensor? noise, int dim) -> Tensor");
+  m.def("onehot_st_backward(Tensor grad, Tensor logits, float tau, Tensor? noise, int dim) -> Tensor");
+}

@@ -1,0 +1,3 @@
+from dal.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""Builds dal._C from csrc/ and dal_core/include.
+
+CPU kernels are always built. CUDA kernels are added when torch has CUDA and nvcc is found, or
+when FORCE_CUDA=1 (CI builds them that way on a machine without a GPU). DAL_PORTABLE=1 drops
+-march=native for a binary that must run on another processor.
+"""
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from setuptools import setup
+from torch.utils import cpp_extension
+
+ROOT = Path(__file__).parent.resolve()
+
+
+def cuda_wanted() -> bool:
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None and (
+        shutil.which("nvcc") is not None or Path(cpp_extension.CUDA_HOME, "bin", "nvcc").exists()
+    )
+
+
+def cuda_header_dirs() -> list[str]:
+    """Headers that pip's CUDA wheels install beside torch (cusparse.h and friends)."""
+    try:
+        import nvidia  # namespace package of the nvidia-* wheels
+    except ImportError:
+        return []
+    return [str(p) for base in nvidia.__path__ for p in Path(base).glob("cu*/include")]
+
+
+def extension():
+    with_cuda = cuda_wanted()
+    sources = ["csrc/ops.cpp", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc/cpu").glob("*.cpp"))]
+    # No errno or FP traps to honour: lets GCC vectorise loops that call the dal_core math.
+    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+    if os.environ.get("DAL_PORTABLE", "0") != "1":
+        cxx.append("-march=native")
+    kwargs = dict(
+        name="dal._C",
+        include_dirs=[str(ROOT / "dal_core/include")],
+        extra_compile_args={"cxx": cxx},
+        extra_link_args=["-fopenmp"],
+        py_limited_api=False,
+    )
+    if with_cuda:
+        sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc/cuda").glob("*.cu"))
+        kwargs["include_dirs"] += cuda_header_dirs()
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]
+        return with_cuda, cpp_extension.CUDAExtension(sources=sources, **kwargs)
+    return with_cuda, cpp_extension.CppExtension(sources=sources, **kwargs)
+
+
+def write_build_info(with_cuda: bool) -> None:
+    """Records how dal._C was built, for `dal --version` and the build tests."""
+    (ROOT / "python/dal/_build_info.py").write_text(
+        "# Written by setup.py at build time.\n"
+        f"WITH_CUDA = {with_cuda!r}\n"
+        f"TORCH_VERSION = {torch.__version__!r}\n"
+        f"CUDA_VERSION = {torch.version.cuda if with_cuda else None!r}\n"
+    )
+
+
+with_cuda, ext = extension()
+write_build_info(with_cuda)
+setup(
+    ext_modules=[ext],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)

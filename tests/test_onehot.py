@@ -1,0 +1,168 @@
+"""dal.ops.onehot_st against its pure-torch reference, on every device."""
+import warnings
+
+import pytest
+import torch
+
+from dal import ops
+from dal.ops import reference
+
+
+def _logits(shape, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
+SHAPES = [(2, 4, 9, 11), (2, 3, 5, 6, 7)]  # 2D and 3D
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("tau", [1.0, 0.5, 3.0])
+def test_forward_and_backward_match_reference(device, dtype, shape, tau):
+    logits = _logits(shape, dtype, device).requires_grad_()
+    noise = _logits(shape, dtype, device, seed=1)
+    grad = _logits(shape, dtype, device, seed=2)
+    for n in (None, noise):
+        out = ops.onehot_st(logits, tau, n)
+        expected = reference.onehot_st(logits, tau, n)
+        assert out.dtype == dtype and out.shape == logits.shape
+        assert torch.equal(out, expected)
+        assert torch.equal(out.sum(1), torch.ones_like(out.sum(1)))
+        (got,) = torch.autograd.grad(out, logits, grad)
+        (want,) = torch.autograd.grad(expected, logits, grad)
+        tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.bfloat16 else dict(rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got, want, **tol)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 7, 16])
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_any_class_count_and_dim(device, classes, dim):
+    shape = [3, 5, 6]
+    shape[dim] = classes
+    logits = _logits(shape, torch.float32, device).requires_grad_()
+    grad = _logits(shape, torch.float32, device, seed=3)
+    out = ops.onehot_st(logits, 0.7, dim=dim)
+    assert torch.equal(out, reference.onehot_st(logits, 0.7, dim=dim))
+    (got,) = torch.autograd.grad(out, logits, grad)
+    torch.testing.assert_close(got, reference.onehot_st_backward(grad, logits.detach(), 0.7, dim=dim))
+
+
+def test_ties_go_to_the_lowest_index_and_nan_counts_as_largest(device):
+    logits = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [1.0, float("nan"), 5.0, float("nan")]], device=device)
+    out = ops.onehot_st(logits, dim=1)
+    assert out.argmax(1).tolist() == [1, 0, 1]
+    assert torch.equal(out, reference.onehot_st(logits, dim=1))
+
+
+def test_non_contiguous_input(device):
+    base = _logits((2, 9, 12, 4), torch.float32, device)
+    logits = base.permute(0, 3, 1, 2)[..., ::2].requires_grad_()  # (2, 4, 9, 6), strided
+    assert not logits.is_contiguous()
+    noise = _logits((2, 6, 9, 4), torch.float32, device, seed=1).transpose(1, 3)
+    out = ops.onehot_st(logits, 0.5, noise)
+    assert torch.equal(out, reference.onehot_st(logits, 0.5, noise))
+    grad = _logits(tuple(logits.shape), torch.float32, device, seed=2).transpose(2, 3).contiguous().transpose(2, 3)
+    (got,) = torch.autograd.grad(out, logits, grad)
+    torch.testing.assert_close(got, reference.onehot_st_backward(grad, logits.detach(), 0.5, noise))
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5, 5), (2, 4, 0, 5)])
+def test_empty_input(device, shape):
+    logits = torch.empty(shape, device=device, requires_grad=True)
+    out = ops.onehot_st(logits)
+    assert out.shape == shape
+    (g,) = torch.autograd.grad(out, logits, torch.ones_like(out))
+    assert g.shape == shape
+
+
+def test_gradient_is_the_straight_through_softmax_gradient(device):
+    """The forward is piecewise constant, so finite differences of it are zero: compare the op's
+    backward with autograd through the soft path of the reference, in float64."""
+    logits = _logits((2, 5, 4, 3, 2), torch.float64, device).requires_grad_()
+    noise = _logits((2, 5, 4, 3, 2), torch.float64, device, seed=1)
+    grad = _logits((2, 5, 4, 3, 2), torch.float64, device, seed=2)
+    (got,) = torch.autograd.grad(ops.onehot_st(logits, 0.8, noise), logits, grad)
+    (want,) = torch.autograd.grad(torch.softmax((logits + noise) / 0.8, 1), logits, grad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_gradcheck_of_the_backward_kernel(device):
+    """The backward kernel is smooth in the incoming gradient and the logits: gradcheck it."""
+    grad = _logits((2, 4, 3, 3), torch.float64, device, seed=2).requires_grad_()
+    logits = _logits((2, 4, 3, 3), torch.float64, device).requires_grad_()
+    noise = _logits((2, 4, 3, 3), torch.float64, device, seed=1)
+    assert torch.autograd.gradcheck(lambda g, x: torch.ops.dal.onehot_st_backward(g, x, 0.7, None, 1), (grad, logits))
+    assert torch.autograd.gradcheck(lambda g, x: torch.ops.dal.onehot_st_backward(g, x, 1.3, noise, 1), (grad, logits))
+
+
+def test_opcheck(device):
+    logits = _logits((2, 4, 5, 6), torch.float32, device).requires_grad_()
+    noise = _logits((2, 4, 5, 6), torch.float32, device, seed=1)
+    torch.library.opcheck(torch.ops.dal.onehot_st.default, (logits, 0.5, None, 1))
+    torch.library.opcheck(torch.ops.dal.onehot_st.default, (logits, 1.0, noise, 1))
+    grad = _logits((2, 4, 5, 6), torch.float32, device, seed=2)
+    torch.library.opcheck(torch.ops.dal.onehot_st_backward.default, (grad, logits.detach(), 0.5, noise, 1))
+
+
+def test_torch_compile_fullgraph(device):
+    def anatomy(logits):
+        return ops.onehot_st(logits * 2.0, tau=0.5) * 3.0
+
+    logits = _logits((2, 4, 8, 8), torch.float32, device).requires_grad_()
+    compiled = torch.compile(anatomy, fullgraph=True, backend="aot_eager")
+    out = compiled(logits)
+    assert torch.equal(out, anatomy(logits))
+    (g1,) = torch.autograd.grad(out.sum(), logits)
+    (g2,) = torch.autograd.grad(anatomy(logits).sum(), logits)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_cpu_autocast_bfloat16():
+    logits = _logits((2, 4, 6, 6), torch.float32, "cpu")
+    conv = torch.nn.Conv2d(4, 4, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(logits)
+        out = ops.onehot_st(h)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, reference.onehot_st(h))
+
+
+@pytest.mark.parametrize(
+    "make_args, error, words",
+    [
+        (lambda d: (torch.randn(2, 0, 3, device=d),), ValueError, "K >= 1"),
+        (lambda d: (torch.ones(2, 3, 4, dtype=torch.int64, device=d),), TypeError, "logits must be a floating-point"),
+        (lambda d: (torch.randn(2, 3, 4, device=d), 0.0), ValueError, "tau must be a positive"),
+        (lambda d: (torch.randn(2, 3, 4, device=d), -1.0), ValueError, "tau must be a positive"),
+        (lambda d: (torch.randn(2, 3, 4, device=d), 1.0, torch.randn(2, 3, 5, device=d)), ValueError, "noise must have the shape"),
+        (lambda d: (torch.randn(2, 3, 4, device=d), 1.0, None, 3), IndexError, "dim must be in"),
+    ],
+)
+def test_bad_input_names_the_argument(device, make_args, error, words):
+    args = make_args(device)
+    # The compiled op raises RuntimeError-derived errors from TORCH_CHECK; the reference raises
+    # the Python type. Both name the argument.
+    with pytest.raises((error, RuntimeError), match=words):
+        ops.onehot_st(*args)
+    with pytest.raises(error, match=words):
+        reference.onehot_st(*args)
+    full = list(args) + [1.0, None, 1][len(args) - 1 :]
+    if ops.implementation("onehot_st", device) == "compiled":
+        with pytest.raises(RuntimeError, match=words):
+            torch.ops.dal.onehot_st(*full)
+
+
+def test_fallback_is_announced(monkeypatch):
+    from dal.ops import _extension
+
+    monkeypatch.setattr(_extension, "_COMPILED", frozenset())
+    monkeypatch.setattr(_extension, "_warned", set())
+    logits = _logits((2, 3, 4), torch.float32, "cpu")
+    with pytest.warns(ops.DalFallbackWarning, match="onehot_st: running the pure-torch reference"):
+        out = ops.onehot_st(logits)
+    assert torch.equal(out, reference.onehot_st(logits))
+    assert ops.implementation("onehot_st", "cpu") == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops.onehot_st(logits)  # warned once per op and device, not on every call

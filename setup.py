@@ -36,7 +36,7 @@ def extension():
     with_cuda = cuda_wanted()
     sources = ["csrc/ops.cpp", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc/cpu").glob("*.cpp"))]
     # No errno or FP traps to honour: lets GCC vectorise loops that call the dal_core math.
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     if os.environ.get("DAL_PORTABLE", "0") != "1":
         cxx.append("-march=native")
     kwargs = dict(
@@ -49,24 +49,28 @@ def extension():
     if with_cuda:
         sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc/cuda").glob("*.cu"))
         kwargs["include_dirs"] += cuda_header_dirs()
-        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
         return with_cuda, cpp_extension.CUDAExtension(sources=sources, **kwargs)
     return with_cuda, cpp_extension.CppExtension(sources=sources, **kwargs)
 
 
-def write_build_info(with_cuda: bool) -> None:
-    """Records how dal._C was built, for `dal --version` and the build tests."""
-    (ROOT / "python/dal/_build_info.py").write_text(
-        "# Written by setup.py at build time.\n"
-        f"WITH_CUDA = {with_cuda!r}\n"
-        f"TORCH_VERSION = {torch.__version__!r}\n"
-        f"CUDA_VERSION = {torch.version.cuda if with_cuda else None!r}\n"
-    )
+class BuildExtensionWithInfo(cpp_extension.BuildExtension):
+    """Also writes dal/_build_info.py beside dal._C: how it was built, for `dal --version` and
+    the build tests (a CUDA build must register a CUDA kernel for every op)."""
+
+    def run(self):
+        super().run()
+        info = Path(self.get_ext_fullpath("dal._C")).parent / "_build_info.py"
+        info.write_text(
+            "# Written by setup.py at build time.\n"
+            f"WITH_CUDA = {WITH_CUDA!r}\n"
+            f"TORCH_VERSION = {torch.__version__!r}\n"
+            f"CUDA_VERSION = {torch.version.cuda if WITH_CUDA else None!r}\n"
+        )
 
 
-with_cuda, ext = extension()
-write_build_info(with_cuda)
+WITH_CUDA, EXTENSION = extension()
 setup(
-    ext_modules=[ext],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    ext_modules=[EXTENSION],
+    cmdclass={"build_ext": BuildExtensionWithInfo.with_options(use_ninja=True)},
 )

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "../common.h"
@@ -35,8 +36,8 @@ template <typename scalar_t, bool kHasNoise>
 void onehot_forward(const scalar_t* logits, const scalar_t* noise, scalar_t* out,
                     const ClassLayout& l, double tau_value) {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t tau = static_cast<acc_t>(tau_value);
   for_each_pixel_chunk(l, [&](int64_t base, int64_t count) {
+    const acc_t tau = static_cast<acc_t>(tau_value);  // a local, not a capture: stays in a register
     acc_t best[kChunk];
     int32_t best_k[kChunk];
     for (int32_t k = 0; k < l.classes; ++k) {
@@ -65,27 +66,28 @@ template <typename scalar_t, bool kHasNoise>
 void onehot_backward(const scalar_t* grad, const scalar_t* logits, const scalar_t* noise,
                      scalar_t* grad_logits, const ClassLayout& l, double tau_value) {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t tau = static_cast<acc_t>(tau_value);
+  // Per thread: the chunk's scaled logits, then softmax weights, of every class. Recomputed
+  // here rather than saved by the forward, so the forward writes nothing but its output.
+  std::vector<acc_t> scratch(static_cast<size_t>(at::get_num_threads() * l.classes * kChunk));
   for_each_pixel_chunk(l, [&](int64_t base, int64_t count) {
-    // The chunk's scaled logits, then softmax weights, of every class: recomputed here rather
-    // than saved by the forward, so the forward writes nothing but its output.
-    thread_local std::vector<acc_t> weights;
-    weights.resize(static_cast<size_t>(l.classes * kChunk));
+    const acc_t tau = static_cast<acc_t>(tau_value);  // a local, not a capture: stays in a register
+    acc_t* __restrict const weights = scratch.data() + at::get_thread_num() * l.classes * kChunk;
     acc_t z_max[kChunk], sum_w[kChunk], dot_gw[kChunk];
+    std::fill(z_max, z_max + count, -std::numeric_limits<acc_t>::infinity());
     for (int32_t k = 0; k < l.classes; ++k) {
       const int64_t row = base + k * l.inner;
-      acc_t* z = weights.data() + k * kChunk;
+      acc_t* __restrict const z = weights + k * kChunk;
       for (int64_t j = 0; j < count; ++j) {
         const acc_t n = kHasNoise ? static_cast<acc_t>(noise[row + j]) : acc_t(0);
         z[j] = onehot::scaled_logit(static_cast<acc_t>(logits[row + j]), n, tau);
-        z_max[j] = k == 0 ? z[j] : std::max(z_max[j], z[j]);
+        z_max[j] = z[j] > z_max[j] ? z[j] : z_max[j];  // by value: std::max's reference blocks vectorising
       }
     }
     std::fill(sum_w, sum_w + count, acc_t(0));
     std::fill(dot_gw, dot_gw + count, acc_t(0));
     for (int32_t k = 0; k < l.classes; ++k) {
-      const scalar_t* g = grad + base + k * l.inner;
-      acc_t* w = weights.data() + k * kChunk;
+      const scalar_t* __restrict g = grad + base + k * l.inner;
+      acc_t* __restrict const w = weights + k * kChunk;
       for (int64_t j = 0; j < count; ++j) {
         w[j] = onehot::softmax_weight(w[j], z_max[j]);
         sum_w[j] += w[j];
@@ -93,9 +95,9 @@ void onehot_backward(const scalar_t* grad, const scalar_t* logits, const scalar_
       }
     }
     for (int32_t k = 0; k < l.classes; ++k) {
-      const scalar_t* g = grad + base + k * l.inner;
-      const acc_t* w = weights.data() + k * kChunk;
-      scalar_t* out = grad_logits + base + k * l.inner;
+      const scalar_t* __restrict g = grad + base + k * l.inner;
+      const acc_t* __restrict const w = weights + k * kChunk;
+      scalar_t* __restrict out = grad_logits + base + k * l.inner;
       for (int64_t j = 0; j < count; ++j) {
         out[j] = static_cast<scalar_t>(
             onehot::softmax_vjp(w[j], static_cast<acc_t>(g[j]), sum_w[j], dot_gw[j], tau));

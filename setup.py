@@ -71,6 +71,8 @@ class BuildExtensionWithInfo(cpp_extension.BuildExtension):
 
 WITH_CUDA, EXTENSION = extension()
 setup(
+    # DAL_BUILD_DIR keeps builds against different torch installs apart (scripts/setup-venv.sh).
+    options={"build": {"build_base": os.environ.get("DAL_BUILD_DIR", "build")}},
     ext_modules=[EXTENSION],
     cmdclass={"build_ext": BuildExtensionWithInfo.with_options(use_ninja=True)},
 )

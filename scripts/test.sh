@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's test command: a virtual environment .venv-test with dal built (its CUDA kernels
+# too where nvcc is found), then the dal_core C++ tests (CTest) and every Python test (pytest).
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup-venv.sh .venv-test --cuda-if-nvcc
+echo "== dal_core C++ tests (CTest)"
+cmake -S . -B build/dal_core -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build build/dal_core -j 2 > /dev/null
+ctest --test-dir build/dal_core --output-on-failure
+echo "== Python tests (pytest)"
+.venv-test/bin/python -m pytest "$@"

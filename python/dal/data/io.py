@@ -17,6 +17,14 @@ import numpy as np
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain open/mkdir would give (0o666/0o777 less the umask): mkstemp and mkdtemp
+    make private files, which the renamed outputs should not stay."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 class DataError(ValueError):
     """A scan, mask or data folder that dal cannot use; the message names the file and the problem."""
 
@@ -126,6 +134,26 @@ def load_mask(path: str | os.PathLike, reference: Scan | None = None, *, kind: s
     return mask.data != 0
 
 
+def image_like(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None,
+               dtype=None) -> nib.Nifti1Image:
+    """A NIfTI image of ``data`` on ``affine``; with ``header`` (the input scan's) it keeps that
+    header's fields (units, descriptions, qform/sform codes), as dal's outputs must."""
+    dtype = np.dtype(dtype or data.dtype)
+    data = np.asarray(data, dtype=dtype)
+    if header is None:
+        image = nib.Nifti1Image(data, affine)
+        image.header.set_xyzt_units("mm", "sec")
+        return image
+    header = header.copy()
+    header.set_data_dtype(dtype)
+    image = nib.Nifti1Image(data, affine, header)
+    # nibabel resets the codes when an affine is passed: keep the input's.
+    image.set_qform(affine, int(header["qform_code"]) or 1)
+    image.set_sform(affine, int(header["sform_code"]) or 1)
+    image.header.set_slope_inter(1.0, 0.0)
+    return image
+
+
 def _atomic_target(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
@@ -142,21 +170,11 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
     codes), as the maps dal writes must sit on the input's grid with the input's header.
     """
     path = Path(path)
-    dtype = np.dtype(dtype or data.dtype)
-    if header is not None:
-        header = header.copy()
-        header.set_data_dtype(dtype)
-        image = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine, header)
-        # Keep the input's qform/sform codes; nibabel resets them when the affine is passed.
-        image.set_qform(affine, int(header["qform_code"]) or 1)
-        image.set_sform(affine, int(header["sform_code"]) or 1)
-        image.header.set_slope_inter(1.0, 0.0)
-    else:
-        image = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
-        image.header.set_xyzt_units("mm", "sec")
+    image = image_like(data, affine, header, dtype)
     tmp = _atomic_target(path)
     try:
         nib.save(image, str(tmp))
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -172,6 +190,7 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

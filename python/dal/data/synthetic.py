@@ -34,14 +34,23 @@ same scans without the lesion (with the same noise): the pseudo-healthy ground t
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from dal.data.templates import TISSUES, load_mni152
+from dal._version import __version__
+from dal.data.io import default_mode, save_nifti, write_text_atomic
+from dal.data.templates import TISSUES, brain_centre, load_mni152
 
 CONTRASTS = ("t1", "t2", "flair", "pd")
 LESIONS = ("none", "tumour", "stroke", "wmh")
@@ -80,7 +89,7 @@ class SyntheticCase:
     tissue: np.ndarray
     affine: np.ndarray
     lesion: str
-    seed: int
+    seed: tuple[int, ...]
     healthy: dict[str, np.ndarray] | None = None
     info: dict = field(default_factory=dict)
 
@@ -101,22 +110,20 @@ def output_grid(spacing: float | None = None, shape: tuple[int, int, int] | None
     if not 0.25 <= spacing <= 8:
         raise ValueError(f"spacing: expected 0.25 to 8 mm, got {spacing}")
     affine = np.diag([spacing, spacing, spacing, 1.0])
-    affine[:3, 3] = _brain_centre() - spacing * (np.array(shape) - 1) / 2
+    affine[:3, 3] = brain_centre() - spacing * (np.array(shape) - 1) / 2
     return shape, affine
 
 
-def _brain_centre() -> np.ndarray:
-    template = load_mni152(2)
-    index = np.argwhere(template.mask)
-    centre = (index.min(axis=0) + index.max(axis=0)) / 2
-    return template.affine[:3, :3] @ centre + template.affine[:3, 3]
-
-
 def _smooth_field(rng: np.random.Generator, lattice: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-    """A smooth random field of unit-ish amplitude: normal values on a small lattice, cubic-upsampled."""
+    """A smooth random field of about unit amplitude: normal values on a small lattice, cubic
+    upsampling to at most 1/4 of ``shape`` per axis, then trilinear (cheap) to ``shape``."""
     values = rng.standard_normal(lattice)
-    zoom = [s / n for s, n in zip(shape, lattice)]
-    return ndi.zoom(values, zoom, order=3, mode="nearest", grid_mode=True)[tuple(slice(0, s) for s in shape)]
+    middle = tuple(max(n, -(-s // 4)) for n, s in zip(lattice, shape))
+    field = ndi.zoom(values, [m / n for m, n in zip(middle, lattice)], order=3, mode="nearest", grid_mode=True)
+    if field.shape == tuple(shape):
+        return field
+    return F.interpolate(torch.from_numpy(field.astype(np.float32))[None, None], size=tuple(shape),
+                         mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:
@@ -194,7 +201,7 @@ def _template_grid(warp: _Warp, plan: _LesionPlan | None) -> torch.Tensor:
         offset = points - plan.mass_centre
         r2 = (offset ** 2).sum(axis=-1, keepdims=True)
         points = plan.mass_centre + offset * (1 - plan.mass_strength * np.exp(-r2 / (2 * plan.mass_radius ** 2)))
-    centre = _brain_centre()
+    centre = brain_centre()
     points = (points - centre) @ warp.linear.T + centre + warp.shift + warp.displacement
     voxels = (points - template.affine[:3, 3]) @ np.linalg.inv(template.affine[:3, :3]).T
     grid = 2 * voxels / (np.array(template.mask.shape) - 1) - 1  # align_corners=True normalisation
@@ -353,13 +360,21 @@ def _render(rng: np.random.Generator, contrast: str, tissue: np.ndarray, mask: n
     return scan, (finish(healthy) if with_healthy else None)
 
 
-def generate_case(seed: int, contrasts: str | tuple[str, ...] = ("t1",), lesion: str = "none", *,
+def _seed_key(seed) -> tuple[int, ...]:
+    key = (seed,) if np.isscalar(seed) else tuple(seed)
+    if not key or any(int(k) != k or k < 0 for k in key):
+        raise ValueError(f"seed: expected a non-negative integer or a tuple of them, got {seed!r}")
+    return tuple(int(k) for k in key)
+
+
+def generate_case(seed: int | tuple[int, ...], contrasts: str | tuple[str, ...] = ("t1",), lesion: str = "none", *,
                   spacing: float | None = None, shape: tuple[int, int, int] | None = None,
                   return_healthy: bool = False) -> SyntheticCase:
     """Generate one synthetic subject.
 
     Args:
-        seed: the case's seed (non-negative int); the case is a pure function of it.
+        seed: the case's seed: a non-negative int or a tuple of them (``dal synth`` uses
+            (its seed, case number)); the case is a pure function of it.
         contrasts: one or several of "t1", "t2", "flair", "pd".
         lesion: "none", "tumour", "stroke" or "wmh".
         spacing, shape: the output grid (mm, voxels); by default the template's 2 mm grid.
@@ -375,12 +390,10 @@ def generate_case(seed: int, contrasts: str | tuple[str, ...] = ("t1",), lesion:
             raise ValueError(f"contrasts: expected names from {CONTRASTS}, got {contrast!r}")
     if lesion not in LESIONS:
         raise ValueError(f"lesion: expected one of {LESIONS}, got {lesion!r}")
-    if int(seed) < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed}")
-    seed = int(seed)
+    key = _seed_key(seed)
     grid_shape, affine = output_grid(spacing, shape)
-    lesion_rng = np.random.default_rng([seed, 1])
-    warp = _draw_warp(np.random.default_rng([seed, 0]), grid_shape, affine)
+    lesion_rng = np.random.default_rng([*key, 1])
+    warp = _draw_warp(np.random.default_rng([*key, 0]), grid_shape, affine)
     plan = _plan_lesion(lesion_rng, lesion, warp, _coarse_maps(_template_grid(warp, None)), affine)
     tissue, mask = _sample_anatomy(_template_grid(warp, plan), grid_shape)
     fractions, label = _paint_lesions(lesion_rng, plan, tissue, mask, affine)
@@ -390,16 +403,103 @@ def generate_case(seed: int, contrasts: str | tuple[str, ...] = ("t1",), lesion:
         texture = texture.astype(np.float32)
     images, healthy = {}, {}
     for contrast in contrasts:
-        rng = np.random.default_rng([seed, 2, CONTRASTS.index(contrast)])
+        rng = np.random.default_rng([*key, 2, CONTRASTS.index(contrast)])
         images[contrast], healthy[contrast] = _render(rng, contrast, tissue, mask, tuple(len(a) for a in warp.axes),
                                                       fractions, affine, texture, return_healthy)
     return SyntheticCase(images=images, mask=mask, label=label, tissue=tissue, affine=affine,
-                         lesion=lesion, seed=seed, healthy=healthy if return_healthy else None,
+                         lesion=lesion, seed=key, healthy=healthy if return_healthy else None,
                          info={"lesion_voxels": int((label > 0).sum()),
                                "lesion_volume_ml": float((label > 0).sum() * abs(np.linalg.det(affine[:3, :3])) / 1000)})
 
 
-def generate_healthy(seed: int, contrast: str = "t1") -> SyntheticCase:
+def generate_healthy(seed: int | tuple[int, ...], contrast: str = "t1") -> SyntheticCase:
     """A healthy subject on the template's 2 mm grid, one contrast, with its tissue maps: the
     training data of ``dal train`` when no data set is given."""
     return generate_case(seed, (contrast,), "none")
+
+
+SYNTH_SPACING = 1.0
+SYNTH_SHAPE = (160, 192, 160)
+
+
+def quantise_tissue(tissue: np.ndarray, levels: int = 1024) -> np.ndarray:
+    """Tissue maps (3, ...) rounded to multiples of 1/levels that still sum exactly to one (or zero):
+    CSF and GM are rounded, WM is the rest. Stored so, they compress twice as well."""
+    total = tissue.sum(axis=0)
+    csf = np.round(tissue[0] * levels) / levels
+    gm = np.minimum(np.round(tissue[1] * levels) / levels, np.round(total) - csf)
+    wm = np.maximum(np.round(total) - csf - gm, 0)
+    return np.stack([csf, gm, wm]).astype(np.float32)
+
+
+def write_case(case: SyntheticCase, folder: Path, case_id: str) -> dict[str, str]:
+    """Write a case into ``folder`` with BraTS-like names; returns role -> file name.
+
+    Scans are stored as int16, as scanners store them (the scanner gain keeps rounding below
+    0.3%); ``_seg`` the label, ``_mask`` the brain mask (uint8); ``_tissue`` the tissue maps, 4D
+    (CSF, GM, WM on the last axis), float32 rounded to 1/1024 and summing exactly to one in the brain.
+    """
+    files = {}
+    for contrast, image in case.images.items():
+        files[contrast] = save_nifti(np.round(image), case.affine, folder / f"{case_id}_{contrast}.nii.gz",
+                                     dtype=np.int16).name
+    files["seg"] = save_nifti(case.label, case.affine, folder / f"{case_id}_seg.nii.gz", dtype=np.uint8).name
+    files["mask"] = save_nifti(case.mask, case.affine, folder / f"{case_id}_mask.nii.gz", dtype=np.uint8).name
+    tissue = np.moveaxis(quantise_tissue(case.tissue), 0, -1)
+    files["tissue"] = save_nifti(tissue, case.affine, folder / f"{case_id}_tissue.nii.gz", dtype=np.float32).name
+    return files
+
+
+def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] = ("t1", "t2", "flair"),
+                  lesions: Sequence[str] = ("none", "tumour", "stroke", "wmh"), seed: int = 0, *,
+                  spacing: float | None = SYNTH_SPACING, shape: tuple[int, int, int] | None = SYNTH_SHAPE,
+                  overwrite: bool = False, progress: bool = False) -> Path:
+    """Write ``count`` synthetic cases in a BraTS-like layout with a ``manifest.json``.
+
+    Case ``i`` (``synth-0000``, ...) has seed ``(seed, i)`` and lesion ``lesions[i % len(lesions)]``,
+    and holds one scan per contrast, so the folder is the same for a seed whatever else runs. Each
+    case is written into a hidden temporary folder and renamed into place; the manifest last.
+
+    Returns:
+        The manifest's path.
+    """
+    out = Path(out)
+    contrasts, lesions = tuple(contrasts), tuple(lesions)
+    for contrast in contrasts:
+        if contrast not in CONTRASTS:
+            raise ValueError(f"contrasts: expected names from {CONTRASTS}, got {contrast!r}")
+    for lesion in lesions:
+        if lesion not in LESIONS:
+            raise ValueError(f"lesions: expected names from {LESIONS}, got {lesion!r}")
+    if not contrasts or not lesions:
+        raise ValueError("contrasts and lesions: expected at least one name each")
+    if count < 1:
+        raise ValueError(f"count: expected at least 1, got {count}")
+    ids = [f"synth-{i:04d}" for i in range(count)]
+    existing = [i for i in ["manifest.json", *ids] if (out / i).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out}: already holds {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
+                              "choose another folder or overwrite them (dal synth --overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    grid_shape, affine = output_grid(spacing, shape)
+    cases = []
+    for i in tqdm(range(count), desc="dal synth", unit="case", disable=not progress):
+        lesion = lesions[i % len(lesions)]
+        case = generate_case((seed, i), contrasts, lesion, spacing=spacing, shape=shape)
+        staging = Path(tempfile.mkdtemp(prefix=f".{ids[i]}.", suffix=".tmp", dir=out))
+        staging.chmod(default_mode(directory=True))
+        try:
+            files = write_case(case, staging, ids[i])
+            if (out / ids[i]).exists():
+                shutil.rmtree(out / ids[i])
+            os.replace(staging, out / ids[i])
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        cases.append({"id": ids[i], "lesion": lesion, "seed": [seed, i],
+                      "files": {role: f"{ids[i]}/{name}" for role, name in files.items()}, **case.info})
+    manifest = {"generator": "dal synth", "version": __version__, "seed": seed, "count": count,
+                "contrasts": list(contrasts), "lesions": list(lesions), "shape": list(grid_shape),
+                "affine": affine.tolist(), "tissues": list(TISSUES),
+                "labels": {"any non-zero": "lesion", "tumour": TUMOUR_LABELS}, "cases": cases}
+    return write_text_atomic(json.dumps(manifest, indent=1), out / "manifest.json")

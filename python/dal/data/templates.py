@@ -55,3 +55,12 @@ def load_mni152(resolution: int = 2) -> Template:
     tissue = tissue_from_gm_wm(gm, wm, mask)
     tissue.setflags(write=False)
     return Template(t1=t1_data, mask=mask, tissue=tissue, affine=np.asarray(t1.affine, dtype=np.float64))
+
+
+@functools.lru_cache(maxsize=2)
+def brain_centre(resolution: int = 2) -> np.ndarray:
+    """World point (mm) at the centre of the template brain mask's bounding box."""
+    template = load_mni152(resolution)
+    index = np.argwhere(template.mask)
+    centre = (index.min(axis=0) + index.max(axis=0)) / 2
+    return template.affine[:3, :3] @ centre + template.affine[:3, 3]

@@ -146,12 +146,11 @@ def image_like(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | 
         return image
     header = header.copy()
     header.set_data_dtype(dtype)
-    image = nib.Nifti1Image(data, affine, header)
-    # nibabel resets the codes when an affine is passed: keep the input's.
-    image.set_qform(affine, int(header["qform_code"]) or 1)
-    image.set_sform(affine, int(header["sform_code"]) or 1)
-    image.header.set_slope_inter(1.0, 0.0)
-    return image
+    header.set_slope_inter(1.0, 0.0)
+    # Keep the input's qform/sform codes (set before the image is made, which keeps the affine exact).
+    header.set_qform(affine, int(header["qform_code"]) or 1)
+    header.set_sform(affine, int(header["sform_code"]) or 1)
+    return nib.Nifti1Image(data, affine, header)
 
 
 def _atomic_target(path: Path):

@@ -65,6 +65,7 @@ TISSUE_INTENSITY = {
     "pd":    {"csf": 0.85, "gm": 0.85, "wm": 0.70, "oedema": 1.00, "rim": 0.95, "core": 0.95, "stroke": 1.00, "wmh": 0.95},
 }
 TUMOUR_LABELS = {"core": 1, "oedema": 2, "rim": 3}
+LABEL_FRACTION = 0.25  # a voxel is labelled lesion when at least a quarter of it is
 COARSE_SPACING_MM = 4.0  # the warp, bias and texture are smooth: computed on a 4 mm grid and upsampled
 
 
@@ -271,10 +272,10 @@ def _plan_lesion(rng: np.random.Generator, kind: str, warp: _Warp, coarse: np.nd
 
 def _paint_lesions(rng: np.random.Generator, plan: _LesionPlan, tissue: np.ndarray, mask: np.ndarray,
                    affine) -> tuple[dict, np.ndarray]:
-    """Lesion fractions (partial volume, 0..1) of each lesion tissue, and the label."""
+    """Lesion fractions (partial volume, 0..1) of each lesion tissue, and the label: the voxels at
+    least ``LABEL_FRACTION`` lesion, each given its largest part (tumour) or 1."""
     shape = mask.shape
     fractions: dict[str, np.ndarray] = {}
-    label = np.zeros(shape, np.uint8)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     inverse = np.linalg.inv(affine)
     for centre, radii, rotation, kind in plan.blobs:
@@ -304,24 +305,27 @@ def _paint_lesions(rng: np.random.Generator, plan: _LesionPlan, tissue: np.ndarr
             lesion = soft(rim_edge)
             core = soft(core_edge)
             # Oedema spreads along white matter, not into cortex or CSF.
-            oedema = np.clip(soft(oedema_edge) * np.clip(1.6 * wm + 0.1, 0, 1) - lesion, 0, 1)
+            oedema = np.clip(soft(oedema_edge) * np.clip((wm - 0.15) / 0.3, 0, 1) - lesion, 0, 1)
             parts = {"core": core, "rim": lesion - core, "oedema": oedema}
-            for name, value in parts.items():
-                region = label[box]
-                region[(value > 0.5) & (region == 0)] = TUMOUR_LABELS[name]
         else:
             parts = {kind: soft(1.0)}
-            region = label[box]
-            region[(parts[kind] > 0.5)] = 1
         for name, value in parts.items():
             target = fractions.setdefault(name, np.zeros(shape, np.float32))
             target[box] = np.maximum(target[box], value)
+    label = np.zeros(shape, np.uint8)
+    if not fractions:
+        return fractions, label
     # Where lesions overlap, fractions may add to more than one: scale them back to a whole voxel.
-    if fractions:
-        total = sum(fractions.values())
-        over = total > 1
-        for value in fractions.values():
-            value[over] /= total[over]
+    total = sum(fractions.values())
+    over = total > 1
+    for value in fractions.values():
+        value[over] /= total[over]
+    names = list(fractions)
+    values = {"tumour": TUMOUR_LABELS}.get(plan.kind, {})
+    largest = np.argmax(np.stack([fractions[n] for n in names]), axis=0)
+    codes = np.array([values.get(n, 1) for n in names], np.uint8)
+    lesion = total >= LABEL_FRACTION
+    label[lesion] = codes[largest[lesion]]
     return fractions, label
 
 

@@ -31,3 +31,45 @@ def _print_version(ctx: click.Context, _param, value: bool) -> None:
               help="Print the version and how the compiled ops were built, then exit.")
 def main() -> None:
     """dal: find lesions in brain MRI by rebuilding a pseudo-healthy image of each scan."""
+
+
+def _names(allowed: tuple[str, ...], option: str):
+    def parse(_ctx, _param, value: str) -> tuple[str, ...]:
+        names = tuple(n.strip().lower() for n in value.split(",") if n.strip())
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise click.BadParameter(f"expected a comma-separated list of {', '.join(allowed)}; got {value!r}",
+                                     param_hint=option)
+        return names
+    return parse
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the cases into.")
+@click.option("--n", "count", default=4, show_default=True, type=click.IntRange(min=1), help="Number of cases.")
+@click.option("--contrast", "contrasts", default="t1,t2,flair", show_default=True,
+              callback=_names(("t1", "t2", "flair", "pd"), "--contrast"), help="Scans of each case (t1, t2, flair, pd).")
+@click.option("--lesions", default="none,tumour,stroke,wmh", show_default=True,
+              callback=_names(("none", "tumour", "stroke", "wmh"), "--lesions"),
+              help="Lesion types, given to the cases in turn.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed; the output is a function of it.")
+@click.option("--spacing", default=1.0, show_default=True, type=click.FloatRange(0.25, 8), help="Voxel size, mm.")
+@click.option("--shape", default="160,192,160", show_default=True, help="Grid size in voxels, X,Y,Z (RAS).")
+@click.option("--overwrite", is_flag=True, help="Replace cases already in --out.")
+def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite):
+    """Write synthetic brain MRI cases (scans, brain masks, lesion labels, tissue maps) from the
+    MNI152 template, in a BraTS-like layout with a manifest.json."""
+    from dal.data.synthetic import write_dataset
+
+    try:
+        grid = tuple(int(s) for s in shape.split(","))
+        if len(grid) != 3:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"expected three integers X,Y,Z; got {shape!r}", param_hint="--shape") from None
+    try:
+        manifest = write_dataset(out, count, contrasts, lesions, seed, spacing=spacing, shape=grid,
+                                 overwrite=overwrite, progress=True)
+    except (FileExistsError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {count} case(s) to {out} ({manifest.name})")

@@ -1,0 +1,509 @@
+"""A synthetic population of brain MRI scans, healthy or with lesions, from the MNI152 template.
+
+Each case is one random subject: nilearn's MNI152 2009 brain mask and GM/WM maps (2 mm, shipped
+with nilearn, no download) warped by a random small rotation, anisotropic scaling, translation and
+a smooth random deformation (plus the mass effect of a tumour), then turned into T1-, T2-, FLAIR-
+or PD-like scans by giving each tissue a contrast-specific intensity, mixed by the tissue
+probabilities (partial volume), with a multiplicative bias field and texture, a Gaussian blur
+(the scanner's point-spread) and Rician noise. Scans are skull-stripped: zero outside the brain
+mask, as BraTS ships them.
+
+Lesions, placed in the subject's own space with irregular shapes (a noisy level set) and inner
+texture, with intensities that fit each contrast:
+
+- ``tumour``: necrotic core, enhancing rim, peritumoural oedema that spreads in white matter, and
+  mass effect (the surrounding anatomy pushed outwards). Label values follow BraTS 2023:
+  1 core, 2 oedema, 3 rim.
+- ``stroke``: a cortical-subcortical infarct (label 1).
+- ``wmh``: several small periventricular white-matter lesions (label 1).
+
+The label is the whole abnormal region: any non-zero voxel is lesion. The tissue maps (CSF, GM,
+WM, summing to one inside the brain) describe the subject's healthy anatomy, mass effect
+included: they are the anatomical prior that comes with each scan.
+
+Grids: by default a case lies on the template's own 2 mm grid (99 x 117 x 95, MNI affine). For
+another grid (``spacing``, ``shape``, e.g. 1 mm and 160 x 192 x 160 as ``dal synth`` writes) the
+anatomy is sampled from the 2 mm maps by trilinear interpolation through the smooth warp, which is
+a smooth upsampling; lesion shapes, noise and blur are drawn on the output grid itself, so 1 mm
+cases have 1 mm lesion edges and noise.
+
+Determinism: a case is a pure function of its seed. The anatomy, the lesion and each contrast use
+their own random streams (``numpy.random.default_rng([seed, part])``), so the same seed gives the
+same subject whatever contrasts or lesion are asked for, and ``return_healthy=True`` gives the
+same scans without the lesion (with the same noise): the pseudo-healthy ground truth.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.ndimage as ndi
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dal._version import __version__
+from dal.data.io import default_mode, save_nifti, write_text_atomic
+from dal.data.templates import TISSUES, brain_centre, load_mni152
+
+CONTRASTS = ("t1", "t2", "flair", "pd")
+LESIONS = ("none", "tumour", "stroke", "wmh")
+
+# Mean intensity of each tissue per contrast, relative units (each case jitters them by up to 10%).
+# Healthy: csf, gm, wm. Lesions: oedema, rim (enhancing tumour; no contrast agent here), core
+# (necrosis), stroke (subacute infarct), wmh.
+TISSUE_INTENSITY = {
+    "t1":    {"csf": 0.25, "gm": 0.60, "wm": 1.00, "oedema": 0.62, "rim": 0.55, "core": 0.30, "stroke": 0.35, "wmh": 0.70},
+    "t2":    {"csf": 1.00, "gm": 0.50, "wm": 0.35, "oedema": 0.80, "rim": 0.62, "core": 0.95, "stroke": 0.85, "wmh": 0.72},
+    "flair": {"csf": 0.08, "gm": 0.60, "wm": 0.45, "oedema": 1.00, "rim": 0.85, "core": 0.35, "stroke": 0.95, "wmh": 0.95},
+    "pd":    {"csf": 0.85, "gm": 0.85, "wm": 0.70, "oedema": 1.00, "rim": 0.95, "core": 0.95, "stroke": 1.00, "wmh": 0.95},
+}
+TUMOUR_LABELS = {"core": 1, "oedema": 2, "rim": 3}
+LABEL_FRACTION = 0.25  # a voxel is labelled lesion when at least a quarter of it is
+COARSE_SPACING_MM = 4.0  # the warp, bias and texture are smooth: computed on a 4 mm grid and upsampled
+
+
+@dataclass
+class SyntheticCase:
+    """One synthetic subject.
+
+    Attributes:
+        images: contrast name -> scan (float32, zero outside the brain), all on one grid.
+        mask: brain mask (bool).
+        label: lesion label (uint8, 0 = healthy; tumour parts 1 core, 2 oedema, 3 rim).
+        tissue: (3, X, Y, Z) float32 tissue probabilities CSF, GM, WM (sum to one in the mask).
+        affine: voxel-to-world (RAS mm) affine of the grid.
+        lesion: "none", "tumour", "stroke" or "wmh".
+        seed: the seed that made the case.
+        healthy: with ``return_healthy``, the same scans without the lesion, else None.
+    """
+
+    images: dict[str, np.ndarray]
+    mask: np.ndarray
+    label: np.ndarray
+    tissue: np.ndarray
+    affine: np.ndarray
+    lesion: str
+    seed: tuple[int, ...]
+    healthy: dict[str, np.ndarray] | None = None
+    info: dict = field(default_factory=dict)
+
+
+def output_grid(spacing: float | None = None, shape: tuple[int, int, int] | None = None) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of a case's grid: the template's 2 mm grid by default, else an axis-aligned
+    RAS grid of ``spacing`` mm and ``shape`` voxels centred on the template brain."""
+    template = load_mni152(2)
+    if spacing is None and shape is None:
+        return tuple(template.mask.shape), template.affine.copy()
+    spacing = float(spacing or template.spacing)
+    if shape is None:
+        extent = np.array(template.mask.shape) * template.spacing
+        shape = tuple(int(round(e / spacing)) for e in extent)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 8:
+        raise ValueError(f"shape: expected 3 sizes of at least 8 voxels, got {shape}")
+    if not 0.25 <= spacing <= 8:
+        raise ValueError(f"spacing: expected 0.25 to 8 mm, got {spacing}")
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = brain_centre() - spacing * (np.array(shape) - 1) / 2
+    return shape, affine
+
+
+def _smooth_field(rng: np.random.Generator, lattice: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """A smooth random field of about unit amplitude: normal values on a small lattice, cubic
+    upsampling to at most 1/4 of ``shape`` per axis, then trilinear (cheap) to ``shape``."""
+    values = rng.standard_normal(lattice)
+    middle = tuple(max(n, -(-s // 4)) for n, s in zip(lattice, shape))
+    field = ndi.zoom(values, [m / n for m, n in zip(middle, lattice)], order=3, mode="nearest", grid_mode=True)
+    if field.shape == tuple(shape):
+        return field
+    return F.interpolate(torch.from_numpy(field.astype(np.float32))[None, None], size=tuple(shape),
+                         mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _coarse_axes(shape) -> list[np.ndarray]:
+    """Coarse sample positions (voxel indices) along each axis, first and last voxel included, so that
+    trilinear upsampling with align_corners maps them exactly."""
+    return [np.linspace(0, s - 1, max(2, int(np.ceil((s - 1) / step)) + 1)) for s, step in shape]
+
+
+def _world_points(affine: np.ndarray, axes: list[np.ndarray]) -> np.ndarray:
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    return grid @ affine[:3, :3].T + affine[:3, 3]
+
+
+@dataclass
+class _Warp:
+    """A subject's random warp, drawn on the coarse grid: subject space -> template space."""
+
+    axes: list                 # coarse sample positions (voxel indices) along each output axis
+    subject: np.ndarray        # (n0, n1, n2, 3) world points (mm) of the coarse grid
+    linear: np.ndarray         # 3x3 rotation and scaling about the brain centre
+    shift: np.ndarray          # translation (mm)
+    displacement: np.ndarray   # (n0, n1, n2, 3) smooth displacement (mm)
+
+
+@dataclass
+class _LesionPlan:
+    kind: str
+    mass_centre: np.ndarray | None = None
+    mass_radius: float = 0.0
+    mass_strength: float = 0.0
+    blobs: list = field(default_factory=list)  # (centre mm, radii mm, rotation, kind) of each lesion
+
+
+def _template_distances() -> np.ndarray:
+    """(2, X, Y, Z): distance (mm) to the brain surface and to the ventricles, on the 2 mm template grid."""
+    if not hasattr(_template_distances, "cache"):
+        template = load_mni152(2)
+        depth = ndi.distance_transform_edt(template.mask) * template.spacing
+        ventricles = ndi.binary_opening((template.tissue[0] > 0.6) & (depth > 18))
+        to_ventricle = ndi.distance_transform_edt(~ventricles) * template.spacing
+        _template_distances.cache = np.stack([depth, to_ventricle]).astype(np.float32)
+    return _template_distances.cache
+
+
+def _draw_warp(rng: np.random.Generator, shape, affine) -> _Warp:
+    """Random small rotation (up to 8 degrees per axis), scaling (6%), shift (4 mm) and a smooth
+    deformation (1.5 to 3.5 mm), drawn in a fixed order so the anatomy does not depend on the lesion."""
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    axes = _coarse_axes([(s, COARSE_SPACING_MM / sp) for s, sp in zip(shape, spacing)])
+    subject = _world_points(affine, axes)
+    angles = np.deg2rad(rng.uniform(-8, 8, 3))
+    scale = rng.uniform(0.94, 1.06, 3)
+    shift = rng.uniform(-4, 4, 3)
+    amplitude = rng.uniform(1.5, 3.5)
+    displacement = amplitude * np.stack([_smooth_field(rng, (5, 6, 5), subject.shape[:3]) for _ in range(3)], axis=-1)
+    return _Warp(axes=axes, subject=subject, linear=_rotation(angles) * scale, shift=shift, displacement=displacement)
+
+
+def _template_grid(warp: _Warp, plan: _LesionPlan | None) -> torch.Tensor:
+    """For each coarse point, where to sample the template, as grid_sample coordinates (n0, n1, n2, 3)."""
+    template = load_mni152(2)
+    points = warp.subject
+    if plan is not None and plan.mass_centre is not None:
+        # Mass effect: a point at distance r from the tumour centre shows the anatomy found at
+        # r (1 - a exp(-r^2 / 2R^2)); monotonic in r for a < 1, so tissue is pushed out, not folded.
+        offset = points - plan.mass_centre
+        r2 = (offset ** 2).sum(axis=-1, keepdims=True)
+        points = plan.mass_centre + offset * (1 - plan.mass_strength * np.exp(-r2 / (2 * plan.mass_radius ** 2)))
+    centre = brain_centre()
+    points = (points - centre) @ warp.linear.T + centre + warp.shift + warp.displacement
+    voxels = (points - template.affine[:3, 3]) @ np.linalg.inv(template.affine[:3, :3]).T
+    grid = 2 * voxels / (np.array(template.mask.shape) - 1) - 1  # align_corners=True normalisation
+    return torch.from_numpy(np.ascontiguousarray(grid[..., ::-1], dtype=np.float32))  # grid_sample wants (z, y, x)
+
+
+def _template_channels() -> torch.Tensor:
+    template = load_mni152(2)
+    return torch.from_numpy(np.concatenate([template.tissue, template.mask[None].astype(np.float32)]))[None]
+
+
+def _coarse_maps(grid: torch.Tensor) -> np.ndarray:
+    """(6, n0, n1, n2) at the coarse points: CSF, GM, WM, mask, depth (mm), distance to the ventricles (mm)."""
+    source = torch.cat([_template_channels(), torch.from_numpy(_template_distances())[None]], 1)
+    return F.grid_sample(source, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True)[0].numpy()
+
+
+def _sample_anatomy(grid: torch.Tensor, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue maps (3, X, Y, Z) summing to one in the mask, and the mask, on the full output grid."""
+    full = F.interpolate(grid.permute(3, 0, 1, 2)[None], size=tuple(shape), mode="trilinear",
+                         align_corners=True)[0].permute(1, 2, 3, 0)
+    sampled = F.grid_sample(_template_channels(), full[None], mode="bilinear", padding_mode="zeros",
+                            align_corners=True)[0].numpy()
+    mask = sampled[3] > 0.5
+    tissue = sampled[:3]
+    total = tissue.sum(axis=0)
+    csf_only = np.array([1, 0, 0], np.float32)[:, None, None, None]
+    tissue = np.where(total > 1e-3, tissue / np.maximum(total, 1e-3), csf_only)
+    return (tissue * mask).astype(np.float32), mask
+
+
+def _pick(rng: np.random.Generator, candidates: np.ndarray, world: np.ndarray, what: str) -> np.ndarray:
+    index = np.argwhere(candidates)
+    if len(index) == 0:
+        raise RuntimeError(f"no place for a {what} in this grid: it does not cover enough of the brain")
+    return world[tuple(index[rng.integers(len(index))])] + rng.uniform(-1, 1, 3)
+
+
+def _plan_lesion(rng: np.random.Generator, kind: str, warp: _Warp, coarse: np.ndarray, affine) -> _LesionPlan:
+    """Where each lesion goes (in subject space, from the subject's own coarse maps) and its size."""
+    plan = _LesionPlan(kind)
+    if kind == "none":
+        return plan
+    world = warp.subject
+    _, gm, wm, _, depth, to_ventricle = coarse
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    to_edge = [np.minimum(a - a[0], a[-1] - a) * sp for a, sp in zip(warp.axes, spacing)]
+    inside = np.min(np.stack(np.meshgrid(*to_edge, indexing="ij")), axis=0) > 12  # mm from the grid's edges
+    rotation = lambda: _rotation(rng.uniform(-np.pi, np.pi, 3))  # noqa: E731
+    if kind == "tumour":
+        radius = rng.uniform(10, 22)
+        centre = _pick(rng, inside & (wm > 0.5) & (depth > radius + 6), world, "tumour")
+        plan.mass_centre, plan.mass_radius, plan.mass_strength = centre, radius * 1.3, rng.uniform(0.25, 0.5)
+        plan.blobs.append((centre, radius * rng.uniform(0.8, 1.2, 3), rotation(), "tumour"))
+    elif kind == "stroke":
+        radius = rng.uniform(8, 22)
+        centre = _pick(rng, inside & (gm > 0.4) & (depth > 4) & (depth < 14), world, "stroke")
+        plan.blobs.append((centre, radius * rng.uniform(0.6, 1.3, 3), rotation(), "stroke"))
+    elif kind == "wmh":
+        candidates = inside & (wm > 0.7) & (to_ventricle < 12) & (depth > 10)
+        for _ in range(int(rng.integers(3, 13))):
+            radius = rng.uniform(2.5, 6)
+            plan.blobs.append((_pick(rng, candidates, world, "white-matter lesion"), radius * rng.uniform(0.6, 1.4, 3),
+                               rotation(), "wmh"))
+    return plan
+
+
+def _paint_lesions(rng: np.random.Generator, plan: _LesionPlan, tissue: np.ndarray, mask: np.ndarray,
+                   affine) -> tuple[dict, np.ndarray]:
+    """Lesion fractions (partial volume, 0..1) of each lesion tissue, and the label: the voxels at
+    least ``LABEL_FRACTION`` lesion, each given its largest part (tumour) or 1."""
+    shape = mask.shape
+    fractions: dict[str, np.ndarray] = {}
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    inverse = np.linalg.inv(affine)
+    for centre, radii, rotation, kind in plan.blobs:
+        reach = radii.max() * (2.4 if kind == "tumour" else 1.5)
+        centre_vox = inverse[:3, :3] @ centre + inverse[:3, 3]
+        low = np.maximum(np.floor(centre_vox - reach / spacing).astype(int), 0)
+        high = np.minimum(np.ceil(centre_vox + reach / spacing).astype(int) + 1, shape)
+        if np.any(high <= low):
+            continue
+        box = tuple(slice(a, b) for a, b in zip(low, high))
+        box_shape = tuple(high - low)
+        points = _world_points(affine, [np.arange(a, b) for a, b in zip(low, high)])
+        local = (points - centre) @ rotation / radii  # the ellipsoid's frame, unit radius
+        level = np.sqrt((local ** 2).sum(axis=-1))
+        roughness = 0.35 if kind != "wmh" else 0.25
+        level = level + roughness * _smooth_field(rng, (5, 5, 5), box_shape) * np.minimum(level, 1.5)
+        softness = 0.5 * spacing.mean() / radii.mean()  # about one voxel of partial volume at the edge
+        inside = mask[box]
+        wm = tissue[2][box]
+
+        def soft(threshold):
+            return np.clip((threshold - level) / softness + 0.5, 0, 1) * inside
+
+        if kind == "tumour":
+            core_edge, rim_edge = rng.uniform(0.35, 0.6), 1.0
+            oedema_edge = rng.uniform(1.5, 2.2)
+            lesion = soft(rim_edge)
+            core = soft(core_edge)
+            # Oedema spreads along white matter, not into cortex or CSF.
+            oedema = np.clip(soft(oedema_edge) * np.clip((wm - 0.15) / 0.3, 0, 1) - lesion, 0, 1)
+            parts = {"core": core, "rim": lesion - core, "oedema": oedema}
+        else:
+            parts = {kind: soft(1.0)}
+        for name, value in parts.items():
+            target = fractions.setdefault(name, np.zeros(shape, np.float32))
+            target[box] = np.maximum(target[box], value)
+    label = np.zeros(shape, np.uint8)
+    if not fractions:
+        return fractions, label
+    # Where lesions overlap, fractions may add to more than one: scale them back to a whole voxel.
+    total = sum(fractions.values())
+    over = total > 1
+    for value in fractions.values():
+        value[over] /= total[over]
+    names = list(fractions)
+    values = {"tumour": TUMOUR_LABELS}.get(plan.kind, {})
+    largest = np.argmax(np.stack([fractions[n] for n in names]), axis=0)
+    codes = np.array([values.get(n, 1) for n in names], np.uint8)
+    lesion = total >= LABEL_FRACTION
+    label[lesion] = codes[largest[lesion]]
+    return fractions, label
+
+
+def _render(rng: np.random.Generator, contrast: str, tissue: np.ndarray, mask: np.ndarray, coarse_shape,
+            fractions: dict, affine, lesion_texture: np.ndarray | None, with_healthy: bool):
+    """One contrast: tissue mixing, bias field and texture, blur, Rician noise. Returns
+    (scan, healthy scan or None); both share every random draw."""
+    means = {name: value * rng.uniform(0.9, 1.1) for name, value in TISSUE_INTENSITY[contrast].items()}
+    gain = rng.uniform(300, 1500)  # arbitrary scanner units: preprocessing must not rely on them
+    shape = mask.shape
+    bias = rng.uniform(0.05, 0.2) * _smooth_field(rng, (3, 3, 3), coarse_shape)
+    texture = 0.03 * _smooth_field(rng, tuple(max(2, s // 3) for s in coarse_shape), coarse_shape)
+    multiplier = F.interpolate(torch.from_numpy(np.exp(bias + texture).astype(np.float32))[None, None], size=tuple(shape),
+                               mode="trilinear", align_corners=True)[0, 0].numpy()
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    blur_mm = rng.uniform(0.3, 0.9)
+    noise_level = rng.uniform(0.01, 0.04) * max(means["csf"], means["gm"], means["wm"])
+    mask_index = np.flatnonzero(mask)
+    noise = rng.standard_normal((2, mask_index.size), dtype=np.float32) * noise_level
+
+    healthy = sum(tissue[k] * means[name] for k, name in enumerate(TISSUES))
+
+    def finish(clean):
+        clean = ndi.gaussian_filter(clean * multiplier, blur_mm / spacing, truncate=3.0)
+        values = clean.ravel()[mask_index]
+        out = np.zeros(clean.size, np.float32)
+        out[mask_index] = np.sqrt((values + noise[0]) ** 2 + noise[1] ** 2)  # Rician magnitude
+        return (out * gain).reshape(shape)
+
+    if not fractions:
+        scan = finish(healthy)
+        return scan, (scan.copy() if with_healthy else None)
+    lesion_total = sum(fractions.values())
+    lesion_intensity = sum(value * means[name] for name, value in fractions.items()) * lesion_texture
+    scan = finish(healthy * (1 - lesion_total) + lesion_intensity)
+    return scan, (finish(healthy) if with_healthy else None)
+
+
+def _seed_key(seed) -> tuple[int, ...]:
+    key = (seed,) if np.isscalar(seed) else tuple(seed)
+    if not key or any(int(k) != k or k < 0 for k in key):
+        raise ValueError(f"seed: expected a non-negative integer or a tuple of them, got {seed!r}")
+    return tuple(int(k) for k in key)
+
+
+def generate_case(seed: int | tuple[int, ...], contrasts: str | tuple[str, ...] = ("t1",), lesion: str = "none", *,
+                  spacing: float | None = None, shape: tuple[int, int, int] | None = None,
+                  return_healthy: bool = False) -> SyntheticCase:
+    """Generate one synthetic subject.
+
+    Args:
+        seed: the case's seed: a non-negative int or a tuple of them (``dal synth`` uses
+            (its seed, case number)); the case is a pure function of it.
+        contrasts: one or several of "t1", "t2", "flair", "pd".
+        lesion: "none", "tumour", "stroke" or "wmh".
+        spacing, shape: the output grid (mm, voxels); by default the template's 2 mm grid.
+        return_healthy: also return the scans without the lesion (pseudo-healthy truth).
+
+    Returns:
+        The :class:`SyntheticCase`.
+    """
+    if isinstance(contrasts, str):
+        contrasts = (contrasts,)
+    for contrast in contrasts:
+        if contrast not in CONTRASTS:
+            raise ValueError(f"contrasts: expected names from {CONTRASTS}, got {contrast!r}")
+    if lesion not in LESIONS:
+        raise ValueError(f"lesion: expected one of {LESIONS}, got {lesion!r}")
+    key = _seed_key(seed)
+    grid_shape, affine = output_grid(spacing, shape)
+    lesion_rng = np.random.default_rng([*key, 1])
+    warp = _draw_warp(np.random.default_rng([*key, 0]), grid_shape, affine)
+    plan = _plan_lesion(lesion_rng, lesion, warp, _coarse_maps(_template_grid(warp, None)), affine)
+    tissue, mask = _sample_anatomy(_template_grid(warp, plan), grid_shape)
+    fractions, label = _paint_lesions(lesion_rng, plan, tissue, mask, affine)
+    texture = None
+    if fractions:
+        texture = 1 + 0.12 * _smooth_field(lesion_rng, tuple(max(2, s // 6) for s in grid_shape), grid_shape)
+        texture = texture.astype(np.float32)
+    images, healthy = {}, {}
+    for contrast in contrasts:
+        rng = np.random.default_rng([*key, 2, CONTRASTS.index(contrast)])
+        images[contrast], healthy[contrast] = _render(rng, contrast, tissue, mask, tuple(len(a) for a in warp.axes),
+                                                      fractions, affine, texture, return_healthy)
+    return SyntheticCase(images=images, mask=mask, label=label, tissue=tissue, affine=affine,
+                         lesion=lesion, seed=key, healthy=healthy if return_healthy else None,
+                         info={"lesion_voxels": int((label > 0).sum()),
+                               "lesion_volume_ml": float((label > 0).sum() * abs(np.linalg.det(affine[:3, :3])) / 1000)})
+
+
+def generate_healthy(seed: int | tuple[int, ...], contrast: str = "t1") -> SyntheticCase:
+    """A healthy subject on the template's 2 mm grid, one contrast, with its tissue maps: the
+    training data of ``dal train`` when no data set is given."""
+    return generate_case(seed, (contrast,), "none")
+
+
+SYNTH_SPACING = 1.0
+SYNTH_SHAPE = (160, 192, 160)
+
+
+def quantise_tissue(tissue: np.ndarray, levels: int = 1024) -> np.ndarray:
+    """Tissue maps (3, ...) rounded to multiples of 1/levels that still sum exactly to one (or zero):
+    CSF and GM are rounded, WM is the rest. Stored so, they compress twice as well."""
+    total = tissue.sum(axis=0)
+    csf = np.round(tissue[0] * levels) / levels
+    gm = np.minimum(np.round(tissue[1] * levels) / levels, np.round(total) - csf)
+    wm = np.maximum(np.round(total) - csf - gm, 0)
+    return np.stack([csf, gm, wm]).astype(np.float32)
+
+
+def write_case(case: SyntheticCase, folder: Path, case_id: str) -> dict[str, str]:
+    """Write a case into ``folder`` with BraTS-like names; returns role -> file name.
+
+    Scans are stored as int16, as scanners store them (the scanner gain keeps rounding below
+    0.3%); ``_seg`` the label, ``_mask`` the brain mask (uint8); ``_tissue`` the tissue maps, 4D
+    (CSF, GM, WM on the last axis), float32 rounded to 1/1024 and summing exactly to one in the brain.
+    """
+    files = {}
+    for contrast, image in case.images.items():
+        files[contrast] = save_nifti(np.round(image), case.affine, folder / f"{case_id}_{contrast}.nii.gz",
+                                     dtype=np.int16).name
+    files["seg"] = save_nifti(case.label, case.affine, folder / f"{case_id}_seg.nii.gz", dtype=np.uint8).name
+    files["mask"] = save_nifti(case.mask, case.affine, folder / f"{case_id}_mask.nii.gz", dtype=np.uint8).name
+    tissue = np.moveaxis(quantise_tissue(case.tissue), 0, -1)
+    files["tissue"] = save_nifti(tissue, case.affine, folder / f"{case_id}_tissue.nii.gz", dtype=np.float32).name
+    return files
+
+
+def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] = ("t1", "t2", "flair"),
+                  lesions: Sequence[str] = ("none", "tumour", "stroke", "wmh"), seed: int = 0, *,
+                  spacing: float | None = SYNTH_SPACING, shape: tuple[int, int, int] | None = SYNTH_SHAPE,
+                  overwrite: bool = False, progress: bool = False) -> Path:
+    """Write ``count`` synthetic cases in a BraTS-like layout with a ``manifest.json``.
+
+    Case ``i`` (``synth-0000``, ...) has seed ``(seed, i)`` and lesion ``lesions[i % len(lesions)]``,
+    and holds one scan per contrast, so the folder is the same for a seed whatever else runs. Each
+    case is written into a hidden temporary folder and renamed into place; the manifest last.
+
+    Returns:
+        The manifest's path.
+    """
+    out = Path(out)
+    contrasts, lesions = tuple(contrasts), tuple(lesions)
+    for contrast in contrasts:
+        if contrast not in CONTRASTS:
+            raise ValueError(f"contrasts: expected names from {CONTRASTS}, got {contrast!r}")
+    for lesion in lesions:
+        if lesion not in LESIONS:
+            raise ValueError(f"lesions: expected names from {LESIONS}, got {lesion!r}")
+    if not contrasts or not lesions:
+        raise ValueError("contrasts and lesions: expected at least one name each")
+    if count < 1:
+        raise ValueError(f"count: expected at least 1, got {count}")
+    ids = [f"synth-{i:04d}" for i in range(count)]
+    existing = [i for i in ["manifest.json", *ids] if (out / i).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out}: already holds {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
+                              "choose another folder or overwrite them (dal synth --overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    grid_shape, affine = output_grid(spacing, shape)
+    cases = []
+    for i in tqdm(range(count), desc="dal synth", unit="case", disable=not progress):
+        lesion = lesions[i % len(lesions)]
+        case = generate_case((seed, i), contrasts, lesion, spacing=spacing, shape=shape)
+        staging = Path(tempfile.mkdtemp(prefix=f".{ids[i]}.", suffix=".tmp", dir=out))
+        staging.chmod(default_mode(directory=True))
+        try:
+            files = write_case(case, staging, ids[i])
+            if (out / ids[i]).exists():
+                shutil.rmtree(out / ids[i])
+            os.replace(staging, out / ids[i])
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        cases.append({"id": ids[i], "lesion": lesion, "seed": [seed, i],
+                      "files": {role: f"{ids[i]}/{name}" for role, name in files.items()}, **case.info})
+    manifest = {"generator": "dal synth", "version": __version__, "seed": seed, "count": count,
+                "contrasts": list(contrasts), "lesions": list(lesions), "shape": list(grid_shape),
+                "affine": affine.tolist(), "tissues": list(TISSUES),
+                "labels": {"any non-zero": "lesion", "tumour": TUMOUR_LABELS}, "cases": cases}
+    return write_text_atomic(json.dumps(manifest, indent=1), out / "manifest.json")

@@ -12,4 +12,6 @@ extern "C" PyObject* PyInit__C(void) {
 TORCH_LIBRARY(dal, m) {
   m.def("onehot_st(Tensor logits, float tau, Tensor? noise, int dim) -> Tensor");
   m.def("onehot_st_backward(Tensor grad, Tensor logits, float tau, Tensor? noise, int dim) -> Tensor");
+  m.def("sobel(Tensor x, bool magnitude, bool normalized) -> Tensor");
+  m.def("sobel_backward(Tensor grad, Tensor x, bool magnitude, bool normalized) -> Tensor");
 }

@@ -2,5 +2,6 @@
 (dal.ops.reference); `implementation(op, device)` says which one runs."""
 from dal.ops._extension import DalFallbackWarning, implementation, op_names
 from dal.ops.onehot import onehot_st
+from dal.ops.sobel import sobel
 
-__all__ = ["DalFallbackWarning", "implementation", "onehot_st", "op_names"]
+__all__ = ["DalFallbackWarning", "implementation", "onehot_st", "op_names", "sobel"]

@@ -1,0 +1,293 @@
+// CPU kernels of dal::sobel: one fused pass. Every task takes output rows (image, plane, row) and,
+// for each, runs the separable steps of dal/sobel.h along D and H over the 3x3 input rows around
+// it into three short buffers (L1-resident), then the step along W, writing the output row once.
+// All inner loops run along W, contiguous, and vectorise.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../edges.h"
+#include "dal/sobel.h"
+
+namespace dal {
+namespace {
+
+using sobel::diff;
+using sobel::smooth;
+
+inline int64_t clamp_index(int64_t i, int64_t n) { return std::min(std::max(i, int64_t(0)), n - 1); }
+
+// Three row buffers of W + 2 values each, indices -1 and W kept for the border along W.
+template <typename acc_t>
+struct RowBuffers {
+  std::vector<acc_t> storage;
+  int64_t stride;
+  explicit RowBuffers(int64_t cols) : storage(static_cast<size_t>(3 * (cols + 2))), stride(cols + 2) {}
+  acc_t* row(int k) { return storage.data() + k * stride + 1; }
+};
+
+// Smoothing and derivative along H of one plane's three rows.
+template <typename scalar_t, typename acc_t>
+void steps_along_h(const scalar_t* __restrict__ above, const scalar_t* __restrict__ at,
+                   const scalar_t* __restrict__ below, acc_t* __restrict__ smoothed,
+                   acc_t* __restrict__ derived, int64_t cols) {
+  for (int64_t w = 0; w < cols; ++w) {
+    const acc_t a = static_cast<acc_t>(above[w]), b = static_cast<acc_t>(at[w]),
+                c = static_cast<acc_t>(below[w]);
+    smoothed[w] = smooth(a, b, c);
+    derived[w] = diff(a, c);
+  }
+}
+
+// Steps along D of the H-steps of three planes: the parts of gx, gy, gz still to be done along W.
+template <typename acc_t>
+void steps_along_d(const acc_t* __restrict__ s0, const acc_t* __restrict__ s1,
+                   const acc_t* __restrict__ s2, const acc_t* __restrict__ d0,
+                   const acc_t* __restrict__ d1, const acc_t* __restrict__ d2,
+                   acc_t* __restrict__ x_part, acc_t* __restrict__ y_part,
+                   acc_t* __restrict__ z_part, int64_t cols) {
+  for (int64_t w = 0; w < cols; ++w) {
+    x_part[w] = smooth(s0[w], s1[w], s2[w]);
+    y_part[w] = smooth(d0[w], d1[w], d2[w]);
+    z_part[w] = diff(s0[w], s2[w]);
+  }
+}
+
+template <typename acc_t>
+void replicate_ends(acc_t* row, int64_t cols) {
+  row[-1] = row[0];
+  row[cols] = row[cols - 1];
+}
+
+// The step along W and the output: magnitude, or components `component_stride` apart.
+template <typename scalar_t, typename acc_t, int kDims, bool kMagnitude>
+void steps_along_w(const acc_t* __restrict__ x_part, const acc_t* __restrict__ y_part,
+                   const acc_t* __restrict__ z_part, scalar_t* __restrict__ out,
+                   int64_t component_stride, acc_t scale, int64_t cols) {
+  for (int64_t w = 0; w < cols; ++w) {
+    const acc_t gx = diff(x_part[w - 1], x_part[w + 1]);
+    const acc_t gy = smooth(y_part[w - 1], y_part[w], y_part[w + 1]);
+    const acc_t gz = kDims == 3 ? smooth(z_part[w - 1], z_part[w], z_part[w + 1]) : acc_t(0);
+    if (kMagnitude) {
+      out[w] = static_cast<scalar_t>(scale * sobel::magnitude(gx, gy, gz));
+    } else {
+      out[w] = static_cast<scalar_t>(scale * gx);
+      out[component_stride + w] = static_cast<scalar_t>(scale * gy);
+      if (kDims == 3) out[2 * component_stride + w] = static_cast<scalar_t>(scale * gz);
+    }
+  }
+}
+
+// Runs body(image, plane, row, task_buffers) for every output row, over all threads.
+template <typename acc_t, typename Body>
+void for_each_row(const EdgeGeometry& g, const Body& body) {
+  const int64_t rows = g.images * g.depth * g.rows;
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(g.cols, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    RowBuffers<acc_t> buffers(g.cols);
+    for (int64_t r = begin; r < end; ++r) {
+      body(r / (g.depth * g.rows), (r / g.rows) % g.depth, r % g.rows, buffers);
+    }
+  });
+}
+
+// Computes the unscaled H/D steps of the output row (b, d, h) into buffers 0 (x), 1 (y), 2 (z),
+// with their ends replicated, ready for steps_along_w.
+template <typename scalar_t, typename acc_t, int kDims>
+void h_and_d_steps(const scalar_t* x, const EdgeGeometry& g, int64_t b, int64_t d, int64_t h,
+                   RowBuffers<acc_t>& buf, std::vector<acc_t>& plane_steps) {
+  const int64_t W = g.cols;
+  auto row_ptr = [&](int64_t dz, int64_t hy) {
+    return x + ((b * g.depth + clamp_index(dz, g.depth)) * g.rows + clamp_index(hy, g.rows)) * W;
+  };
+  if (kDims == 2) {
+    steps_along_h(row_ptr(0, h - 1), row_ptr(0, h), row_ptr(0, h + 1), buf.row(0), buf.row(1), W);
+  } else {
+    plane_steps.resize(static_cast<size_t>(6 * W));
+    acc_t* s = plane_steps.data();
+    acc_t* dv = s + 3 * W;
+    for (int k = 0; k < 3; ++k) {
+      steps_along_h(row_ptr(d + k - 1, h - 1), row_ptr(d + k - 1, h), row_ptr(d + k - 1, h + 1),
+                    s + k * W, dv + k * W, W);
+    }
+    steps_along_d(s, s + W, s + 2 * W, dv, dv + W, dv + 2 * W, buf.row(0), buf.row(1), buf.row(2), W);
+    replicate_ends(buf.row(2), W);
+  }
+  replicate_ends(buf.row(0), W);
+  replicate_ends(buf.row(1), W);
+}
+
+template <typename scalar_t, int kDims, bool kMagnitude>
+void sobel_forward(const scalar_t* x, scalar_t* out, const EdgeGeometry& g, bool normalized) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t scale = sobel::scale<acc_t>(kDims, normalized);
+  const int64_t plane = g.rows * g.cols;
+  for_each_row<acc_t>(g, [&](int64_t b, int64_t d, int64_t h, RowBuffers<acc_t>& buf) {
+    thread_local std::vector<acc_t> plane_steps;
+    h_and_d_steps<scalar_t, acc_t, kDims>(x, g, b, d, h, buf, plane_steps);
+    const int64_t offset = kMagnitude ? ((b * g.depth + d) * g.rows + h) * g.cols
+                                      : ((b * kDims * g.depth + d) * g.rows + h) * g.cols;
+    steps_along_w<scalar_t, acc_t, kDims, kMagnitude>(buf.row(0), buf.row(1), buf.row(2),
+                                                      out + offset, g.depth * plane, scale, g.cols);
+  });
+}
+
+// Backward, step 1 (magnitude only): per-voxel weights d|g|/dg_k * grad, as (images, dims, D, H, W).
+template <typename scalar_t, int kDims>
+void magnitude_weights(const scalar_t* grad, const scalar_t* x, at::opmath_type<scalar_t>* weights,
+                       const EdgeGeometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t volume = g.voxels();
+  for_each_row<acc_t>(g, [&](int64_t b, int64_t d, int64_t h, RowBuffers<acc_t>& buf) {
+    thread_local std::vector<acc_t> plane_steps;
+    thread_local std::vector<acc_t> components;
+    components.resize(static_cast<size_t>(kDims * g.cols));
+    h_and_d_steps<scalar_t, acc_t, kDims>(x, g, b, d, h, buf, plane_steps);
+    steps_along_w<acc_t, acc_t, kDims, false>(buf.row(0), buf.row(1), buf.row(2),
+                                              components.data(), g.cols, acc_t(1), g.cols);
+    const int64_t row = (d * g.rows + h) * g.cols;
+    const scalar_t* grad_row = grad + b * volume + row;
+    acc_t* out = weights + b * kDims * volume + row;
+    const acc_t* gx = components.data();
+    const acc_t* gy = gx + g.cols;
+    const acc_t* gz = gy + g.cols;
+    for (int64_t w = 0; w < g.cols; ++w) {
+      const acc_t mag = sobel::magnitude(gx[w], gy[w], kDims == 3 ? gz[w] : acc_t(0));
+      const acc_t gr = static_cast<acc_t>(grad_row[w]);
+      out[w] = sobel::magnitude_vjp(gr, gx[w], mag);
+      out[volume + w] = sobel::magnitude_vjp(gr, gy[w], mag);
+      if (kDims == 3) out[2 * volume + w] = sobel::magnitude_vjp(gr, gz[w], mag);
+    }
+  });
+}
+
+template <typename weight_t, typename acc_t>
+void add_scaled_row(acc_t* __restrict__ into, const weight_t* __restrict__ row, acc_t coef,
+                    int64_t cols) {
+  for (int64_t w = 0; w < cols; ++w) into[w] += coef * static_cast<acc_t>(row[w]);
+}
+
+// Backward, step 2: grad_x = scale * sum_k T_k^T weights_k, T_k the Sobel map of component k.
+// Per output row, the D and H taps (dal/sobel.h adjoint_taps) gather the weight rows around it
+// into per-component buffers, and the W taps finish.
+template <typename scalar_t, typename weight_t, int kDims>
+void sobel_adjoint(const weight_t* weights, scalar_t* grad_x, const EdgeGeometry& g,
+                   at::opmath_type<scalar_t> scale) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t volume = g.voxels(), W = g.cols;
+  for_each_row<acc_t>(g, [&](int64_t b, int64_t d, int64_t h, RowBuffers<acc_t>& buf) {
+    acc_t smooth_d[3] = {0, 1, 0}, diff_d[3] = {0, 0, 0}, smooth_h[3], diff_h[3];
+    if (kDims == 3) {
+      sobel::adjoint_taps(false, d, g.depth, smooth_d);
+      sobel::adjoint_taps(true, d, g.depth, diff_d);
+    }
+    sobel::adjoint_taps(false, h, g.rows, smooth_h);
+    sobel::adjoint_taps(true, h, g.rows, diff_h);
+    // Buffer 0 gathers the part to be differentiated along W (gx), buffer 1 the part to be
+    // smoothed along W (gy and gz): both are transposed along W in the same pass below.
+    acc_t* to_diff = buf.row(0);
+    acc_t* to_smooth = buf.row(1);
+    std::fill(to_diff - 1, to_diff + W + 1, acc_t(0));
+    std::fill(to_smooth - 1, to_smooth + W + 1, acc_t(0));
+    const weight_t* base = weights + b * kDims * volume;
+    for (int k = 0; k < (kDims == 3 ? 3 : 1); ++k) {
+      for (int j = 0; j < 3; ++j) {
+        const int64_t dz = clamp_index(d + k - 1, g.depth), hy = clamp_index(h + j - 1, g.rows);
+        const int64_t row = (dz * g.rows + hy) * W;
+        const acc_t s_d = kDims == 3 ? smooth_d[k] : acc_t(1);
+        const acc_t cx = s_d * smooth_h[j], cy = s_d * diff_h[j];
+        const acc_t cz = kDims == 3 ? diff_d[k] * smooth_h[j] : acc_t(0);
+        if (cx != acc_t(0)) add_scaled_row(to_diff, base + row, cx, W);
+        if (cy != acc_t(0)) add_scaled_row(to_smooth, base + volume + row, cy, W);
+        if (cz != acc_t(0)) add_scaled_row(to_smooth, base + 2 * volume + row, cz, W);
+      }
+    }
+    scalar_t* out = grad_x + ((b * g.depth + d) * g.rows + h) * W;
+    // Interior taps along W (neighbours outside are the zeros at -1 and W), then the two ends.
+    for (int64_t w = 0; w < W; ++w) {
+      const acc_t v = to_diff[w - 1] - to_diff[w + 1] +
+                      smooth(to_smooth[w - 1], to_smooth[w], to_smooth[w + 1]);
+      out[w] = static_cast<scalar_t>(scale * v);
+    }
+    for (const int64_t w : {int64_t(0), W - 1}) {
+      acc_t t_diff[3], t_smooth[3];
+      sobel::adjoint_taps(true, w, W, t_diff);
+      sobel::adjoint_taps(false, w, W, t_smooth);
+      acc_t v = 0;
+      for (int j = 0; j < 3; ++j) v += t_diff[j] * to_diff[w + j - 1] + t_smooth[j] * to_smooth[w + j - 1];
+      out[w] = static_cast<scalar_t>(scale * v);
+    }
+  });
+}
+
+at::Tensor sobel_cpu(const at::Tensor& x_in, bool magnitude, bool normalized) {
+  check_edge_input(x_in, "x");
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor out = at::empty(sobel_output_shape(x, magnitude), x.options());
+  if (x.numel() == 0) return out;
+  const EdgeGeometry g = edge_geometry(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sobel_cpu", [&] {
+    const scalar_t* in = x.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    if (g.spatial_dims == 3) {
+      magnitude ? sobel_forward<scalar_t, 3, true>(in, o, g, normalized)
+                : sobel_forward<scalar_t, 3, false>(in, o, g, normalized);
+    } else {
+      magnitude ? sobel_forward<scalar_t, 2, true>(in, o, g, normalized)
+                : sobel_forward<scalar_t, 2, false>(in, o, g, normalized);
+    }
+  });
+  return out;
+}
+
+at::Tensor sobel_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, bool magnitude,
+                              bool normalized) {
+  check_edge_input(x_in, "x");
+  check_floating(grad_in, "grad");
+  const std::vector<int64_t> out_shape = sobel_output_shape(x_in, magnitude);
+  TORCH_CHECK(grad_in.sizes() == at::IntArrayRef(out_shape), "grad must have the shape of sobel's output ",
+              at::IntArrayRef(out_shape), ", got ", grad_in.sizes());
+  TORCH_CHECK(grad_in.scalar_type() == x_in.scalar_type(), "grad must have the dtype of x (",
+              x_in.scalar_type(), "), got ", grad_in.scalar_type());
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor grad = grad_in.contiguous();
+  at::Tensor grad_x = at::empty_like(x);
+  if (x.numel() == 0) return grad_x;
+  const EdgeGeometry g = edge_geometry(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sobel_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t scale = sobel::scale<acc_t>(g.spatial_dims, normalized);
+    scalar_t* out = grad_x.mutable_data_ptr<scalar_t>();
+    if (magnitude) {
+      at::Tensor weights = at::empty({g.images * g.spatial_dims * g.voxels()},
+                                     x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+      acc_t* w = weights.mutable_data_ptr<acc_t>();
+      if (g.spatial_dims == 3) {
+        magnitude_weights<scalar_t, 3>(grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), w, g);
+        sobel_adjoint<scalar_t, acc_t, 3>(w, out, g, scale);
+      } else {
+        magnitude_weights<scalar_t, 2>(grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), w, g);
+        sobel_adjoint<scalar_t, acc_t, 2>(w, out, g, scale);
+      }
+    } else if (g.spatial_dims == 3) {
+      sobel_adjoint<scalar_t, scalar_t, 3>(grad.const_data_ptr<scalar_t>(), out, g, scale);
+    } else {
+      sobel_adjoint<scalar_t, scalar_t, 2>(grad.const_data_ptr<scalar_t>(), out, g, scale);
+    }
+  });
+  return grad_x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dal, CPU, m) {
+  m.impl("sobel", &sobel_cpu);
+  m.impl("sobel_backward", &sobel_backward_cpu);
+}
+
+}  // namespace dal

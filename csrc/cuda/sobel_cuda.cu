@@ -1,0 +1,191 @@
+// CUDA kernels of dal::sobel: one thread per voxel, gathering its 3x3(x3) neighbourhood (clamped:
+// replicate border) for dal/sobel.h's gradient_2d / gradient_3d; neighbouring threads read
+// neighbouring addresses along W. The backward gathers the weights around each voxel with the
+// adjoint taps of dal/sobel.h.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../edges.h"
+#include "dal/sobel.h"
+
+namespace dal {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+
+// (image, d, h, w) of a flat voxel index.
+struct Voxel {
+  int64_t b, d, h, w;
+};
+
+__device__ inline Voxel voxel_of(int64_t p, const EdgeGeometry& g) {
+  return {p / g.voxels(), (p / (g.rows * g.cols)) % g.depth, (p / g.cols) % g.rows, p % g.cols};
+}
+
+template <typename acc_t, typename scalar_t>
+__device__ inline void gradient_at(const scalar_t* x, const EdgeGeometry& g, const Voxel& v, acc_t out[3]) {
+  const scalar_t* image = x + v.b * g.voxels();
+  if (g.spatial_dims == 3) {
+    acc_t n[3][3][3];
+    for (int a = 0; a < 3; ++a)
+      for (int b = 0; b < 3; ++b)
+        for (int c = 0; c < 3; ++c)
+          n[a][b][c] = static_cast<acc_t>(
+              image[(clamp_index(v.d + a - 1, g.depth) * g.rows + clamp_index(v.h + b - 1, g.rows)) * g.cols +
+                    clamp_index(v.w + c - 1, g.cols)]);
+    sobel::gradient_3d(n, out);
+  } else {
+    acc_t n[3][3];
+    for (int b = 0; b < 3; ++b)
+      for (int c = 0; c < 3; ++c)
+        n[b][c] = static_cast<acc_t>(image[clamp_index(v.h + b - 1, g.rows) * g.cols + clamp_index(v.w + c - 1, g.cols)]);
+    sobel::gradient_2d(n, out);
+    out[2] = acc_t(0);
+  }
+}
+
+template <typename scalar_t>
+__global__ void sobel_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+                                     EdgeGeometry g, bool magnitude, bool normalized) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t scale = sobel::scale<acc_t>(g.spatial_dims, normalized);
+  const int64_t volume = g.voxels();
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < g.total(); p += int64_t(gridDim.x) * blockDim.x) {
+    const Voxel v = voxel_of(p, g);
+    acc_t grad[3];
+    gradient_at(x, g, v, grad);
+    if (magnitude) {
+      out[p] = static_cast<scalar_t>(scale * sobel::magnitude(grad[0], grad[1], grad[2]));
+    } else {
+      const int64_t base = v.b * g.spatial_dims * volume + p % volume;
+      for (int k = 0; k < g.spatial_dims; ++k) out[base + k * volume] = static_cast<scalar_t>(scale * grad[k]);
+    }
+  }
+}
+
+// Backward, step 1 (magnitude only): weights d|g|/dg_k * grad as (images, dims, D, H, W).
+template <typename scalar_t>
+__global__ void magnitude_weights_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x,
+                                         at::opmath_type<scalar_t>* __restrict__ weights, EdgeGeometry g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t volume = g.voxels();
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < g.total(); p += int64_t(gridDim.x) * blockDim.x) {
+    const Voxel v = voxel_of(p, g);
+    acc_t c[3];
+    gradient_at(x, g, v, c);
+    const acc_t mag = sobel::magnitude(c[0], c[1], c[2]);
+    const acc_t gr = static_cast<acc_t>(grad[p]);
+    const int64_t base = v.b * g.spatial_dims * volume + p % volume;
+    for (int k = 0; k < g.spatial_dims; ++k) weights[base + k * volume] = sobel::magnitude_vjp(gr, c[k], mag);
+  }
+}
+
+// Backward, step 2: grad_x = scale * sum_k T_k^T weights_k.
+template <typename scalar_t, typename weight_t>
+__global__ void sobel_adjoint_kernel(const weight_t* __restrict__ weights, scalar_t* __restrict__ grad_x,
+                                     EdgeGeometry g, bool normalized) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t scale = sobel::scale<acc_t>(g.spatial_dims, normalized);
+  const int64_t volume = g.voxels();
+  const bool is_3d = g.spatial_dims == 3;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < g.total(); p += int64_t(gridDim.x) * blockDim.x) {
+    const Voxel v = voxel_of(p, g);
+    acc_t smooth_d[3] = {0, 1, 0}, diff_d[3] = {0, 0, 0}, smooth_h[3], diff_h[3], smooth_w[3], diff_w[3];
+    if (is_3d) {
+      sobel::adjoint_taps(false, v.d, g.depth, smooth_d);
+      sobel::adjoint_taps(true, v.d, g.depth, diff_d);
+    }
+    sobel::adjoint_taps(false, v.h, g.rows, smooth_h);
+    sobel::adjoint_taps(true, v.h, g.rows, diff_h);
+    sobel::adjoint_taps(false, v.w, g.cols, smooth_w);
+    sobel::adjoint_taps(true, v.w, g.cols, diff_w);
+    const weight_t* wx = weights + v.b * g.spatial_dims * volume;
+    const weight_t* wy = wx + volume;
+    const weight_t* wz = wy + volume;
+    acc_t sum = 0;
+    for (int a = 0; a < (is_3d ? 3 : 1); ++a) {
+      const int64_t dz = is_3d ? clamp_index(v.d + a - 1, g.depth) : 0;
+      const acc_t s_d = is_3d ? smooth_d[a] : acc_t(1), d_d = is_3d ? diff_d[a] : acc_t(0);
+      for (int b = 0; b < 3; ++b) {
+        const int64_t row = (dz * g.rows + clamp_index(v.h + b - 1, g.rows)) * g.cols;
+        for (int c = 0; c < 3; ++c) {
+          const int64_t i = row + clamp_index(v.w + c - 1, g.cols);
+          sum += s_d * smooth_h[b] * diff_w[c] * static_cast<acc_t>(wx[i]) +
+                 s_d * diff_h[b] * smooth_w[c] * static_cast<acc_t>(wy[i]);
+          if (is_3d) sum += d_d * smooth_h[b] * smooth_w[c] * static_cast<acc_t>(wz[i]);
+        }
+      }
+    }
+    grad_x[p] = static_cast<scalar_t>(scale * sum);
+  }
+}
+
+int blocks_for(int64_t n) {
+  const int64_t wanted = (n + kThreads - 1) / kThreads;
+  const int64_t cap = int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
+  return static_cast<int>(std::max<int64_t>(1, std::min(wanted, cap)));
+}
+
+at::Tensor sobel_cuda(const at::Tensor& x_in, bool magnitude, bool normalized) {
+  check_edge_input(x_in, "x");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor out = at::empty(sobel_output_shape(x, magnitude), x.options());
+  if (x.numel() == 0) return out;
+  const EdgeGeometry g = edge_geometry(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sobel_cuda", [&] {
+    sobel_forward_kernel<scalar_t><<<blocks_for(g.total()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), g, magnitude, normalized);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+at::Tensor sobel_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, bool magnitude, bool normalized) {
+  check_edge_input(x_in, "x");
+  check_floating(grad_in, "grad");
+  const std::vector<int64_t> out_shape = sobel_output_shape(x_in, magnitude);
+  TORCH_CHECK(grad_in.sizes() == at::IntArrayRef(out_shape), "grad must have the shape of sobel's output ",
+              at::IntArrayRef(out_shape), ", got ", grad_in.sizes());
+  TORCH_CHECK(grad_in.scalar_type() == x_in.scalar_type(), "grad must have the dtype of x (",
+              x_in.scalar_type(), "), got ", grad_in.scalar_type());
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor grad = grad_in.contiguous();
+  at::Tensor grad_x = at::empty_like(x);
+  if (x.numel() == 0) return grad_x;
+  const EdgeGeometry g = edge_geometry(x);
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sobel_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    if (magnitude) {
+      at::Tensor weights = at::empty({g.images * g.spatial_dims * g.voxels()},
+                                     x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+      magnitude_weights_kernel<scalar_t><<<blocks_for(g.total()), kThreads, 0, stream>>>(
+          grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), weights.mutable_data_ptr<acc_t>(), g);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      sobel_adjoint_kernel<scalar_t, acc_t><<<blocks_for(g.total()), kThreads, 0, stream>>>(
+          weights.const_data_ptr<acc_t>(), grad_x.mutable_data_ptr<scalar_t>(), g, normalized);
+    } else {
+      sobel_adjoint_kernel<scalar_t, scalar_t><<<blocks_for(g.total()), kThreads, 0, stream>>>(
+          grad.const_data_ptr<scalar_t>(), grad_x.mutable_data_ptr<scalar_t>(), g, normalized);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dal, CUDA, m) {
+  m.impl("sobel", &sobel_cuda);
+  m.impl("sobel_backward", &sobel_backward_cuda);
+}
+
+}  // namespace dal

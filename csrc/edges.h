@@ -1,0 +1,39 @@
+// Shared by the CPU and CUDA kernels of the edge ops (sobel, canny): argument checks and the
+// (images, depth, rows, columns) view of an (N, C, H, W) or (N, C, D, H, W) tensor.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "common.h"
+#include "dal/common.h"
+
+namespace dal {
+
+inline void check_edge_input(const at::Tensor& x, const char* name) {
+  check_floating(x, name);
+  TORCH_CHECK(x.dim() == 4 || x.dim() == 5, name,
+              " must be (N, C, H, W) or (N, C, D, H, W), got ", x.dim(), " dimensions ", x.sizes());
+}
+
+// A contiguous (N, C, [D,] H, W) tensor as `images` = N * C volumes of depth x rows x cols
+// (depth = 1 in 2D).
+struct EdgeGeometry {
+  int spatial_dims;
+  int64_t images, depth, rows, cols;
+  DAL_HOST_DEVICE int64_t voxels() const { return depth * rows * cols; }
+  DAL_HOST_DEVICE int64_t total() const { return images * voxels(); }
+};
+
+inline EdgeGeometry edge_geometry(const at::Tensor& x) {
+  const bool is_3d = x.dim() == 5;
+  return {is_3d ? 3 : 2, x.size(0) * x.size(1), is_3d ? x.size(2) : 1, x.size(-2), x.size(-1)};
+}
+
+// The shape of sobel's output: (N, C, ...) for the magnitude, (N, C, dims, ...) for components.
+inline std::vector<int64_t> sobel_output_shape(const at::Tensor& x, bool magnitude) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  if (!magnitude) shape.insert(shape.begin() + 2, x.dim() - 2);
+  return shape;
+}
+
+}  // namespace dal

@@ -1,0 +1,176 @@
+"""dal.ops.sobel against its pure-torch reference and scipy.ndimage.sobel, on every device."""
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+from dal import ops
+from dal.ops import reference
+
+
+def _image(shape, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
+SHAPES = [(2, 3, 9, 11), (2, 2, 5, 6, 7), (1, 1, 1, 5), (1, 1, 2, 1, 3), (1, 2, 3, 1)]
+TOLERANCE = {
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.bfloat16: dict(rtol=2e-2, atol=5e-2),
+}
+
+
+def _scipy_components(x: torch.Tensor) -> np.ndarray:
+    """scipy.ndimage.sobel of each image, components ordered x (last axis), y, z."""
+    images = x.detach().cpu().double().numpy()
+    spatial = images.ndim - 2
+    return np.stack(
+        [
+            np.stack([np.stack([ndi.sobel(image, axis=a, mode="nearest") for a in range(spatial - 1, -1, -1)]) for image in sample])
+            for sample in images
+        ]
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("normalized", [False, True])
+def test_matches_scipy_sobel(device, shape, normalized):
+    x = _image(shape, torch.float64, device)
+    expected = _scipy_components(x) / ((8.0 if len(shape) == 4 else 32.0) if normalized else 1.0)
+    got = ops.sobel(x, magnitude=False, normalized=normalized)
+    assert got.shape == (shape[0], shape[1], len(shape) - 2, *shape[2:])
+    np.testing.assert_allclose(got.cpu().numpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ops.sobel(x, normalized=normalized).cpu().numpy(), np.sqrt((expected**2).sum(2)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("magnitude", [True, False])
+def test_forward_and_backward_match_reference(device, dtype, shape, magnitude):
+    x = _image(shape, dtype, device).requires_grad_()
+    out = ops.sobel(x, magnitude)
+    expected = reference.sobel(x, magnitude)
+    assert out.dtype == dtype and out.shape == expected.shape and out.is_contiguous()
+    torch.testing.assert_close(out, expected, **TOLERANCE[dtype])
+    grad = _image(tuple(out.shape), dtype, device, seed=1)
+    (got,) = torch.autograd.grad(out, x, grad)
+    (want,) = torch.autograd.grad(expected, x, grad)
+    torch.testing.assert_close(got, want, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 6, 5), (1, 2, 4, 5, 3)])
+@pytest.mark.parametrize("magnitude", [True, False])
+@pytest.mark.parametrize("normalized", [False, True])
+def test_gradcheck(device, shape, magnitude, normalized):
+    x = _image(shape, torch.float64, device).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ops.sobel(t, magnitude, normalized), (x,))
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 5, 4), (1, 1, 3, 4, 3)])
+@pytest.mark.parametrize("magnitude", [True, False])
+def test_gradgradcheck(device, shape, magnitude):
+    x = _image(shape, torch.float64, device).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: ops.sobel(t, magnitude), (x,))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 6, 7), (1, 1, 4, 5, 6)])
+def test_magnitude_gradient_is_zero_where_the_gradient_is_zero(device, shape):
+    x = torch.zeros(shape, dtype=torch.float64, device=device)
+    x[..., 3:, :] = 1.0  # a step along H: flat far from it
+    x.requires_grad_()
+    out = ops.sobel(x)
+    (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    assert torch.isfinite(grad).all()
+    flat = torch.ones(shape, dtype=torch.float64, device=device, requires_grad=True)
+    (flat_grad,) = torch.autograd.grad(ops.sobel(flat).sum(), flat)
+    assert torch.equal(flat_grad, torch.zeros_like(flat_grad))
+    torch.testing.assert_close(grad, reference.sobel_backward(torch.ones_like(out), x.detach()))
+
+
+def test_non_contiguous_input(device):
+    base = _image((2, 9, 12, 3), torch.float32, device)
+    x = base.permute(0, 3, 1, 2)[..., ::2].requires_grad_()  # (2, 3, 9, 6), strided
+    assert not x.is_contiguous()
+    out = ops.sobel(x)
+    torch.testing.assert_close(out, reference.sobel(x))
+    grad = _image((2, 3, 6, 9), torch.float32, device, seed=2).transpose(2, 3)
+    (got,) = torch.autograd.grad(out, x, grad)
+    torch.testing.assert_close(got, reference.sobel_backward(grad, x.detach()))
+
+
+@pytest.mark.parametrize("shape", [(0, 1, 5, 5), (2, 3, 0, 5), (1, 1, 4, 0, 3)])
+@pytest.mark.parametrize("magnitude", [True, False])
+def test_empty_input(device, shape, magnitude):
+    x = torch.empty(shape, device=device, requires_grad=True)
+    out = ops.sobel(x, magnitude)
+    assert out.shape == reference.sobel(x, magnitude).shape
+    (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    assert g.shape == shape
+
+
+def test_float16(device):
+    x = _image((2, 2, 7, 8), torch.float16, device)
+    torch.testing.assert_close(ops.sobel(x), reference.sobel(x), rtol=2e-3, atol=2e-2)
+
+
+def test_one_volume_is_split_over_threads():
+    """A single (1, 1, D, H, W) volume must give the same answer whatever the thread count."""
+    x = _image((1, 1, 7, 33, 20), torch.float32, "cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = ops.sobel(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, ops.sobel(x))
+
+
+def test_opcheck(device):
+    for shape in [(2, 3, 5, 6), (1, 2, 3, 4, 5)]:
+        x = _image(shape, torch.float32, device).requires_grad_()
+        for magnitude in (True, False):
+            torch.library.opcheck(torch.ops.dal.sobel.default, (x, magnitude, False))
+            out = reference.sobel(x.detach(), magnitude)
+            grad = _image(tuple(out.shape), torch.float32, device, seed=3)
+            torch.library.opcheck(torch.ops.dal.sobel_backward.default, (grad, x.detach(), magnitude, True))
+
+
+def test_torch_compile_fullgraph(device):
+    def edges(x):
+        return ops.sobel(x * 2.0) + 1.0
+
+    x = _image((2, 4, 8, 8), torch.float32, device).requires_grad_()
+    compiled = torch.compile(edges, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, edges(x))
+    (g1,) = torch.autograd.grad(out.sum(), x)
+    (g2,) = torch.autograd.grad(edges(x).sum(), x)
+    torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize(
+    "make_x, error, words",
+    [
+        (lambda d: torch.randn(2, 3, 4, device=d), ValueError, "x must be \\(N, C, H, W\\) or \\(N, C, D, H, W\\)"),
+        (lambda d: torch.randn(1, 1, 2, 3, 4, 5, device=d), ValueError, "x must be \\(N, C, H, W\\)"),
+        (lambda d: torch.ones(1, 1, 4, 4, dtype=torch.int64, device=d), TypeError, "x must be a floating-point"),
+    ],
+)
+def test_bad_input_names_the_argument(device, make_x, error, words):
+    x = make_x(device)
+    with pytest.raises((error, RuntimeError), match=words):
+        ops.sobel(x)
+    with pytest.raises(error, match=words):
+        reference.sobel(x)
+    if ops.implementation("sobel", device) == "compiled":
+        with pytest.raises(RuntimeError, match=words):
+            torch.ops.dal.sobel(x, True, False)
+
+
+def test_backward_kernel_checks_grad(device):
+    x = _image((1, 1, 4, 5), torch.float32, device)
+    if ops.implementation("sobel", device) != "compiled":
+        pytest.skip("no compiled kernel on this device")
+    with pytest.raises(RuntimeError, match="grad must have the shape of sobel's output"):
+        torch.ops.dal.sobel_backward(torch.zeros(1, 1, 4, 4, device=device), x, True, False)

@@ -8,3 +8,23 @@ One module per op family; this package re-exports them all.
 from dal.ops.reference.onehot import check_onehot_args, onehot_st, onehot_st_backward
 
 __all__ = ["check_onehot_args", "onehot_st", "onehot_st_backward"]
+
+from dal.ops.reference.scoring import (  # noqa: E402
+    binary_dilate,
+    binary_erode,
+    check_median_args,
+    check_morphology_args,
+    check_residual_args,
+    median_filter,
+    residual_score,
+)
+
+__all__ += [
+    "binary_dilate",
+    "binary_erode",
+    "check_median_args",
+    "check_morphology_args",
+    "check_residual_args",
+    "median_filter",
+    "residual_score",
+]

@@ -15,7 +15,7 @@ namespace dal {
 // (depth 1 for images); `dims` is 2 or 3.
 struct VolumeLayout {
   int64_t batch, depth, height, width, dims;
-  int64_t voxels() const { return depth * height * width; }
+  DAL_HOST_DEVICE int64_t voxels() const { return depth * height * width; }
 };
 
 inline VolumeLayout volume_layout(const at::Tensor& t, const char* name) {

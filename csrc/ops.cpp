@@ -14,4 +14,8 @@ TORCH_LIBRARY(dal, m) {
   m.def("onehot_st_backward(Tensor grad, Tensor logits, float tau, Tensor? noise, int dim) -> Tensor");
   m.def("sobel(Tensor x, bool magnitude, bool normalized) -> Tensor");
   m.def("sobel_backward(Tensor grad, Tensor x, bool magnitude, bool normalized) -> Tensor");
+  m.def("median_filter(Tensor x, int kernel_size) -> Tensor");
+  m.def("residual_score(Tensor x, Tensor phi, Tensor? mask, int kernel_size, int erode) -> Tensor");
+  m.def("binary_erode(Tensor mask, int radius) -> Tensor");
+  m.def("binary_dilate(Tensor mask, int radius) -> Tensor");
 }

@@ -5,8 +5,30 @@ plain torch operations (slow, memory-hungry, obviously right). Reduced-precision
 (float16, bfloat16) are computed in float32 and cast back, as the kernels do.
 One module per op family; this package re-exports them all.
 """
-from dal.ops.reference.onehot import check_onehot_args, onehot_st, onehot_st_backward
 from dal.ops.reference.edges import check_edge_input, sobel, sobel_backward
+from dal.ops.reference.onehot import check_onehot_args, onehot_st, onehot_st_backward
+from dal.ops.reference.scoring import (
+    binary_dilate,
+    binary_erode,
+    check_median_args,
+    check_morphology_args,
+    check_residual_args,
+    median_filter,
+    residual_score,
+)
 
-__all__ = ["check_onehot_args", "onehot_st", "onehot_st_backward"]
-__all__ += ["check_edge_input", "sobel", "sobel_backward"]
+__all__ = [
+    "binary_dilate",
+    "binary_erode",
+    "check_edge_input",
+    "check_median_args",
+    "check_morphology_args",
+    "check_onehot_args",
+    "check_residual_args",
+    "median_filter",
+    "onehot_st",
+    "onehot_st_backward",
+    "residual_score",
+    "sobel",
+    "sobel_backward",
+]

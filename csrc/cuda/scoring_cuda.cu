@@ -1,0 +1,210 @@
+// CUDA kernels of the scoring ops: median_filter, residual_score, binary_erode, binary_dilate.
+//
+// One thread per output voxel runs the three merge networks of dal/median.h on its own window
+// (column sorts, plane merges, the pruned window merge): the same steps, in the same order, as
+// the CPU kernel shares between neighbours. The networks' steps are the same for every thread,
+// so a warp never diverges; they live in global memory and are read by all threads at once.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../scoring.h"
+#include "dal/median.h"
+
+namespace dal {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kMaxWindow = median::kMaxKernel * median::kMaxKernel * median::kMaxKernel;
+constexpr int kMaxPlane = median::kMaxKernel * median::kMaxKernel;
+
+// A network as the kernel reads it: ops and outputs in one device buffer.
+struct DeviceNetwork {
+  const median::Op* ops;
+  int32_t count;
+  const int32_t* outputs;
+};
+
+// The three networks of a plan copied to the device in one int32 tensor.
+struct DevicePlan {
+  at::Tensor storage;
+  DeviceNetwork column, plane, window;
+};
+
+DevicePlan upload(const median::Plan& plan, const at::Device& device) {
+  std::vector<int32_t> flat;
+  std::vector<std::pair<int64_t, int64_t>> offsets;  // (ops, outputs) start of each network
+  for (const median::Network* net : {&plan.column, &plan.plane, &plan.window}) {
+    const int64_t ops_at = static_cast<int64_t>(flat.size());
+    for (const median::Op& op : net->ops) flat.insert(flat.end(), {op.kind, op.lo, op.hi});
+    const int64_t outputs_at = static_cast<int64_t>(flat.size());
+    flat.insert(flat.end(), net->outputs.begin(), net->outputs.end());
+    offsets.emplace_back(ops_at, outputs_at);
+  }
+  DevicePlan d;
+  d.storage = at::tensor(flat, at::TensorOptions().dtype(at::kInt)).to(device);
+  const int32_t* base = d.storage.const_data_ptr<int32_t>();
+  const median::Network* nets[3] = {&plan.column, &plan.plane, &plan.window};
+  DeviceNetwork* outs[3] = {&d.column, &d.plane, &d.window};
+  for (int i = 0; i < 3; ++i) {
+    *outs[i] = {reinterpret_cast<const median::Op*>(base + offsets[i].first),
+                static_cast<int32_t>(nets[i]->ops.size()), base + offsets[i].second};
+  }
+  return d;
+}
+
+template <typename scalar_t>
+struct PlainLoad {
+  const scalar_t* x;
+  __device__ at::opmath_type<scalar_t> operator()(int64_t i) const { return static_cast<at::opmath_type<scalar_t>>(x[i]); }
+};
+
+template <typename scalar_t>
+struct ResidualLoad {
+  const scalar_t* x;
+  const scalar_t* phi;
+  const uint8_t* inside;  // null: no mask
+  __device__ at::opmath_type<scalar_t> operator()(int64_t i) const {
+    using acc_t = at::opmath_type<scalar_t>;
+    return median::masked_residual(static_cast<acc_t>(x[i]), static_cast<acc_t>(phi[i]),
+                                   inside == nullptr || inside[i] != 0);
+  }
+};
+
+template <typename scalar_t, typename Load>
+__global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayout l, int32_t k, int32_t kz,
+                              DeviceNetwork column, DeviceNetwork plane, DeviceNetwork window) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int32_t r = k / 2, rz = kz / 2, plane_length = kz * k;
+  const int64_t total = l.batch * l.voxels();
+  acc_t wires[kMaxWindow];
+  acc_t sorted[kMaxPlane];
+  for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < total; v += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t w = v % l.width, h = (v / l.width) % l.height, d = (v / (l.width * l.height)) % l.depth;
+    const int64_t volume = (v / l.voxels()) * l.voxels();
+    for (int32_t x = 0; x < k; ++x) {
+      acc_t* list = wires + x * plane_length;
+      const int64_t wx = median::clamp_index(w + x - r, l.width);
+      for (int32_t y = 0; y < k; ++y) {
+        const int64_t hy = median::clamp_index(h + y - r, l.height);
+        acc_t* col = list + y * kz;
+        for (int32_t z = 0; z < kz; ++z) {
+          const int64_t dz = median::clamp_index(d + z - rz, l.depth);
+          col[z] = load(volume + (dz * l.height + hy) * l.width + wx);
+        }
+        median::run(column.ops, column.count, col);
+        for (int32_t z = 0; z < kz; ++z) sorted[z] = col[column.outputs[z]];
+        for (int32_t z = 0; z < kz; ++z) col[z] = sorted[z];
+      }
+      median::run(plane.ops, plane.count, list);
+      for (int32_t j = 0; j < plane_length; ++j) sorted[j] = list[plane.outputs[j]];
+      for (int32_t j = 0; j < plane_length; ++j) list[j] = sorted[j];
+    }
+    median::run(window.ops, window.count, wires);
+    out[v] = static_cast<scalar_t>(wires[window.outputs[0]]);
+  }
+}
+
+int blocks_for(int64_t items) {
+  const int64_t wanted = (items + kThreads - 1) / kThreads;
+  const int64_t cap = int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
+  return static_cast<int>(std::max<int64_t>(1, std::min(wanted, cap)));
+}
+
+template <typename scalar_t, typename Load>
+void launch_median(const Load& load, at::Tensor& out, const VolumeLayout& l, int64_t kernel_size) {
+  const int32_t k = static_cast<int32_t>(kernel_size), kz = l.dims == 3 ? k : 1;
+  const DevicePlan plan = upload(median::make_plan(kz, k, k), out.device());
+  median_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      load, out.mutable_data_ptr<scalar_t>(), l, k, kz, plan.column, plan.plane, plan.window);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor median_filter_cuda(const at::Tensor& x_in, int64_t kernel_size) {
+  const VolumeLayout l = check_median_args(x_in, kernel_size);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor out = at::empty_like(x);
+  if (x.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "median_filter_cuda", [&] {
+    launch_median<scalar_t>(PlainLoad<scalar_t>{x.const_data_ptr<scalar_t>()}, out, l, kernel_size);
+  });
+  return out;
+}
+
+// One axis of a box minimum (erode) or maximum (dilate) of a 0/1 byte volume, replicate border.
+__global__ void box_extreme_kernel(const uint8_t* __restrict__ in, uint8_t* __restrict__ out, int64_t total,
+                                   int64_t stride, int64_t size, int64_t radius, bool minimum) {
+  for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < total; v += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = (v / stride) % size;
+    uint8_t value = minimum ? 1 : 0;
+    for (int64_t o = -radius; o <= radius; ++o) {
+      const uint8_t n = in[v + (median::clamp_index(i + o, size) - i) * stride];
+      value = minimum ? (n < value ? n : value) : (n > value ? n : value);
+    }
+    out[v] = value;
+  }
+}
+
+void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool minimum) {
+  if (radius == 0 || volume.numel() == 0) return;
+  const int64_t strides[3] = {1, l.width, l.width * l.height};
+  const int64_t sizes[3] = {l.width, l.height, l.depth};
+  at::Tensor scratch = at::empty_like(volume);
+  for (int64_t axis = 0; axis < l.dims; ++axis) {
+    box_extreme_kernel<<<blocks_for(volume.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        volume.const_data_ptr<uint8_t>(), scratch.mutable_data_ptr<uint8_t>(), volume.numel(), strides[axis],
+        sizes[axis], radius, minimum);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    std::swap(volume, scratch);
+  }
+}
+
+at::Tensor binary_morphology(const at::Tensor& mask, int64_t radius, bool erode) {
+  const VolumeLayout l = volume_layout(mask, "mask");
+  check_radius(radius, "radius");
+  const c10::cuda::CUDAGuard guard(mask.device());
+  at::Tensor bytes = (mask != 0).to(at::kByte).contiguous();
+  box_extreme(bytes, l, radius, erode);
+  return bytes.to(at::kBool);
+}
+
+at::Tensor binary_erode_cuda(const at::Tensor& mask, int64_t radius) { return binary_morphology(mask, radius, true); }
+at::Tensor binary_dilate_cuda(const at::Tensor& mask, int64_t radius) { return binary_morphology(mask, radius, false); }
+
+at::Tensor residual_score_cuda(const at::Tensor& x_in, const at::Tensor& phi_in,
+                               const std::optional<at::Tensor>& mask_in, int64_t kernel_size, int64_t erode) {
+  const VolumeLayout l = check_residual_args(x_in, phi_in, mask_in, kernel_size, erode);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), phi = phi_in.contiguous();
+  at::Tensor out = at::empty_like(x);
+  if (x.numel() == 0) return out;
+  at::Tensor inside;
+  if (mask_in.has_value()) {
+    inside = (*mask_in != 0).to(at::kByte).contiguous();
+    box_extreme(inside, volume_layout(inside, "mask"), erode, true);
+    inside = inside.expand(x.sizes()).contiguous();
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "residual_score_cuda", [&] {
+    const ResidualLoad<scalar_t> load{x.const_data_ptr<scalar_t>(), phi.const_data_ptr<scalar_t>(),
+                                      inside.defined() ? inside.const_data_ptr<uint8_t>() : nullptr};
+    launch_median<scalar_t>(load, out, l, kernel_size);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dal, CUDA, m) {
+  m.impl("median_filter", &median_filter_cuda);
+  m.impl("residual_score", &residual_score_cuda);
+  m.impl("binary_erode", &binary_erode_cuda);
+  m.impl("binary_dilate", &binary_dilate_cuda);
+}
+
+}  // namespace dal

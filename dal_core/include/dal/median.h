@@ -1,0 +1,186 @@
+// Exact median over a box window by merge networks (kernel 4), shared by CPU and CUDA.
+//
+// A (kz, ky, kx) window is the merge of sorted lists, built in three stages so that a CPU loop
+// shares work between neighbouring windows:
+//   1. column: the kz values along depth at one (h, w), sorted (shared by ky * kx windows);
+//   2. plane:  the ky sorted columns along height at one w, merged into one sorted list of
+//              kz * ky values (shared by the kx windows of the row);
+//   3. window: the kx sorted plane lists along width, merged, keeping the middle rank only.
+// Each stage is a Batcher odd-even merge tree whose compare-exchanges are pruned twice when the
+// network is built: those that touch the +infinity padding of a list (lists need not be powers
+// of two) and those whose results never reach a wanted output. What is left is a straight list
+// of min/max operations on "wires" with no branch on the data: it vectorises across voxels on
+// the CPU and runs as is in a CUDA thread. min/max move values without arithmetic, so the median
+// is bit-exact (the value scipy.ndimage.median_filter returns). NaN inputs are not ordered: a
+// window holding one gives an unspecified value.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "dal/common.h"
+
+namespace dal {
+namespace median {
+
+// The largest cube side the ops accept (a 7^3 window already needs ~4900 min/max steps).
+constexpr int32_t kMaxKernel = 7;
+
+// One step of a network: lo <- min(lo, hi), hi <- max(lo, hi), or only one of the two when the
+// other result is never read again.
+enum OpKind : int32_t { kCompareExchange = 0, kMinOnly = 1, kMaxOnly = 2 };
+
+struct Op {
+  int32_t kind, lo, hi;
+};
+
+// The order of the networks (x86 minps/maxps semantics, so CPU loops of them vectorise).
+template <typename T>
+DAL_HOST_DEVICE inline T min_(T a, T b) {
+  return b < a ? b : a;
+}
+template <typename T>
+DAL_HOST_DEVICE inline T max_(T a, T b) {
+  return a < b ? b : a;
+}
+
+template <typename T>
+DAL_HOST_DEVICE inline void apply(const Op& op, T& lo, T& hi) {
+  const T a = lo, b = hi;
+  if (op.kind != kMaxOnly) lo = min_(a, b);
+  if (op.kind != kMinOnly) hi = max_(a, b);
+}
+
+// A network over `inputs` wires: `lists` sorted lists of `length` values, rank j of list l on
+// wire l * length + j. After the ops, wire outputs[r] holds the r-th wanted rank of the merge.
+struct Network {
+  int32_t inputs = 0;
+  std::vector<Op> ops;
+  std::vector<int32_t> outputs;
+};
+
+namespace detail {
+
+// Compare-exchange positions of Batcher's odd-even merge of two sorted halves of n = 2^p values.
+inline void odd_even_merge(int32_t lo, int32_t n, int32_t step, std::vector<std::pair<int32_t, int32_t>>& out) {
+  const int32_t stride = step * 2;
+  if (stride < n) {
+    odd_even_merge(lo, n, stride, out);
+    odd_even_merge(lo + step, n, stride, out);
+    for (int32_t i = lo + step; i + step < lo + n; i += stride) out.emplace_back(i, i + step);
+  } else {
+    out.emplace_back(lo, lo + step);
+  }
+}
+
+constexpr int32_t kPad = -1;  // a virtual +infinity wire
+
+// Merges the sorted wire sequences a and b; appends the compare-exchanges to ops and returns
+// the wires of the merged sequence in sorted order.
+inline std::vector<int32_t> merge(const std::vector<int32_t>& a, const std::vector<int32_t>& b,
+                                  std::vector<Op>& ops) {
+  int32_t half = 1;
+  while (half < static_cast<int32_t>(std::max(a.size(), b.size()))) half *= 2;
+  std::vector<int32_t> v(2 * static_cast<size_t>(half), kPad);
+  std::copy(a.begin(), a.end(), v.begin());
+  std::copy(b.begin(), b.end(), v.begin() + half);
+  std::vector<std::pair<int32_t, int32_t>> steps;
+  odd_even_merge(0, 2 * half, 1, steps);
+  for (const auto& [i, j] : steps) {
+    if (v[j] == kPad) continue;  // already in order: padding is above everything
+    if (v[i] == kPad) {
+      std::swap(v[i], v[j]);  // the real value moves down: a renaming, no op
+      continue;
+    }
+    ops.push_back({kCompareExchange, v[i], v[j]});
+  }
+  v.resize(a.size() + b.size());
+  return v;
+}
+
+}  // namespace detail
+
+// Builds the network that merges `lists` sorted lists of `length` values and yields the given
+// ranks (0-based) of the merged sequence. Lists are merged smallest pair first (it needs the
+// fewest operations for the odd list counts of a median window).
+inline Network merge_network(int32_t lists, int32_t length, const std::vector<int32_t>& ranks) {
+  Network net;
+  net.inputs = lists * length;
+  std::vector<std::vector<int32_t>> pending;
+  for (int32_t l = 0; l < lists; ++l) {
+    std::vector<int32_t> wires(static_cast<size_t>(length));
+    for (int32_t j = 0; j < length; ++j) wires[j] = l * length + j;
+    pending.push_back(std::move(wires));
+  }
+  std::vector<Op> ops;
+  while (pending.size() > 1) {
+    // The two shortest sequences, first come first served among equals.
+    std::stable_sort(pending.begin(), pending.end(),
+                     [](const auto& x, const auto& y) { return x.size() < y.size(); });
+    std::vector<int32_t> merged = detail::merge(pending[0], pending[1], ops);
+    pending.erase(pending.begin(), pending.begin() + 2);
+    pending.push_back(std::move(merged));
+  }
+  for (int32_t r : ranks) net.outputs.push_back(pending[0][r]);
+  // Backward pass: keep what reaches an output, and only the half of it that is read.
+  std::vector<char> live(static_cast<size_t>(net.inputs), 0);
+  for (int32_t w : net.outputs) live[w] = 1;
+  for (auto it = ops.rbegin(); it != ops.rend(); ++it) {
+    const bool lo_read = live[it->lo], hi_read = live[it->hi];
+    if (!lo_read && !hi_read) continue;
+    it->kind = lo_read && hi_read ? kCompareExchange : (lo_read ? kMinOnly : kMaxOnly);
+    live[it->lo] = live[it->hi] = 1;
+    net.ops.push_back(*it);
+  }
+  std::reverse(net.ops.begin(), net.ops.end());
+  return net;
+}
+
+// The three stages of a (kz, ky, kx) median window (kz = 1 for 2D images).
+struct Plan {
+  int32_t kz, ky, kx;
+  Network column;  // kz lists of 1 -> all kz ranks
+  Network plane;   // ky lists of kz -> all kz * ky ranks
+  Network window;  // kx lists of kz * ky -> the middle rank
+
+  int32_t column_length() const { return kz; }
+  int32_t plane_length() const { return kz * ky; }
+};
+
+inline std::vector<int32_t> all_ranks(int32_t n) {
+  std::vector<int32_t> r(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) r[i] = i;
+  return r;
+}
+
+inline Plan make_plan(int32_t kz, int32_t ky, int32_t kx) {
+  Plan p{kz, ky, kx, {}, {}, {}};
+  p.column = merge_network(kz, 1, all_ranks(kz));
+  p.plane = merge_network(ky, kz, all_ranks(kz * ky));
+  p.window = merge_network(kx, kz * ky, {kz * ky * kx / 2});
+  return p;
+}
+
+// Replicate border ("nearest"): the index i clamped to [0, size).
+DAL_HOST_DEVICE inline int64_t clamp_index(int64_t i, int64_t size) {
+  return i < 0 ? 0 : (i >= size ? size - 1 : i);
+}
+
+// Runs a network on one set of wires (one voxel: the CUDA thread's loop).
+template <typename T>
+DAL_HOST_DEVICE inline void run(const Op* ops, int32_t count, T* wires) {
+  for (int32_t i = 0; i < count; ++i) apply(ops[i], wires[ops[i].lo], wires[ops[i].hi]);
+}
+
+// The value the residual score filters: |x - phi| inside the (eroded) mask, 0 outside. A select,
+// not a product, so that an infinite or NaN residual outside the mask does not leak in.
+template <typename T>
+DAL_HOST_DEVICE inline T masked_residual(T x, T phi, bool inside) {
+  const T d = x - phi;
+  return inside ? (d < T(0) ? -d : d) : T(0);
+}
+
+}  // namespace median
+}  // namespace dal

@@ -1,0 +1,75 @@
+"""Fused residual score and binary morphology of masks: fake kernels and public faces."""
+from __future__ import annotations
+
+import torch
+
+from dal.ops import reference
+from dal.ops._extension import has_kernel, op_names, warn_fallback
+
+
+def residual_score(
+    x: torch.Tensor, phi: torch.Tensor, mask: torch.Tensor | None = None, kernel_size: int = 5, erode: int = 0
+) -> torch.Tensor:
+    """Anomaly score of DAL: the median-filtered residual inside the eroded brain mask, in one op.
+
+    ``median_filter(where(binary_erode(mask, erode), |x - phi|, 0), kernel_size)``, with the
+    residual formed as the median reads it (never stored). Outside the eroded mask the residual
+    is 0 (a select: an inf or NaN there does not leak in). Not differentiable.
+
+    Args:
+        x: (N, C, H, W) or (N, C, D, H, W) floating scan.
+        phi: its pseudo-healthy image, of the shape, dtype and device of ``x``.
+        mask: optional brain mask (non-zero inside), of the shape of ``x`` or with one channel.
+        kernel_size: odd side of the median cube in voxels, 1 to 7.
+        erode: radius of the mask erosion in voxels (a cube of side ``2 * erode + 1``, replicate
+            border), 0 for none. Ops count in voxels: convert millimetres first.
+
+    Returns:
+        Tensor of the shape and dtype of ``x``, contiguous, >= 0.
+    """
+    if has_kernel("residual_score", x.device.type):
+        return torch.ops.dal.residual_score(x, phi, mask, kernel_size, erode)
+    warn_fallback("residual_score", x.device.type)
+    return reference.residual_score(x, phi, mask, kernel_size, erode)
+
+
+def binary_erode(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """Erosion of ``mask != 0`` by a cube of side ``2 * radius + 1``, replicate border (the
+    volume's edge does not erode), as ``scipy.ndimage.minimum_filter(..., mode="nearest")``.
+
+    Args:
+        mask: (N, C, H, W) or (N, C, D, H, W) tensor of any dtype.
+        radius: in voxels, >= 0.
+
+    Returns:
+        bool tensor of the shape of ``mask``.
+    """
+    if has_kernel("binary_erode", mask.device.type):
+        return torch.ops.dal.binary_erode(mask, radius)
+    warn_fallback("binary_erode", mask.device.type)
+    return reference.binary_erode(mask, radius)
+
+
+def binary_dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """Dilation of ``mask != 0`` by a cube of side ``2 * radius + 1``, replicate border.
+    Shapes as :func:`binary_erode`."""
+    if has_kernel("binary_dilate", mask.device.type):
+        return torch.ops.dal.binary_dilate(mask, radius)
+    warn_fallback("binary_dilate", mask.device.type)
+    return reference.binary_dilate(mask, radius)
+
+
+def _fake_morphology(mask, radius):
+    reference.check_morphology_args(mask, radius)
+    return mask.new_empty(mask.shape, dtype=torch.bool)
+
+
+if "residual_score" in op_names():
+
+    @torch.library.register_fake("dal::residual_score")
+    def _(x, phi, mask, kernel_size, erode):
+        reference.check_residual_args(x, phi, mask, kernel_size, erode)
+        return x.new_empty(x.shape)
+
+    torch.library.register_fake("dal::binary_erode")(_fake_morphology)
+    torch.library.register_fake("dal::binary_dilate")(_fake_morphology)

@@ -101,3 +101,14 @@ def test_bad_volumes():
     empty = ModelVolume(np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), bool))
     with pytest.raises(ValueError, match="no slice"):
         SliceDataset([empty])
+
+
+def test_load_volumes_from_a_synth_folder(tmp_path):
+    from dal.data.dataset import load_volumes
+    from dal.data.synthetic import write_dataset
+
+    write_dataset(tmp_path, 1, ("t2",), ("none",), seed=4, spacing=2, shape=(96, 112, 96))
+    (volume,) = load_volumes(tmp_path, "t2", Preprocessor(CONFIG))
+    assert volume.name == "synth-0000" and volume.image.shape == CONFIG.shape
+    np.testing.assert_allclose(volume.tissue.sum(axis=0)[volume.mask], 1, atol=1e-5)
+    assert len(SliceDataset([volume])) > 20

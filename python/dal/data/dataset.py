@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from dal.data.augment import Augmentation
-from dal.data.io import Scan
+from dal.data.io import Scan, load_mask, load_scan, load_tissue
+from dal.data.layouts import find_cases
 from dal.data.preprocess import Preprocessor
 from dal.data.synthetic import CONTRASTS, generate_healthy
 
@@ -36,6 +37,27 @@ class ModelVolume:
     mask: np.ndarray
     tissue: np.ndarray | None = None
     name: str = ""
+
+
+def _model_tissue(tissue: np.ndarray, done, preprocessor: Preprocessor) -> np.ndarray:
+    """Tissue maps (3, ...) on the scan's grid -> model space, renormalised to sum to one in the mask."""
+    tissue = np.stack([preprocessor.to_model(t, done.state, "linear") for t in tissue]) * done.mask
+    total = tissue.sum(axis=0)
+    return np.where(done.mask, tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
+
+
+def load_volumes(root, contrast: str | None = None, preprocessor: Preprocessor | None = None) -> list[ModelVolume]:
+    """Every case of a data folder (any layout of :func:`~dal.data.layouts.find_cases`) in model
+    space: its ``contrast`` scan, with its brain mask and tissue maps where the case has them."""
+    preprocessor = preprocessor or Preprocessor()
+    volumes = []
+    for case in find_cases(root, contrast):
+        scan = load_scan(case.image(contrast))
+        mask = load_mask(case.mask, scan) if case.mask else None
+        done = preprocessor.forward(scan, mask)
+        tissue = _model_tissue(load_tissue(case.tissue, scan), done, preprocessor) if case.tissue else None
+        volumes.append(ModelVolume(done.image, done.mask, tissue, name=case.id))
+    return volumes
 
 
 def synthetic_volumes(count: int, contrasts: Sequence[str] = CONTRASTS, seed: int = 0,
@@ -51,9 +73,7 @@ def synthetic_volumes(count: int, contrasts: Sequence[str] = CONTRASTS, seed: in
         contrast = contrasts[i % len(contrasts)]
         case = generate_healthy((seed, i), contrast)
         done = preprocessor.forward(Scan(case.images[contrast], case.affine, None), mask=case.mask)
-        tissue = np.stack([preprocessor.to_model(t, done.state, "linear") for t in case.tissue]) * done.mask
-        total = tissue.sum(axis=0)
-        tissue = np.where(done.mask, tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
+        tissue = _model_tissue(case.tissue, done, preprocessor)
         volumes.append(ModelVolume(done.image, done.mask, tissue, name=f"synth-{seed}-{i}-{contrast}"))
     return volumes
 

@@ -221,7 +221,7 @@ class Preprocessor:
         image = resample(scan.data, to_scan, work_shape, antialias=config.antialias)
         if mask is not None:
             # Linear interpolation of the mask and a 0.5 threshold: smoother than nearest neighbour.
-            brain = resample(mask.astype(np.float32), to_scan, work_shape, antialias=config.antialias) >= 0.5
+            brain = resample(mask.astype(np.float32), to_scan, work_shape) >= 0.5
         elif config.mask == "template":
             template = load_mni152(2)
             to_template = voxel_map(template.affine, work_affine, np.linalg.inv(registration.matrix) @ world_to_scan)

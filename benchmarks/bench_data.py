@@ -10,7 +10,7 @@ import torch
 
 from dal.data.dataset import SliceDataset, synthetic_volumes
 from dal.data.io import Scan
-from dal.data.preprocess import PreprocessConfig, Preprocessor
+from dal.data.preprocess import Preprocessor
 from dal.data.registration import register_to_mni
 from dal.data.synthetic import SYNTH_SHAPE, SYNTH_SPACING, generate_case, write_case
 

@@ -232,3 +232,19 @@ def test_template_mask_and_registered_model_space(registered_pair):
     back = Preprocessor(PreprocessConfig(shape=(80, 96, 80), register=True)).inverse(
         registered.mask.astype(np.float32), registered.state, interpolation="nearest") > 0
     assert 2 * (back & case.mask).sum() / (back.sum() + case.mask.sum()) > 0.97
+
+
+def test_bias_correction_flattens_white_matter():
+    case = generate_case(9, "t1", "none")
+    right = np.linspace(-1, 1, case.mask.shape[0])[:, None, None]
+    biased = (case.images["t1"] * np.exp(0.4 * right)).astype(np.float32)
+    scan = Scan(biased, case.affine, None)
+    config = PreprocessConfig(shape=(80, 96, 80), bias_correction=True)
+    plain = Preprocessor(PreprocessConfig(shape=(80, 96, 80))).forward(scan, case.mask)
+    corrected = Preprocessor(config).forward(scan, case.mask)
+    wm = Preprocessor(config).to_model(case.tissue[2], plain.state, "linear") > 0.95
+
+    def spread(image):
+        return np.std(image[wm]) / np.mean(image[wm])
+
+    assert spread(corrected.image) < 0.6 * spread(plain.image)

@@ -12,6 +12,8 @@ Model space is an axis-aligned RAS grid (array axes = right, anterior, superior)
    first): Otsu's threshold, lowered to catch dark CSF, then closing, hole filling and the largest
    component. ``"template"``, for scans with a skull: the MNI152 brain mask brought over by affine
    registration, coarse but honest. ``"auto"`` uses the given mask, else ``"otsu"``.
+   Optionally (``bias_correction``), SimpleITK's N4 bias field correction inside the mask, on a
+   grid shrunk twice more (it adds about 1 to 3 s per scan).
 3. Crop/pad to ``shape``, centred on the brain (whole voxels: no interpolation).
 4. Intensity: zero outside the mask, and scaled so that the median of the healthy bulk of the
    brain maps to ``norm_target``. The bulk is found by rejecting, twice, voxels further than
@@ -35,6 +37,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import scipy.ndimage as ndi
+import SimpleITK as sitk
 from skimage.filters import threshold_otsu
 
 from dal.data.io import DataError, Scan, image_like, load_mask, load_scan
@@ -57,6 +60,7 @@ class PreprocessConfig:
             healthy tissue of the usual contrasts (CSF in T2) near 1.
         antialias: Gaussian anti-aliasing before downsampling.
         register: work in MNI152 space through an affine registration.
+        bias_correction: N4 bias field correction (SimpleITK) in model resolution.
     """
 
     spacing: float = 2.0
@@ -65,6 +69,7 @@ class PreprocessConfig:
     norm_target: float = 0.4
     antialias: bool = True
     register: bool = False
+    bias_correction: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -142,6 +147,18 @@ def otsu_brain_mask(image: np.ndarray) -> np.ndarray:
         sizes[0] = 0
         mask = labels == np.argmax(sizes)
     return ndi.binary_opening(mask, iterations=1)
+
+
+def n4_bias_correction(image: np.ndarray, mask: np.ndarray, shrink: int = 2) -> np.ndarray:
+    """``image`` divided by the bias field N4 (SimpleITK) estimates inside ``mask``, on a grid
+    ``shrink`` times coarser (the field is smooth), evaluated back at full resolution."""
+    volume = sitk.GetImageFromArray(np.maximum(image, 0).astype(np.float32))
+    brain = sitk.GetImageFromArray(mask.astype(np.uint8))
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations([40, 40, 20])
+    corrector.Execute(sitk.Shrink(volume, [shrink] * 3), sitk.Shrink(brain, [shrink] * 3))
+    log_field = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(volume))
+    return (image / np.exp(log_field)).astype(np.float32)
 
 
 def healthy_bulk_median(values: np.ndarray, rounds: int = 2, width: float = 2.5) -> float:
@@ -230,6 +247,8 @@ class Preprocessor:
             brain = otsu_brain_mask(image)
         if not brain.any():
             raise DataError(f"scan {scan.path}: the brain mask is empty")
+        if config.bias_correction:
+            image = n4_bias_correction(image, brain)
 
         if config.register:
             start = np.zeros(3, int)

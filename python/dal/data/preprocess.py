@@ -38,9 +38,9 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage as ndi
 import SimpleITK as sitk
-from skimage.filters import threshold_otsu
 
 from dal.data.io import DataError, Scan, image_like, load_mask, load_scan
+from dal.data.masks import otsu_brain_mask
 from dal.data.registration import AffineRegistration, register_to_mni
 from dal.data.resample import field_of_view_grid, resample, voxel_map
 from dal.data.templates import brain_centre, load_mni152
@@ -129,24 +129,6 @@ class Preprocessed:
     image: np.ndarray
     mask: np.ndarray
     state: GridState
-
-
-def otsu_brain_mask(image: np.ndarray) -> np.ndarray:
-    """Brain mask of a skull-stripped scan: half of Otsu's threshold over the volume (dark CSF
-    falls below Otsu's own), closing, hole filling, the largest component, a light opening."""
-    values = image[image > 0]
-    if values.size == 0:
-        return np.zeros(image.shape, bool)
-    threshold = 0.5 * threshold_otsu(image if values.size < image.size else values)
-    mask = image > threshold
-    mask = ndi.binary_closing(mask, iterations=2, border_value=0)
-    mask = ndi.binary_fill_holes(mask)
-    labels, count = ndi.label(mask)
-    if count > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == np.argmax(sizes)
-    return ndi.binary_opening(mask, iterations=1)
 
 
 def n4_bias_correction(image: np.ndarray, mask: np.ndarray, shrink: int = 2) -> np.ndarray:

@@ -101,3 +101,22 @@ def test_bad_volumes():
     empty = ModelVolume(np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), bool))
     with pytest.raises(ValueError, match="no slice"):
         SliceDataset([empty])
+
+
+def test_load_volumes_from_a_synth_folder(tmp_path):
+    from dal.data.dataset import load_volumes
+    from dal.data.synthetic import write_dataset
+
+    write_dataset(tmp_path, 2, ("t2",), ("none", "stroke"), seed=4, spacing=2, shape=(96, 112, 96))
+    healthy, stroke = load_volumes(tmp_path, "t2", Preprocessor(CONFIG))
+    assert healthy.name == "synth-0000" and healthy.image.shape == CONFIG.shape
+    np.testing.assert_allclose(healthy.tissue.sum(axis=0)[healthy.mask], 1, atol=1e-5)
+    assert not healthy.label.any() and stroke.label.any() and stroke.label.shape == CONFIG.shape
+    assert len(SliceDataset([healthy])) > 20
+
+
+def test_synthetic_volumes_with_lesions_carry_labels():
+    (volume,) = synthetic_volumes(1, ("flair",), seed=5, preprocessor=Preprocessor(CONFIG), lesions=("wmh",))
+    assert volume.label.any() and np.all(volume.mask[volume.label > 0])
+    # White-matter lesions are bright on FLAIR.
+    assert np.median(volume.image[volume.label > 0]) > np.percentile(volume.image[volume.mask & (volume.label == 0)], 90)

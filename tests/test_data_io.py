@@ -119,3 +119,18 @@ def test_save_is_atomic_and_keeps_the_header(tmp_path):
 def test_image_like_sets_dtype_without_scaling():
     image = image_like(np.ones((2, 2, 2)), np.eye(4), nib.Nifti1Header(), np.uint8)
     assert image.get_data_dtype() == np.uint8
+
+
+def test_tissue_maps(tmp_path):
+    from dal.data.io import load_tissue
+
+    maps = np.random.default_rng(1).dirichlet([1, 1, 1], size=(6, 7, 8)).astype(np.float32)
+    tissue = load_tissue(write(tmp_path / "t.nii.gz", maps))
+    assert tissue.shape == (3, 6, 7, 8)
+    np.testing.assert_allclose(tissue.sum(0), 1, atol=1e-5)
+    with pytest.raises(DataError, match="4D"):
+        load_tissue(write(tmp_path / "3d.nii.gz", maps[..., 0]))
+    with pytest.raises(DataError, match="probabilities"):
+        load_tissue(write(tmp_path / "big.nii.gz", maps * 3))
+    with pytest.raises(DataError, match="grid"):
+        load_tissue(tmp_path / "t.nii.gz", load_scan(write(tmp_path / "s.nii.gz", good_volume()[:5] + 1)))

@@ -7,8 +7,8 @@ import pytest
 import scipy.ndimage as ndi
 
 from dal.data.io import DataError, Scan
-from dal.data.preprocess import (PreprocessConfig, Preprocessor, crop_or_pad, healthy_bulk_median,
-                                 otsu_brain_mask)
+from dal.data.masks import otsu_brain_mask, rough_brain_mask
+from dal.data.preprocess import PreprocessConfig, Preprocessor, crop_or_pad, healthy_bulk_median
 from dal.data.registration import AffineRegistration, register_to_mni
 from dal.data.synthetic import generate_case
 
@@ -232,3 +232,44 @@ def test_template_mask_and_registered_model_space(registered_pair):
     back = Preprocessor(PreprocessConfig(shape=(80, 96, 80), register=True)).inverse(
         registered.mask.astype(np.float32), registered.state, interpolation="nearest") > 0
     assert 2 * (back & case.mask).sum() / (back.sum() + case.mask.sum()) > 0.97
+
+
+def test_bias_correction_flattens_white_matter():
+    case = generate_case(9, "t1", "none")
+    right = np.linspace(-1, 1, case.mask.shape[0])[:, None, None]
+    biased = (case.images["t1"] * np.exp(0.4 * right)).astype(np.float32)
+    scan = Scan(biased, case.affine, None)
+    config = PreprocessConfig(shape=(80, 96, 80), bias_correction=True)
+    plain = Preprocessor(PreprocessConfig(shape=(80, 96, 80))).forward(scan, case.mask)
+    corrected = Preprocessor(config).forward(scan, case.mask)
+    wm = Preprocessor(config).to_model(case.tissue[2], plain.state, "linear") > 0.95
+
+    def spread(image):
+        return np.std(image[wm]) / np.mean(image[wm])
+
+    assert spread(corrected.image) < 0.6 * spread(plain.image)
+
+
+def with_skull(case, contrast):
+    """A toy head: dark skull 3-8 mm and bright scalp 8-16 mm outside the brain, noisy air beyond."""
+    spacing = abs(case.affine[0, 0])
+    outside = ndi.distance_transform_edt(~case.mask) * spacing
+    image = case.images[contrast].copy()
+    reference = np.median(image[case.mask])
+    rng = np.random.default_rng(0)
+    image[(outside > 3) & (outside < 8)] = 0.15 * reference
+    image[(outside >= 8) & (outside < 16)] = 1.1 * reference
+    air = outside >= 16
+    image[air] = np.abs(rng.normal(0, 0.02 * reference, air.sum()))
+    return Scan(image.astype(np.float32), case.affine, None)
+
+
+def test_template_mask_of_a_scan_with_a_skull():
+    case = generate_case(10, "t2", "none", spacing=1.5, shape=(128, 150, 128))
+    scan = with_skull(case, "t2")
+    rough = rough_brain_mask(scan.data)
+    assert 2 * (rough & case.mask).sum() / (rough.sum() + case.mask.sum()) > 0.95
+    preprocessor = Preprocessor(PreprocessConfig(shape=(80, 96, 80), mask="template"))
+    out = preprocessor.forward(scan)
+    truth = preprocessor.to_model(case.mask.astype(np.float32), out.state) > 0.5
+    assert 2 * (out.mask & truth).sum() / (out.mask.sum() + truth.sum()) > 0.92

@@ -23,38 +23,67 @@ import numpy as np
 import torch
 
 from dal.data.augment import Augmentation
-from dal.data.io import Scan
+from dal.data.io import Scan, load_mask, load_scan, load_tissue
+from dal.data.layouts import find_cases
 from dal.data.preprocess import Preprocessor
-from dal.data.synthetic import CONTRASTS, generate_healthy
+from dal.data.synthetic import CONTRASTS, generate_case
 
 
 @dataclass
 class ModelVolume:
-    """A volume in model space: ``image`` and ``mask`` (X, Y, Z); ``tissue`` (3, X, Y, Z) CSF, GM, WM or None."""
+    """A volume in model space: ``image`` and ``mask`` (X, Y, Z); ``tissue`` (3, X, Y, Z) CSF, GM, WM
+    or None; ``label`` (X, Y, Z) uint8 lesion label (any non-zero voxel is lesion) or None."""
 
     image: np.ndarray
     mask: np.ndarray
     tissue: np.ndarray | None = None
     name: str = ""
+    label: np.ndarray | None = None
+
+
+def _model_tissue(tissue: np.ndarray, done, preprocessor: Preprocessor) -> np.ndarray:
+    """Tissue maps (3, ...) on the scan's grid -> model space, renormalised to sum to one in the mask."""
+    tissue = np.stack([preprocessor.to_model(t, done.state, "linear") for t in tissue]) * done.mask
+    total = tissue.sum(axis=0)
+    return np.where(done.mask, tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
+
+
+def load_volumes(root, contrast: str | None = None, preprocessor: Preprocessor | None = None) -> list[ModelVolume]:
+    """Every case of a data folder (any layout of :func:`~dal.data.layouts.find_cases`) in model
+    space: its ``contrast`` scan, with its brain mask, tissue maps and label where the case has them."""
+    preprocessor = preprocessor or Preprocessor()
+    volumes = []
+    for case in find_cases(root, contrast):
+        scan = load_scan(case.image(contrast))
+        mask = load_mask(case.mask, scan) if case.mask else None
+        done = preprocessor.forward(scan, mask)
+        tissue = _model_tissue(load_tissue(case.tissue, scan), done, preprocessor) if case.tissue else None
+        label = None
+        if case.label:
+            label = load_scan(case.label, kind="label", allow_zero=True).data
+            label = preprocessor.to_model(label, done.state, "nearest").astype(np.uint8)
+        volumes.append(ModelVolume(done.image, done.mask, tissue, name=case.id, label=label))
+    return volumes
 
 
 def synthetic_volumes(count: int, contrasts: Sequence[str] = CONTRASTS, seed: int = 0,
-                      preprocessor: Preprocessor | None = None) -> list[ModelVolume]:
-    """``count`` healthy synthetic subjects in model space, with their tissue maps.
+                      preprocessor: Preprocessor | None = None, lesions: Sequence[str] = ("none",)) -> list[ModelVolume]:
+    """``count`` synthetic subjects in model space, with their tissue maps and labels; healthy by default.
 
-    Subject ``i`` has seed ``(seed, i)`` and contrast ``contrasts[i % len(contrasts)]``; it goes
-    through ``preprocessor`` (default config) like any scan, its tissue maps too.
+    Subject ``i`` has seed ``(seed, i)``, contrast ``contrasts[i % len(contrasts)]`` and lesion
+    ``lesions[i % len(lesions)]``; it goes through ``preprocessor`` (default config) like any scan,
+    its tissue maps and label too. The scans are on the template's 2 mm grid (no resampling loss).
     """
     preprocessor = preprocessor or Preprocessor()
     volumes = []
     for i in range(count):
-        contrast = contrasts[i % len(contrasts)]
-        case = generate_healthy((seed, i), contrast)
+        contrast, lesion = contrasts[i % len(contrasts)], lesions[i % len(lesions)]
+        case = generate_case((seed, i), (contrast,), lesion)
         done = preprocessor.forward(Scan(case.images[contrast], case.affine, None), mask=case.mask)
-        tissue = np.stack([preprocessor.to_model(t, done.state, "linear") for t in case.tissue]) * done.mask
-        total = tissue.sum(axis=0)
-        tissue = np.where(done.mask, tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
-        volumes.append(ModelVolume(done.image, done.mask, tissue, name=f"synth-{seed}-{i}-{contrast}"))
+        tissue = _model_tissue(case.tissue, done, preprocessor)
+        label = preprocessor.to_model(case.label, done.state, "nearest").astype(np.uint8)
+        volumes.append(ModelVolume(done.image, done.mask, tissue, name=f"synth-{seed}-{i}-{contrast}-{lesion}",
+                                   label=label))
     return volumes
 
 

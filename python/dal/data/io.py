@@ -153,6 +153,28 @@ def image_like(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | 
     return nib.Nifti1Image(data, affine, header)
 
 
+def load_tissue(path: str | os.PathLike, reference: Scan | None = None) -> np.ndarray:
+    """Tissue probability maps stored 4D (X, Y, Z, K), as ``dal synth`` writes them: returned as
+    (K, X, Y, Z) float32, checked to be finite, in [0, 1], and on the reference scan's grid."""
+    path = Path(path)
+    where = f"tissue maps {path}"
+    if not path.is_file() or not is_nifti(path):
+        raise DataError(f"{where}: no such NIfTI file")
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as error:  # see load_scan
+        raise DataError(f"{where}: cannot be read as NIfTI ({type(error).__name__}: {error})") from None
+    if data.ndim != 4 or not 2 <= data.shape[3] <= 8:
+        raise DataError(f"{where}: expected a 4D volume with 2 to 8 tissue maps on the last axis, got {data.shape}")
+    if not np.all(np.isfinite(data)) or data.min() < -1e-3 or data.max() > 1 + 1e-3:
+        raise DataError(f"{where}: values must be probabilities in [0, 1]")
+    if reference is not None and (data.shape[:3] != reference.data.shape
+                                  or not np.allclose(image.affine, reference.affine, atol=1e-3)):
+        raise DataError(f"{where}: not on the grid of the scan {reference.path}")
+    return np.ascontiguousarray(np.moveaxis(data, -1, 0))
+
+
 def _atomic_target(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"

@@ -12,6 +12,8 @@ Model space is an axis-aligned RAS grid (array axes = right, anterior, superior)
    first): Otsu's threshold, lowered to catch dark CSF, then closing, hole filling and the largest
    component. ``"template"``, for scans with a skull: the MNI152 brain mask brought over by affine
    registration, coarse but honest. ``"auto"`` uses the given mask, else ``"otsu"``.
+   Optionally (``bias_correction``), SimpleITK's N4 bias field correction inside the mask, on a
+   grid shrunk twice more (it adds about 1 to 3 s per scan).
 3. Crop/pad to ``shape``, centred on the brain (whole voxels: no interpolation).
 4. Intensity: zero outside the mask, and scaled so that the median of the healthy bulk of the
    brain maps to ``norm_target``. The bulk is found by rejecting, twice, voxels further than
@@ -35,9 +37,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import scipy.ndimage as ndi
-from skimage.filters import threshold_otsu
+import SimpleITK as sitk
 
 from dal.data.io import DataError, Scan, image_like, load_mask, load_scan
+from dal.data.masks import otsu_brain_mask
 from dal.data.registration import AffineRegistration, register_to_mni
 from dal.data.resample import field_of_view_grid, resample, voxel_map
 from dal.data.templates import brain_centre, load_mni152
@@ -57,6 +60,7 @@ class PreprocessConfig:
             healthy tissue of the usual contrasts (CSF in T2) near 1.
         antialias: Gaussian anti-aliasing before downsampling.
         register: work in MNI152 space through an affine registration.
+        bias_correction: N4 bias field correction (SimpleITK) in model resolution.
     """
 
     spacing: float = 2.0
@@ -65,6 +69,7 @@ class PreprocessConfig:
     norm_target: float = 0.4
     antialias: bool = True
     register: bool = False
+    bias_correction: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -126,22 +131,16 @@ class Preprocessed:
     state: GridState
 
 
-def otsu_brain_mask(image: np.ndarray) -> np.ndarray:
-    """Brain mask of a skull-stripped scan: half of Otsu's threshold over the volume (dark CSF
-    falls below Otsu's own), closing, hole filling, the largest component, a light opening."""
-    values = image[image > 0]
-    if values.size == 0:
-        return np.zeros(image.shape, bool)
-    threshold = 0.5 * threshold_otsu(image if values.size < image.size else values)
-    mask = image > threshold
-    mask = ndi.binary_closing(mask, iterations=2, border_value=0)
-    mask = ndi.binary_fill_holes(mask)
-    labels, count = ndi.label(mask)
-    if count > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == np.argmax(sizes)
-    return ndi.binary_opening(mask, iterations=1)
+def n4_bias_correction(image: np.ndarray, mask: np.ndarray, shrink: int = 2) -> np.ndarray:
+    """``image`` divided by the bias field N4 (SimpleITK) estimates inside ``mask``, on a grid
+    ``shrink`` times coarser (the field is smooth), evaluated back at full resolution."""
+    volume = sitk.GetImageFromArray(np.maximum(image, 0).astype(np.float32))
+    brain = sitk.GetImageFromArray(mask.astype(np.uint8))
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations([40, 40, 20])
+    corrector.Execute(sitk.Shrink(volume, [shrink] * 3), sitk.Shrink(brain, [shrink] * 3))
+    log_field = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(volume))
+    return (image / np.exp(log_field)).astype(np.float32)
 
 
 def healthy_bulk_median(values: np.ndarray, rounds: int = 2, width: float = 2.5) -> float:
@@ -221,7 +220,7 @@ class Preprocessor:
         image = resample(scan.data, to_scan, work_shape, antialias=config.antialias)
         if mask is not None:
             # Linear interpolation of the mask and a 0.5 threshold: smoother than nearest neighbour.
-            brain = resample(mask.astype(np.float32), to_scan, work_shape, antialias=config.antialias) >= 0.5
+            brain = resample(mask.astype(np.float32), to_scan, work_shape) >= 0.5
         elif config.mask == "template":
             template = load_mni152(2)
             to_template = voxel_map(template.affine, work_affine, np.linalg.inv(registration.matrix) @ world_to_scan)
@@ -230,6 +229,8 @@ class Preprocessor:
             brain = otsu_brain_mask(image)
         if not brain.any():
             raise DataError(f"scan {scan.path}: the brain mask is empty")
+        if config.bias_correction:
+            image = n4_bias_correction(image, brain)
 
         if config.register:
             start = np.zeros(3, int)

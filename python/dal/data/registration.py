@@ -6,9 +6,10 @@ the way back uses ``inv(matrix)``. Both images are resampled to a coarse grid fi
 default): an affine needs no fine detail, and this keeps a registration to a couple of seconds.
 
 Mattes mutual information works across contrasts (the template is T1-weighted), from an initial
-alignment of the centres of mass. For a scan with a skull, the skull-stripped template aligns to
-the head coarsely: that is the honest fallback for a brain mask when no skull stripping is at
-hand, not a replacement for one (HD-BET, SynthStrip).
+alignment of the centres of mass. The template has no skull, so the scan is first cut down to a
+rough brain region (:func:`~dal.data.masks.rough_brain_mask`). For a scan with a skull, the
+template's brain mask brought over this way is the honest fallback when no skull stripping is at
+hand: coarse (an affine cannot follow a brain's shape), not a replacement for HD-BET or SynthStrip.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from dal.data.io import DataError, Scan
+from dal.data.masks import rough_brain_mask
 from dal.data.resample import field_of_view_grid, resample, voxel_map
 from dal.data.templates import load_mni152
 
@@ -66,8 +68,13 @@ def register_to_mni(scan: Scan, *, spacing: float = 4.0, iterations: int = 200, 
     template = load_mni152(2)
     fixed_shape, fixed_affine = field_of_view_grid(template.affine, template.t1.shape, spacing)
     fixed = resample(template.t1, voxel_map(template.affine, fixed_affine), fixed_shape, antialias=True)
+    # The template has no skull: show the registration the scan's brain only (a rough mask made
+    # on a 2 mm grid, fine enough to see the skull), else it aligns the brain to the whole head.
+    brain_shape, brain_affine = field_of_view_grid(scan.affine, scan.data.shape, 2.0)
+    brain = resample(scan.data, voxel_map(scan.affine, brain_affine), brain_shape, antialias=True)
+    brain = np.where(rough_brain_mask(brain), brain, 0).astype(np.float32)
     moving_shape, moving_affine = field_of_view_grid(scan.affine, scan.data.shape, spacing)
-    moving = resample(scan.data, voxel_map(scan.affine, moving_affine), moving_shape, antialias=True)
+    moving = resample(brain, voxel_map(brain_affine, moving_affine), moving_shape, antialias=True)
     if not np.any(moving > 0):
         raise DataError(f"scan {scan.path}: nothing to register (no positive intensity)")
     fixed_image, moving_image = _to_sitk(fixed, fixed_affine), _to_sitk(moving, moving_affine)

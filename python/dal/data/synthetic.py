@@ -403,7 +403,9 @@ def generate_case(seed: int | tuple[int, ...], contrasts: str | tuple[str, ...] 
     fractions, label = _paint_lesions(lesion_rng, plan, tissue, mask, affine)
     texture = None
     if fractions:
-        texture = 1 + 0.12 * _smooth_field(lesion_rng, tuple(max(2, s // 6) for s in grid_shape), grid_shape)
+        spacing_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # inner texture at about 8 mm, whatever the grid
+        lattice = tuple(max(2, int(round(s * sp / 8))) for s, sp in zip(grid_shape, spacing_mm))
+        texture = 1 + 0.12 * _smooth_field(lesion_rng, lattice, grid_shape)
         texture = texture.astype(np.float32)
     images, healthy = {}, {}
     for contrast in contrasts:

@@ -14,4 +14,5 @@ TORCH_LIBRARY(dal, m) {
   m.def("onehot_st_backward(Tensor grad, Tensor logits, float tau, Tensor? noise, int dim) -> Tensor");
   m.def("sobel(Tensor x, bool magnitude, bool normalized) -> Tensor");
   m.def("sobel_backward(Tensor grad, Tensor x, bool magnitude, bool normalized) -> Tensor");
+  m.def("canny(Tensor x, float low, float high, float sigma, bool hysteresis, bool use_quantiles) -> Tensor");
 }

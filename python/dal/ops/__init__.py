@@ -3,5 +3,6 @@
 from dal.ops._extension import DalFallbackWarning, implementation, op_names
 from dal.ops.onehot import onehot_st
 from dal.ops.sobel import sobel
+from dal.ops.canny import canny
 
-__all__ = ["DalFallbackWarning", "implementation", "onehot_st", "op_names", "sobel"]
+__all__ = ["DalFallbackWarning", "implementation", "onehot_st", "op_names", "sobel", "canny"]

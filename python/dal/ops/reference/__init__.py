@@ -6,7 +6,7 @@ plain torch operations (slow, memory-hungry, obviously right). Reduced-precision
 One module per op family; this package re-exports them all.
 """
 from dal.ops.reference.onehot import check_onehot_args, onehot_st, onehot_st_backward
-from dal.ops.reference.edges import check_edge_input, sobel, sobel_backward
+from dal.ops.reference.edges import canny, check_canny_args, check_edge_input, sobel, sobel_backward
 
 __all__ = ["check_onehot_args", "onehot_st", "onehot_st_backward"]
-__all__ += ["check_edge_input", "sobel", "sobel_backward"]
+__all__ += ["canny", "check_canny_args", "check_edge_input", "sobel", "sobel_backward"]

@@ -126,3 +126,79 @@ def test_sobel2d_backward_kornia(run, anatomy):
     kornia = pytest.importorskip("kornia")
     x, grad = anatomy
     run(lambda: torch.autograd.grad(kornia.filters.sobel(x), x, grad), rounds=3)
+
+
+# ---- Canny, on brain MRI (the MNI152 1 mm template shipped with nilearn) ------------------------
+@pytest.fixture(scope="module")
+def mri_volume():
+    from nilearn import datasets
+
+    volume = datasets.load_mni152_template(resolution=1).get_fdata()  # (197, 233, 189)
+    return torch.from_numpy(np.ascontiguousarray(volume[18:178, 20:212, 14:174], dtype=np.float32))[None, None]
+
+
+@pytest.fixture(scope="module")
+def mri_slices(mri_volume):
+    """64 axial slices of 192x192 (N, 1, H, W)."""
+    return mri_volume[0, 0, :, :, 48:112].permute(2, 1, 0)[:, None, :, 16:176].contiguous()
+
+
+def _thresholds(x, quantiles=(0.8, 0.9)):
+    """Absolute thresholds at the given quantiles of the unsmoothed Sobel magnitude: every method
+    then gets the same numbers (rescaled to its own gradient's scale)."""
+    magnitude = ops.sobel(x).flatten()[::97].double()
+    return [float(torch.quantile(magnitude, q)) for q in quantiles]
+
+
+GROUP_CANNY_2D = "canny 2D (64,1,192,192) f32, sigma 1"
+
+
+@pytest.mark.benchmark(group=GROUP_CANNY_2D)
+def test_canny2d_dal(run, mri_slices):
+    low, high = _thresholds(mri_slices)
+    run(lambda: ops.canny(mri_slices, low, high, 1.0), rounds=10)
+
+
+@pytest.mark.benchmark(group=GROUP_CANNY_2D)
+def test_canny2d_skimage_per_slice(run, mri_slices):
+    from skimage import feature
+
+    low, high = _thresholds(mri_slices)
+    images = mri_slices[:, 0].numpy()
+    run(lambda: [feature.canny(image, 1.0, low, high, mode="nearest") for image in images], rounds=3)
+
+
+@pytest.mark.benchmark(group=GROUP_CANNY_2D)
+def test_canny2d_kornia(run, mri_slices):
+    kornia = pytest.importorskip("kornia")
+    low, high = _thresholds(mri_slices)
+    # kornia's Sobel is normalised (/8); its Gaussian kernel of size 5 is about sigma 1.
+    run(lambda: kornia.filters.canny(mri_slices, low / 8, high / 8, (5, 5), (1.0, 1.0)), rounds=1)
+
+
+GROUP_CANNY_3D = "canny 3D (1,1,160,192,160) f32, sigma 1"
+
+
+@pytest.mark.benchmark(group=GROUP_CANNY_3D)
+def test_canny3d_dal(run, mri_volume):
+    low, high = _thresholds(mri_volume)
+    run(lambda: ops.canny(mri_volume, low, high, 1.0), rounds=5)
+
+
+@pytest.mark.benchmark(group=GROUP_CANNY_3D)
+def test_canny3d_simpleitk(run, mri_volume):
+    sitk = pytest.importorskip("SimpleITK")
+    low, high = _thresholds(mri_volume)
+    image = sitk.GetImageFromArray(mri_volume[0, 0].numpy())
+    canny = sitk.CannyEdgeDetectionImageFilter()
+    canny.SetNumberOfThreads(torch.get_num_threads())  # the threads torch uses
+    canny.SetVariance([1.0] * 3)  # sigma 1
+    # ITK's derivative is (x[+1] - x[-1]) / 2, 3D Sobel's is 32 times that on a ramp.
+    canny.SetLowerThreshold(low / 32)
+    canny.SetUpperThreshold(high / 32)
+    run(lambda: canny.Execute(image), rounds=3)
+
+
+@pytest.mark.benchmark(group=GROUP_CANNY_3D)
+def test_canny3d_clone_anchor(run, mri_volume):
+    run(lambda: mri_volume.clone(), rounds=20)

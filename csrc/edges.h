@@ -4,6 +4,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+#include <vector>
+
 #include "common.h"
 #include "dal/common.h"
 
@@ -13,6 +16,18 @@ inline void check_edge_input(const at::Tensor& x, const char* name) {
   check_floating(x, name);
   TORCH_CHECK(x.dim() == 4 || x.dim() == 5, name,
               " must be (N, C, H, W) or (N, C, D, H, W), got ", x.dim(), " dimensions ", x.sizes());
+}
+
+inline void check_canny_args(const at::Tensor& x, double low, double high, double sigma,
+                             bool use_quantiles) {
+  check_edge_input(x, "x");
+  TORCH_CHECK(std::isfinite(sigma) && sigma >= 0, "sigma must be a finite number >= 0, got ", sigma);
+  TORCH_CHECK(!std::isnan(low) && !std::isnan(high), "low and high must not be NaN");
+  TORCH_CHECK(low <= high, "low must be <= high, got low = ", low, " and high = ", high);
+  if (use_quantiles) {
+    TORCH_CHECK(low >= 0 && high <= 1, "low and high must be quantiles in [0, 1] with use_quantiles=True, got low = ",
+                low, " and high = ", high);
+  }
 }
 
 // A contiguous (N, C, [D,] H, W) tensor as `images` = N * C volumes of depth x rows x cols

@@ -18,4 +18,5 @@ TORCH_LIBRARY(dal, m) {
   m.def("residual_score(Tensor x, Tensor phi, Tensor? mask, int kernel_size, int erode) -> Tensor");
   m.def("binary_erode(Tensor mask, int radius) -> Tensor");
   m.def("binary_dilate(Tensor mask, int radius) -> Tensor");
+  m.def("canny(Tensor x, float low, float high, float sigma, bool hysteresis, bool use_quantiles) -> Tensor");
 }

@@ -20,9 +20,12 @@
 namespace dal {
 namespace sobel {
 
+// Summed as scipy.ndimage sums a symmetric kernel: the centre, then the pair around it. The pair
+// sum is the same for a mirrored image, so mirror-symmetric images give exactly mirror-symmetric
+// gradients, and their ties (which Canny's `<=` keeps) are exact ties, as in scikit-image.
 template <typename Acc>
 DAL_HOST_DEVICE inline Acc smooth(Acc before, Acc at, Acc after) {
-  return before + Acc(2) * at + after;
+  return Acc(2) * at + (before + after);
 }
 
 template <typename Acc>

@@ -5,7 +5,7 @@ plain torch operations (slow, memory-hungry, obviously right). Reduced-precision
 (float16, bfloat16) are computed in float32 and cast back, as the kernels do.
 One module per op family; this package re-exports them all.
 """
-from dal.ops.reference.edges import check_edge_input, sobel, sobel_backward
+from dal.ops.reference.edges import canny, check_canny_args, check_edge_input, sobel, sobel_backward
 from dal.ops.reference.onehot import check_onehot_args, onehot_st, onehot_st_backward
 from dal.ops.reference.scoring import (
     binary_dilate,
@@ -20,6 +20,8 @@ from dal.ops.reference.scoring import (
 __all__ = [
     "binary_dilate",
     "binary_erode",
+    "canny",
+    "check_canny_args",
     "check_edge_input",
     "check_median_args",
     "check_morphology_args",

@@ -1,12 +1,14 @@
 """Pure-torch references of the edge ops: Sobel (2D/3D, differentiable) and Canny (2D/3D)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from dal.ops.reference._common import compute_dtype
 
-__all__ = ["check_edge_input", "sobel", "sobel_backward"]
+__all__ = ["canny", "check_canny_args", "check_edge_input", "sobel", "sobel_backward"]
 
 
 def check_edge_input(x: torch.Tensor, name: str = "x") -> int:
@@ -19,15 +21,20 @@ def check_edge_input(x: torch.Tensor, name: str = "x") -> int:
     return x.dim() - 2
 
 
-def _along(t: torch.Tensor, axis: int, kernel: tuple[float, float, float]) -> torch.Tensor:
-    """Correlates t with a 3-tap kernel along `axis`, replicate border."""
+def _neighbours(t: torch.Tensor, axis: int, offset: int) -> torch.Tensor:
+    """t shifted by `offset` along `axis` (t[i + offset]), replicate border."""
     n = t.shape[axis]
-    before = torch.cat([t.narrow(axis, 0, 1), t.narrow(axis, 0, n - 1)], axis)
-    after = torch.cat([t.narrow(axis, 1, n - 1), t.narrow(axis, n - 1, 1)], axis)
-    return kernel[0] * before + kernel[1] * t + kernel[2] * after
+    index = (torch.arange(n, device=t.device) + offset).clamp(0, n - 1)
+    return t.index_select(axis, index)
 
 
-_SMOOTH, _DIFF = (1.0, 2.0, 1.0), (-1.0, 0.0, 1.0)
+def _smooth(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """[1, 2, 1] along `axis`, summed as the kernels do: centre, then the pair around it."""
+    return 2 * t + (_neighbours(t, axis, -1) + _neighbours(t, axis, 1))
+
+
+def _diff(t: torch.Tensor, axis: int) -> torch.Tensor:
+    return _neighbours(t, axis, 1) - _neighbours(t, axis, -1)
 
 
 def _components(x: torch.Tensor, normalized: bool) -> torch.Tensor:
@@ -35,9 +42,10 @@ def _components(x: torch.Tensor, normalized: bool) -> torch.Tensor:
     axes = list(range(x.dim() - 1, 1, -1))  # W, H[, D]: kornia's component order x, y[, z]
     comps = []
     for derivative_axis in axes:
-        g = x
+        g = _diff(x, derivative_axis)
         for axis in axes:
-            g = _along(g, axis, _DIFF if axis == derivative_axis else _SMOOTH)
+            if axis != derivative_axis:
+                g = _smooth(g, axis)
         comps.append(g)
     scale = 1.0 / (8.0 if dims == 2 else 32.0) if normalized else 1.0
     return torch.stack(comps, 2) * scale
@@ -71,3 +79,113 @@ def sobel_backward(grad: torch.Tensor, x: torch.Tensor, magnitude: bool = True, 
             raise ValueError(f"grad must have the shape of sobel's output {tuple(out.shape)}, got {tuple(grad.shape)}")
         (grad_x,) = torch.autograd.grad(out, x_, grad, create_graph=torch.is_grad_enabled() or grad.requires_grad)
     return grad_x
+
+
+def check_canny_args(x: torch.Tensor, low: float, high: float, sigma: float, use_quantiles: bool) -> int:
+    """Validates canny's arguments as the kernels do; returns the spatial dims (2 or 3)."""
+    dims = check_edge_input(x)
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    if math.isnan(low) or math.isnan(high):
+        raise ValueError("low and high must not be NaN")
+    if low > high:
+        raise ValueError(f"low must be <= high, got low = {low} and high = {high}")
+    if use_quantiles and not (low >= 0 and high <= 1):
+        raise ValueError(f"low and high must be quantiles in [0, 1] with use_quantiles=True, got low = {low} and high = {high}")
+    return dims
+
+
+def gaussian_taps(sigma: float) -> list[float]:
+    """scipy.ndimage's truncated Gaussian, radius int(4 sigma + 0.5): the normalised taps for
+    offsets 0, 1, ..., radius (the kernel is symmetric)."""
+    radius = int(4.0 * sigma + 0.5)
+    if radius == 0:
+        return [1.0]
+    taps = [math.exp(-0.5 / (sigma * sigma) * (j * j)) for j in range(radius + 1)]
+    total = taps[0] + 2 * sum(taps[1:])
+    return [t / total for t in taps]
+
+
+def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian, replicate border; axes D, H, W in turn, each value summed as scipy
+    sums a symmetric kernel (centre, then pairs from the outermost in)."""
+    taps = gaussian_taps(sigma)
+    for axis in range(2, x.dim()):
+        out = taps[0] * x
+        for j in range(len(taps) - 1, 0, -1):
+            out = out + (_neighbours(x, axis, -j) + _neighbours(x, axis, j)) * taps[j]
+        x = out
+    return x
+
+
+def _shifted(t: torch.Tensor, offsets: list[torch.Tensor]) -> torch.Tensor:
+    """t at p + offset(p) for every voxel p; offsets per spatial axis (W, H[, D]), clamped at the border."""
+    spatial = t.shape[2:]
+    grids = torch.meshgrid(*[torch.arange(n, device=t.device) for n in spatial], indexing="ij")
+    flat = torch.zeros_like(grids[0])
+    for axis, n in enumerate(spatial):
+        offset = offsets[len(spatial) - 1 - axis]  # offsets are ordered W, H, D
+        flat = flat * n + (grids[axis] + offset).clamp(0, n - 1)
+    return t.flatten(2).gather(2, flat.flatten(2)).view_as(t)
+
+
+def _magnitude_along(g: torch.Tensor, mag: torch.Tensor, sign: int) -> torch.Tensor:
+    """Magnitude interpolated at p + sign * g / max|g| (see dal/canny.h): linear on an edge of the
+    3x3 neighbourhood in 2D, bilinear on a face of the 3x3x3 one in 3D."""
+    dims = g.shape[2]
+    a = g.abs()
+    major = a.argmax(2)  # ties: the first axis, as the kernels choose
+    minor1 = (major == 0).long()
+    minor2 = torch.where(major == 2, 1, 2)
+
+    def component(t, index):
+        return t.gather(2, index.unsqueeze(2)).squeeze(2)
+
+    def unit_step(index):  # +-1 along the axis `index`, in the direction of sign * g
+        return F.one_hot(index, dims).movedim(-1, 2) * torch.where(g < 0, -sign, sign)
+
+    def mag_at(step):
+        return _shifted(mag, list(step.unbind(2)))
+
+    a_major = component(a, major)
+    w1 = component(a, minor1) / a_major
+    along_major, along_minor1 = unit_step(major), unit_step(minor1)
+    near = mag_at(along_major + along_minor1) * w1 + mag_at(along_major) * (1 - w1)
+    if dims == 2:
+        return near
+    w2 = component(a, minor2) / a_major
+    along_minor2 = unit_step(minor2)
+    far = mag_at(along_major + along_minor1 + along_minor2) * w1 + mag_at(along_major + along_minor2) * (1 - w1)
+    return torch.where(w2 == 0, near, far * w2 + near * (1 - w2))
+
+
+def canny(
+    x: torch.Tensor, low: float, high: float, sigma: float = 1.0, hysteresis: bool = True, use_quantiles: bool = False
+) -> torch.Tensor:
+    """Canny edges of (N, C, H, W) or (N, C, D, H, W) as a bool tensor of the same shape (see dal.ops.canny)."""
+    dims = check_canny_args(x, low, high, sigma, use_quantiles)
+    if x.numel() == 0:
+        return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+    smoothed = _gaussian(x.to(compute_dtype(x.dtype)), sigma)
+    g = _components(smoothed, normalized=False)
+    mag = (g * g).sum(2).sqrt()
+    if use_quantiles:
+        per_image = mag.flatten(2).double()
+        q = torch.tensor([low, high], dtype=torch.float64, device=x.device)
+        low_t, high_t = torch.quantile(per_image, q, dim=2, keepdim=True).to(mag.dtype).unsqueeze(-1).unbind(0)
+        low_t, high_t = low_t.view(*mag.shape[:2], *([1] * dims)), high_t.view(*mag.shape[:2], *([1] * dims))
+    else:
+        low_t, high_t = low, high
+    interior = torch.zeros_like(mag, dtype=torch.bool)
+    interior[(slice(None), slice(None), *[slice(1, -1)] * dims)] = True
+    candidate = interior & (mag > 0) & (mag >= low_t)
+    candidate &= (_magnitude_along(g, mag, 1) <= mag) & (_magnitude_along(g, mag, -1) <= mag)
+    if not hysteresis:
+        return candidate
+    edges = candidate & (mag >= high_t)
+    pool = F.max_pool3d if dims == 3 else F.max_pool2d
+    while True:  # grow the strong edges through the candidates until nothing changes
+        grown = candidate & (pool(edges.to(mag.dtype), 3, 1, 1) > 0)
+        if torch.equal(grown, edges):
+            return edges
+        edges = grown

@@ -1,0 +1,321 @@
+// CPU kernel of dal::canny. Every step but hysteresis is split over images, planes and rows (one
+// volume uses every core), with contiguous inner loops along W: the separable Gaussian, the
+// Sobel rows of sobel_rows.h, then non-maximum suppression and double threshold (dal/canny.h).
+// Hysteresis is a worklist flood from the strong voxels through the weak ones, to convergence,
+// parallel over images; it touches only candidate voxels, a small fraction of the volume.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "dal/canny.h"
+#include "sobel_rows.h"
+
+namespace dal {
+namespace {
+
+using namespace cpu;
+
+// Runs body(image, plane, row) for every row of every image, over all threads.
+template <typename Body>
+void for_each_row_index(const EdgeGeometry& g, const Body& body) {
+  const int64_t rows = g.images * g.depth * g.rows;
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(g.cols, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) body(r / (g.depth * g.rows), (r / g.rows) % g.depth, r % g.rows);
+  });
+}
+
+// out = taps[0] * centre, then out += taps[j] * (before_j + after_j) for j = radius..1: the
+// order of dal/canny.h's gaussian_step, each step a contiguous loop over the row.
+template <typename acc_t, typename Row>
+void gaussian_row(acc_t* __restrict__ out, const std::vector<acc_t>& taps, int64_t n, const Row& row_at) {
+  const acc_t* centre = row_at(0);
+  for (int64_t i = 0; i < n; ++i) out[i] = taps[0] * centre[i];
+  for (int64_t j = static_cast<int64_t>(taps.size()) - 1; j >= 1; --j) {
+    const acc_t* __restrict__ before = row_at(-j);
+    const acc_t* __restrict__ after = row_at(j);
+    const acc_t tap = taps[j];
+    for (int64_t i = 0; i < n; ++i) out[i] = canny::gaussian_step(out[i], tap, before[i], after[i]);
+  }
+}
+
+// Gaussian along W: each row replicate-padded by the radius into a buffer, then gaussian_row.
+template <typename scalar_t, typename acc_t>
+void gaussian_along_w(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
+  const int64_t W = g.cols, radius = static_cast<int64_t>(taps.size()) - 1;
+  for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
+    thread_local std::vector<acc_t> padded;
+    padded.resize(static_cast<size_t>(W + 2 * radius));
+    const int64_t offset = ((b * g.depth + d) * g.rows + h) * W;
+    const scalar_t* row = in + offset;
+    for (int64_t i = 0; i < W + 2 * radius; ++i) padded[i] = static_cast<acc_t>(row[clamp_index(i - radius, W)]);
+    gaussian_row(out + offset, taps, W, [&](int64_t j) { return padded.data() + radius + j; });
+  });
+}
+
+// Gaussian along H (or D): each output row combines whole input rows (of other rows or planes).
+template <typename scalar_t, typename acc_t>
+void gaussian_across(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps,
+                     bool along_depth) {
+  const int64_t W = g.cols;
+  for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
+    thread_local std::vector<acc_t> converted;  // the input rows in acc_t, when scalar_t is not
+    const int64_t radius = static_cast<int64_t>(taps.size()) - 1;
+    if constexpr (!std::is_same_v<scalar_t, acc_t>) converted.resize(static_cast<size_t>((2 * radius + 1) * W));
+    auto row_at = [&](int64_t j) -> const acc_t* {
+      const int64_t dz = along_depth ? clamp_index(d + j, g.depth) : d;
+      const int64_t hy = along_depth ? h : clamp_index(h + j, g.rows);
+      const scalar_t* row = in + ((b * g.depth + dz) * g.rows + hy) * W;
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        return row;
+      } else {
+        acc_t* slot = converted.data() + (j + radius) * W;
+        for (int64_t i = 0; i < W; ++i) slot[i] = static_cast<acc_t>(row[i]);
+        return slot;
+      }
+    };
+    gaussian_row(out + ((b * g.depth + d) * g.rows + h) * W, taps, W, row_at);
+  });
+}
+
+// Sobel components (images, kDims, D, H, W) and magnitude (images, D, H, W) of the smoothed image.
+template <typename acc_t, int kDims>
+void gradient(const acc_t* smoothed, acc_t* components, acc_t* magnitude, const EdgeGeometry& g) {
+  const int64_t volume = g.voxels();
+  for_each_row<acc_t>(g, [&](int64_t b, int64_t d, int64_t h, RowBuffers<acc_t>& buf) {
+    thread_local std::vector<acc_t> plane_steps;
+    h_and_d_steps<acc_t, acc_t, kDims>(smoothed, g, b, d, h, buf, plane_steps);
+    const int64_t row = (d * g.rows + h) * g.cols;
+    acc_t* gx = components + b * kDims * volume + row;
+    steps_along_w<acc_t, acc_t, kDims, false>(buf.row(0), buf.row(1), buf.row(2), gx, volume, acc_t(1), g.cols);
+    const acc_t* gy = gx + volume;
+    const acc_t* gz = gy + volume;
+    acc_t* m = magnitude + b * volume + row;
+    for (int64_t w = 0; w < g.cols; ++w) m[w] = sobel::magnitude(gx[w], gy[w], kDims == 3 ? gz[w] : acc_t(0));
+  });
+}
+
+// Per-image thresholds: the values given, or numpy-style linear quantiles of the magnitude.
+template <typename acc_t>
+void thresholds(const acc_t* magnitude, const EdgeGeometry& g, double low, double high, bool use_quantiles,
+                std::vector<acc_t>& low_of, std::vector<acc_t>& high_of) {
+  low_of.assign(static_cast<size_t>(g.images), static_cast<acc_t>(low));
+  high_of.assign(static_cast<size_t>(g.images), static_cast<acc_t>(high));
+  if (!use_quantiles) return;
+  const int64_t n = g.voxels();
+  at::parallel_for(0, g.images, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> values;
+    for (int64_t b = begin; b < end; ++b) {
+      values.assign(magnitude + b * n, magnitude + (b + 1) * n);
+      auto quantile = [&](double q) {
+        const double position = canny::quantile_position(q, n);
+        const int64_t below = static_cast<int64_t>(position);
+        std::nth_element(values.begin(), values.begin() + below, values.end());
+        const acc_t at_below = values[below];
+        const acc_t at_above = below + 1 < n ? *std::min_element(values.begin() + below + 1, values.end()) : at_below;
+        return canny::quantile_from(at_below, at_above, position);
+      };
+      low_of[b] = quantile(low);
+      high_of[b] = quantile(high);
+    }
+  });
+}
+
+// Non-maximum suppression and double threshold of every interior voxel.
+template <typename acc_t, int kDims>
+void classify(const acc_t* components, const acc_t* magnitude, uint8_t* labels, const EdgeGeometry& g,
+              const std::vector<acc_t>& low_of, const std::vector<acc_t>& high_of) {
+  const int64_t volume = g.voxels(), W = g.cols, plane = g.rows * W;
+  for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
+    if (h == 0 || h == g.rows - 1 || (kDims == 3 && (d == 0 || d == g.depth - 1))) return;
+    const int64_t row = (d * g.rows + h) * W;
+    const acc_t* m = magnitude + b * volume + row;
+    const acc_t* gx = components + b * kDims * volume + row;
+    uint8_t* label = labels + b * volume + row;
+    const acc_t low = low_of[b], high = high_of[b];
+    for (int64_t w = 1; w < W - 1; ++w) {
+      const acc_t grad[3] = {gx[w], gx[volume + w], kDims == 3 ? gx[2 * volume + w] : acc_t(0)};
+      const acc_t* at = m + w;
+      label[w] = canny::classify(grad, m[w], low, high, [&](int dw, int dh, int dd) {
+        return at[dd * plane + dh * W + dw];
+      });
+    }
+  });
+}
+
+// Hysteresis to convergence: every weak voxel connected (8 / 26 neighbours) to a strong one
+// through weak ones becomes an edge (kReached). Labelled voxels are interior, so their
+// neighbours are in range. Each image is cut into slabs along its outer axis (D in 3D, H in 2D),
+// enough for every thread to have one: each slab is flooded on its own, then the voxels that
+// touch a reached voxel across a slab boundary seed the next round, until no seed is left. A
+// flood writes only inside its slab and the seeds are gathered between rounds: no data race.
+class Hysteresis {
+ public:
+  Hysteresis(uint8_t* labels, const EdgeGeometry& g)
+      : labels_(labels), g_(g), outer_(g.spatial_dims == 3 ? g.depth : g.rows),
+        line_(g.spatial_dims == 3 ? g.rows * g.cols : g.cols) {
+    for (int dd = (g.spatial_dims == 3 ? -1 : 0); dd <= (g.spatial_dims == 3 ? 1 : 0); ++dd)
+      for (int dh = -1; dh <= 1; ++dh)
+        for (int dw = -1; dw <= 1; ++dw)
+          if (dd || dh || dw) offsets_.push_back((dd * g.rows + dh) * g.cols + dw);
+    const int64_t wanted = (at::get_num_threads() + g.images - 1) / g.images;
+    slabs_per_image_ = std::max<int64_t>(1, std::min<int64_t>(wanted, outer_ / 8));
+  }
+
+  void run() {
+    const int64_t tasks = g_.images * slabs_per_image_;
+    std::vector<std::vector<int64_t>> seeds(static_cast<size_t>(tasks));
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const Slab s = slab(t);
+        for (int64_t i = s.begin; i < s.end; ++i)
+          if (labels_[i] == canny::kEdge) flood(i, s);
+      }
+    });
+    while (slabs_per_image_ > 1) {
+      at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) seeds[t] = seeds_across_boundaries(t);
+      });
+      bool any = false;
+      for (const auto& s : seeds) any = any || !s.empty();
+      if (!any) break;
+      at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t)
+          for (const int64_t i : seeds[t]) flood(i, slab(t));
+      });
+    }
+  }
+
+ private:
+  struct Slab {
+    int64_t begin, end;  // flat voxel range [begin, end)
+  };
+
+  Slab slab(int64_t task) const {
+    const int64_t image = task / slabs_per_image_, k = task % slabs_per_image_;
+    const int64_t base = image * g_.voxels();
+    return {base + outer_ * k / slabs_per_image_ * line_, base + outer_ * (k + 1) / slabs_per_image_ * line_};
+  }
+
+  // Marks i reached, then every weak or strong voxel connected to it inside the slab.
+  void flood(int64_t i, const Slab& s) {
+    if (labels_[i] == canny::kReached) return;
+    labels_[i] = canny::kReached;
+    std::vector<int64_t>& stack = stack_();
+    stack.push_back(i);
+    while (!stack.empty()) {
+      const int64_t p = stack.back();
+      stack.pop_back();
+      for (const int64_t o : offsets_) {
+        const int64_t q = p + o;
+        if (q >= s.begin && q < s.end && (labels_[q] == canny::kWeak || labels_[q] == canny::kEdge)) {
+          labels_[q] = canny::kReached;
+          stack.push_back(q);
+        }
+      }
+    }
+  }
+
+  // Unreached candidates on the slab's first and last lines with a reached neighbour outside it.
+  std::vector<int64_t> seeds_across_boundaries(int64_t task) const {
+    const Slab s = slab(task);
+    const int64_t k = task % slabs_per_image_;
+    std::vector<int64_t> found;
+    auto scan_line = [&](int64_t line_begin, bool look_before) {
+      for (int64_t i = line_begin; i < line_begin + line_; ++i) {
+        if (labels_[i] != canny::kWeak && labels_[i] != canny::kEdge) continue;
+        for (const int64_t o : offsets_) {
+          const int64_t q = i + o;
+          if ((look_before ? q < s.begin : q >= s.end) && labels_[q] == canny::kReached) {
+            found.push_back(i);
+            break;
+          }
+        }
+      }
+    };
+    if (k > 0) scan_line(s.begin, true);
+    if (k < slabs_per_image_ - 1) scan_line(s.end - line_, false);
+    return found;
+  }
+
+  static std::vector<int64_t>& stack_() {
+    thread_local std::vector<int64_t> stack;
+    return stack;
+  }
+
+  uint8_t* labels_;
+  EdgeGeometry g_;
+  int64_t outer_, line_, slabs_per_image_;
+  std::vector<int64_t> offsets_;
+};
+
+template <typename scalar_t, int kDims>
+void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double low, double high, double sigma,
+                  bool use_hysteresis, bool use_quantiles, const at::TensorOptions& acc_options) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int radius = canny::gaussian_radius(sigma);
+  std::vector<double> taps64(static_cast<size_t>(radius + 1));
+  canny::gaussian_taps(sigma, radius, taps64.data());
+  const std::vector<acc_t> taps(taps64.begin(), taps64.end());
+
+  const int64_t n = g.total();
+  at::Tensor work = at::empty({(kDims + 2) * n}, acc_options);  // two volumes, then components
+  acc_t* smoothed = work.mutable_data_ptr<acc_t>();
+  acc_t* scratch = smoothed + n;
+  // Axes in scipy's order (D, H, W), which smooths the first axis first.
+  if (kDims == 3) {
+    gaussian_across(x, smoothed, g, taps, true);
+    gaussian_across(smoothed, scratch, g, taps, false);
+  } else {
+    gaussian_across(x, scratch, g, taps, false);
+  }
+  gaussian_along_w(scratch, smoothed, g, taps);
+  acc_t* magnitude = scratch;  // free again once smoothed
+  acc_t* components = work.mutable_data_ptr<acc_t>() + 2 * n;
+  gradient<acc_t, kDims>(smoothed, components, magnitude, g);
+
+  std::vector<acc_t> low_of, high_of;
+  thresholds(magnitude, g, low, high, use_quantiles, low_of, high_of);
+  at::Tensor labels_tensor = at::zeros({n}, acc_options.dtype(at::kByte));
+  uint8_t* labels = labels_tensor.mutable_data_ptr<uint8_t>();
+  classify<acc_t, kDims>(components, magnitude, labels, g, low_of, high_of);
+  if (use_hysteresis) Hysteresis(labels, g).run();
+  const uint8_t kept = use_hysteresis ? canny::kReached : canny::kWeak;
+  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) edges[i] = labels[i] >= kept;
+  });
+}
+
+at::Tensor canny_cpu(const at::Tensor& x_in, double low, double high, double sigma, bool use_hysteresis,
+                     bool use_quantiles) {
+  check_canny_args(x_in, low, high, sigma, use_quantiles);
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor edges = at::empty(x.sizes(), x.options().dtype(at::kBool));
+  if (x.numel() == 0) return edges;
+  const EdgeGeometry g = edge_geometry(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "canny_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_options = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    bool* out = edges.mutable_data_ptr<bool>();
+    if (g.spatial_dims == 3) {
+      canny_kernel<scalar_t, 3>(x.const_data_ptr<scalar_t>(), out, g, low, high, sigma, use_hysteresis,
+                                use_quantiles, acc_options);
+    } else {
+      canny_kernel<scalar_t, 2>(x.const_data_ptr<scalar_t>(), out, g, low, high, sigma, use_hysteresis,
+                                use_quantiles, acc_options);
+    }
+  });
+  return edges;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dal, CPU, m) { m.impl("canny", &canny_cpu); }
+
+}  // namespace dal

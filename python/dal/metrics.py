@@ -115,7 +115,7 @@ def _sorted(values: torch.Tensor) -> torch.Tensor:
     """The values in increasing order. On the CPU numpy's sort (SIMD, AVX-512 / AVX2 where
     present) is an order of magnitude faster than torch.sort, which also builds indices."""
     if values.device.type == "cpu":
-        return torch.from_numpy(np.sort(values.numpy()))
+        return torch.from_numpy(np.sort(values.detach().numpy()))
     return torch.sort(values).values
 
 
@@ -148,7 +148,7 @@ def _auroc(c: RankedCounts) -> float:
     # Mann-Whitney in integers: each lesion voxel counts the healthy voxels below it, and half of
     # those level with it (the trapezoids of scikit-learn's ROC curve), times 2.
     healthy_below = c.negatives - c.fp
-    twice_wins = torch.dot(c.lesion_at, 2 * healthy_below + c.healthy_at)
+    twice_wins = (c.lesion_at * (2 * healthy_below + c.healthy_at)).sum()  # int64: exact, any device
     return float(twice_wins.double() / (2.0 * c.positives * c.negatives))
 
 

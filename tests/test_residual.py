@@ -159,3 +159,11 @@ def test_inputs_are_left_untouched(device):
     ops.binary_dilate(mask, 1)
     ops.residual_score(x, phi, mask, 3, 2)
     assert all(torch.equal(a, b) for a, b in zip((x, phi, mask), before))
+
+
+def test_backward_refuses(device):
+    x, phi = _pair((1, 1, 4, 5, 6), torch.float32, device)
+    out = ops.residual_score(x.requires_grad_(), phi, None, 3)
+    if ops.implementation("residual_score", device) == "compiled":
+        with pytest.raises(RuntimeError, match="residual_score has no gradient"):
+            out.sum().backward()

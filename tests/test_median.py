@@ -84,6 +84,16 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.dal.median_filter.default, (x[:, :, 0], 5))
 
 
+def test_backward_refuses_instead_of_a_silent_zero_gradient(device):
+    x = _volume((1, 1, 4, 5, 6), torch.float32, device).requires_grad_()
+    out = ops.median_filter(x, 3)
+    if ops.implementation("median_filter", device) == "compiled":
+        with pytest.raises(RuntimeError, match="median_filter has no gradient"):
+            out.sum().backward()
+    with torch.no_grad():
+        assert not ops.median_filter(x, 3).requires_grad
+
+
 def test_torch_compile_fullgraph(device):
     def score(x):
         return ops.median_filter(x * 2.0, 3) + 1.0

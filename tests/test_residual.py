@@ -149,3 +149,21 @@ def test_morphology_bad_input(device):
         ops.binary_erode(torch.ones(1, 1, 3, 3, device=device), -1)
     with pytest.raises((ValueError, RuntimeError), match=r"mask must be \(N, C, H, W\)"):
         ops.binary_dilate(torch.ones(3, 3, device=device), 1)
+
+
+def test_inputs_are_left_untouched(device):
+    x, phi = _pair((1, 1, 6, 7, 8), torch.float32, device, seed=9)
+    mask = _mask((1, 1, 6, 7, 8), device).contiguous()
+    before = (x.clone(), phi.clone(), mask.clone())
+    ops.binary_erode(mask, 2)
+    ops.binary_dilate(mask, 1)
+    ops.residual_score(x, phi, mask, 3, 2)
+    assert all(torch.equal(a, b) for a, b in zip((x, phi, mask), before))
+
+
+def test_backward_refuses(device):
+    x, phi = _pair((1, 1, 4, 5, 6), torch.float32, device)
+    out = ops.residual_score(x.requires_grad_(), phi, None, 3)
+    if ops.implementation("residual_score", device) == "compiled":
+        with pytest.raises(RuntimeError, match="residual_score has no gradient"):
+            out.sum().backward()

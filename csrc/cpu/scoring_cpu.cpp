@@ -1,11 +1,11 @@
 // CPU kernels of the scoring ops: median_filter, residual_score (|x - phi| in the eroded mask,
 // then the median, in one pass over the data), binary_erode and binary_dilate.
 //
-// The median runs the three merge networks of dal/median.h over kLanes voxels of a row at once
-// (the networks hold no branch on the data, so every step is a short, vectorised min/max loop
-// across lanes). Each task takes a run of rows of one depth slice and keeps the sorted columns
-// of the last ky input rows in a ring, so a column is sorted once per task and each row's plane
-// lists once per row; the window stage alone runs per voxel.
+// The median runs the merge networks of dal/median.h over many voxels at once (the
+// networks hold no branch on the data, so every step is a short, vectorised min/max loop across
+// lanes). Each task takes a run of rows of one depth slice and keeps the sorted columns of the
+// last ky input rows in a ring, so a column is sorted once per task and each row's plane lists
+// once per row; the window stage alone runs per voxel.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -24,7 +24,10 @@
 namespace dal {
 namespace {
 
+// Voxels in flight per network step: the column and plane stages run along one row; the window
+// stage, nine tenths of the work, runs over the rows of a task laid end to end, wider.
 constexpr int64_t kLanes = 32;
+constexpr int64_t kWindowLanes = 128;
 constexpr int64_t kRowsPerTask = 16;
 
 const median::Plan& plan_for(int32_t kz, int32_t k) {
@@ -36,22 +39,22 @@ const median::Plan& plan_for(int32_t kz, int32_t k) {
   return it->second;
 }
 
-// Runs a network on kLanes voxels at once: wires[w * kLanes + lane].
-template <typename T>
+// Runs a network on Lanes voxels at once: wires[w * Lanes + lane].
+template <int64_t Lanes, typename T>
 void run_lanes(const median::Network& net, T* wires) {
   for (const median::Op& op : net.ops) {
-    T* __restrict lo = wires + op.lo * kLanes;
-    T* __restrict hi = wires + op.hi * kLanes;
+    T* __restrict lo = wires + op.lo * Lanes;
+    T* __restrict hi = wires + op.hi * Lanes;
     if (op.kind == median::kCompareExchange) {
-      for (int64_t l = 0; l < kLanes; ++l) {
+      for (int64_t l = 0; l < Lanes; ++l) {
         const T a = lo[l], b = hi[l];
         lo[l] = median::min_(a, b);
         hi[l] = median::max_(a, b);
       }
     } else if (op.kind == median::kMinOnly) {
-      for (int64_t l = 0; l < kLanes; ++l) lo[l] = median::min_(lo[l], hi[l]);
+      for (int64_t l = 0; l < Lanes; ++l) lo[l] = median::min_(lo[l], hi[l]);
     } else {
-      for (int64_t l = 0; l < kLanes; ++l) hi[l] = median::max_(lo[l], hi[l]);
+      for (int64_t l = 0; l < Lanes; ++l) hi[l] = median::max_(lo[l], hi[l]);
     }
   }
 }
@@ -64,19 +67,25 @@ void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32
   const int32_t kz = l.dims == 3 ? k : 1, r = k / 2, rz = kz / 2;
   const median::Plan& plan = plan_for(kz, k);
   const int64_t H = l.height, W = l.width, blocks = (W + kLanes - 1) / kLanes;
-  const int64_t padded = blocks * kLanes + 2 * r;  // a plane row with replicated ends
+  // A row of plane lists: r replicated values, W values (and the garbage of the last block's
+  // idle lanes, overwritten by the right end), r replicated values.
+  const int64_t stride = blocks * kLanes + 2 * r;
   const int64_t chunks = (H + kRowsPerTask - 1) / kRowsPerTask;
   const int32_t column_length = plan.column_length(), plane_length = plan.plane_length();
+  // planes[j * plane_size + row * stride + r + w], pairs alike; slack at the end for the last
+  // blocks of the pair and window stages, whose idle lanes read past the last row.
+  const int64_t plane_size = kRowsPerTask * stride + 2 * kWindowLanes + k;
 
   at::parallel_for(0, l.batch * l.depth * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> columns(static_cast<size_t>(k * column_length * blocks * kLanes));  // ring of k rows
     std::vector<int64_t> column_row(static_cast<size_t>(k), -1);  // input row held by each slot
-    std::vector<acc_t> planes(static_cast<size_t>(plane_length * padded));
-    std::vector<acc_t> wires(static_cast<size_t>(plan.window.inputs * kLanes));
+    std::vector<acc_t> planes(static_cast<size_t>(plane_length * plane_size), acc_t(0));
+    std::vector<acc_t> pairs(static_cast<size_t>(plan.pairs() > 0 ? 2 * plane_length * plane_size : 0), acc_t(0));
+    std::vector<acc_t> wires(static_cast<size_t>(plan.window.inputs * kWindowLanes));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task % chunks, bd = task / chunks, d = bd % l.depth, b = bd / l.depth;
       std::fill(column_row.begin(), column_row.end(), -1);
-      // Sorted columns of input row y, in its ring slot: columns[(slot * kz + rank) * W'].
+      // Sorted columns of input row y, in its ring slot: [rank][w].
       auto column_slot = [&](int64_t y) {
         const int64_t slot = y % k;
         acc_t* dst = columns.data() + slot * column_length * blocks * kLanes;
@@ -86,52 +95,82 @@ void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32
           const int64_t w0 = blk * kLanes;
           for (int32_t z = 0; z < kz; ++z) {
             const int64_t row = ((b * l.depth + median::clamp_index(d + z - rz, l.depth)) * H + y) * W;
-            for (int64_t lane = 0; lane < kLanes; ++lane) {
-              wires[z * kLanes + lane] = load(row + std::min(w0 + lane, W - 1));
+            acc_t* dst_z = wires.data() + z * kLanes;
+            if (w0 + kLanes <= W) {  // a full block: a contiguous, vectorised load
+              for (int64_t lane = 0; lane < kLanes; ++lane) dst_z[lane] = load(row + w0 + lane);
+            } else {
+              for (int64_t lane = 0; lane < kLanes; ++lane) dst_z[lane] = load(row + std::min(w0 + lane, W - 1));
             }
           }
-          run_lanes(plan.column, wires.data());
+          run_lanes<kLanes>(plan.column, wires.data());
           for (int32_t j = 0; j < kz; ++j) {
             std::copy_n(wires.data() + plan.column.outputs[j] * kLanes, kLanes, dst + j * blocks * kLanes + w0);
           }
         }
         return dst;
       };
-      const int64_t h_end = std::min(H, (chunk + 1) * kRowsPerTask);
-      for (int64_t h = chunk * kRowsPerTask; h < h_end; ++h) {
-        // Plane lists of this row at every w, then their replicated ends.
-        const acc_t* rows[median::kMaxKernel];
-        for (int32_t y = 0; y < k; ++y) rows[y] = column_slot(median::clamp_index(h + y - r, H));
+      const int64_t h_begin = chunk * kRowsPerTask, rows = std::min(H, h_begin + kRowsPerTask) - h_begin;
+      // Plane lists of every row of the task, with replicated ends.
+      for (int64_t i = 0; i < rows; ++i) {
+        const acc_t* inputs[median::kMaxKernel];
+        for (int32_t y = 0; y < k; ++y) inputs[y] = column_slot(median::clamp_index(h_begin + i + y - r, H));
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const int64_t w0 = blk * kLanes;
           for (int32_t y = 0; y < k; ++y) {
             for (int32_t j = 0; j < kz; ++j) {
-              std::copy_n(rows[y] + j * blocks * kLanes + w0, kLanes, wires.data() + (y * kz + j) * kLanes);
+              std::copy_n(inputs[y] + j * blocks * kLanes + w0, kLanes, wires.data() + (y * kz + j) * kLanes);
             }
           }
-          run_lanes(plan.plane, wires.data());
+          run_lanes<kLanes>(plan.plane, wires.data());
           for (int32_t j = 0; j < plane_length; ++j) {
-            std::copy_n(wires.data() + plan.plane.outputs[j] * kLanes, kLanes, planes.data() + j * padded + r + w0);
+            std::copy_n(wires.data() + plan.plane.outputs[j] * kLanes, kLanes,
+                        planes.data() + j * plane_size + i * stride + r + w0);
           }
         }
         for (int32_t j = 0; j < plane_length; ++j) {
-          acc_t* p = planes.data() + j * padded;
+          acc_t* p = planes.data() + j * plane_size + i * stride;
           std::fill(p, p + r, p[r]);
-          std::fill(p + r + W, p + padded, p[r + W - 1]);
+          std::fill(p + r + W, p + stride, p[r + W - 1]);
         }
-        // The window stage, kLanes voxels at a time.
-        scalar_t* out_row = out + ((b * l.depth + d) * H + h) * W;
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t w0 = blk * kLanes;
-          for (int32_t x = 0; x < k; ++x) {
-            for (int32_t j = 0; j < plane_length; ++j) {
-              std::copy_n(planes.data() + j * padded + w0 + x, kLanes, wires.data() + (x * plane_length + j) * kLanes);
-            }
+      }
+      // The pair and window stages over the rows end to end: position p = row * stride + w.
+      const int64_t positions = (rows - 1) * stride + W;
+      const int32_t pair_count = plan.pairs(), pair_length = 2 * plane_length;
+      // Pairs at p: the plane lists at p and p + 1 merged, for every p a window reads.
+      for (int64_t q0 = 0; pair_count > 0 && q0 < positions + k - 3; q0 += kWindowLanes) {
+        for (int32_t x = 0; x < 2; ++x) {
+          for (int32_t j = 0; j < plane_length; ++j) {
+            std::copy_n(planes.data() + j * plane_size + q0 + x, kWindowLanes,
+                        wires.data() + (x * plane_length + j) * kWindowLanes);
           }
-          run_lanes(plan.window, wires.data());
-          const acc_t* median = wires.data() + plan.window.outputs[0] * kLanes;
-          const int64_t count = std::min(kLanes, W - w0);
-          for (int64_t lane = 0; lane < count; ++lane) out_row[w0 + lane] = static_cast<scalar_t>(median[lane]);
+        }
+        run_lanes<kWindowLanes>(plan.pair, wires.data());
+        for (int32_t j = 0; j < pair_length; ++j) {
+          std::copy_n(wires.data() + plan.pair.outputs[j] * kWindowLanes, kWindowLanes,
+                      pairs.data() + j * plane_size + q0);
+        }
+      }
+      scalar_t* out_rows = out + ((b * l.depth + d) * H + h_begin) * W;
+      for (int64_t p0 = 0; p0 < positions; p0 += kWindowLanes) {
+        // Window inputs: pair i (the plane lists at p + 2i, p + 2i + 1), then the plane lists
+        // not in a pair, in the wire layout of plan.window.
+        for (int32_t i = 0; i < pair_count; ++i) {
+          for (int32_t j = 0; j < pair_length; ++j) {
+            std::copy_n(pairs.data() + j * plane_size + p0 + 2 * i, kWindowLanes,
+                        wires.data() + (i * pair_length + j) * kWindowLanes);
+          }
+        }
+        for (int32_t x = 2 * pair_count; x < k; ++x) {
+          for (int32_t j = 0; j < plane_length; ++j) {
+            std::copy_n(planes.data() + j * plane_size + p0 + x, kWindowLanes,
+                        wires.data() + (x * plane_length + j) * kWindowLanes);
+          }
+        }
+        run_lanes<kWindowLanes>(plan.window, wires.data());
+        const acc_t* median = wires.data() + plan.window.outputs[0] * kWindowLanes;
+        for (int64_t lane = 0, p = p0; lane < kWindowLanes && p < positions; ++lane, ++p) {
+          const int64_t row = p / stride, w = p - row * stride;
+          if (w < W) out_rows[row * W + w] = static_cast<scalar_t>(median[lane]);
         }
       }
     }
@@ -153,40 +192,60 @@ at::Tensor median_filter_cpu(const at::Tensor& x_in, int64_t kernel_size) {
 }
 
 // Box minimum (erode) or maximum (dilate) of a 0/1 byte volume, radius voxels each way along
-// every spatial axis, replicate border: one pass per axis.
+// every spatial axis, replicate border: one pass per axis, each a contiguous loop along W.
+// Replaces `volume` by the result; never writes into the tensor it was given (it may be a view
+// of the caller's mask).
 void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool minimum) {
   if (radius == 0 || volume.numel() == 0) return;
-  const int64_t strides[3] = {1, l.width, l.width * l.height};
-  const int64_t sizes[3] = {l.width, l.height, l.depth};
-  at::Tensor scratch = at::empty_like(volume);
+  const int64_t W = l.width, H = l.height, D = l.depth;
+  at::Tensor spare;  // a buffer of ours that the next pass may overwrite
+  auto combine = [minimum](uint8_t a, uint8_t b) { return minimum ? std::min(a, b) : std::max(a, b); };
   for (int64_t axis = 0; axis < l.dims; ++axis) {
+    at::Tensor result = spare.defined() ? spare : at::empty_like(volume);
     const uint8_t* in = volume.const_data_ptr<uint8_t>();
-    uint8_t* out = scratch.mutable_data_ptr<uint8_t>();
-    const int64_t stride = strides[axis], size = sizes[axis];
-    // One task per row of W voxels; each voxel reads its neighbours along the axis.
-    at::parallel_for(0, l.batch * l.depth * l.height, 16, [&](int64_t begin, int64_t end) {
+    uint8_t* out = result.mutable_data_ptr<uint8_t>();
+    at::parallel_for(0, l.batch * D * H, 16, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
-        const int64_t base = row * l.width;
-        const int64_t pos = axis == 0 ? 0 : (axis == 1 ? row % l.height : (row / l.height) % l.depth);
-        for (int64_t w = 0; w < l.width; ++w) {
-          const int64_t i = axis == 0 ? w : pos;
-          uint8_t v = minimum ? 1 : 0;
-          for (int64_t o = -radius; o <= radius; ++o) {
-            const uint8_t n = in[base + w + (median::clamp_index(i + o, size) - i) * stride];
-            v = minimum ? std::min(v, n) : std::max(v, n);
+        const uint8_t* src = in + row * W;
+        uint8_t* dst = out + row * W;
+        if (axis == 0) {  // along W: clamped ends, a plain sliding loop inside
+          for (int64_t w = 0; w < W; ++w) {
+            if (w >= radius && w + radius < W) continue;
+            uint8_t v = src[w];
+            for (int64_t o = -radius; o <= radius; ++o) v = combine(v, src[median::clamp_index(w + o, W)]);
+            dst[w] = v;
           }
-          out[base + w] = v;
+          for (int64_t w = radius; w + radius < W; ++w) {
+            uint8_t v = src[w - radius];
+            for (int64_t o = 1 - radius; o <= radius; ++o) v = combine(v, src[w + o]);
+            dst[w] = v;
+          }
+        } else {  // along H or D: whole neighbouring rows at once
+          const int64_t stride = axis == 1 ? W : W * H, size = axis == 1 ? H : D;
+          const int64_t pos = axis == 1 ? row % H : (row / H) % D;
+          std::copy_n(src, W, dst);
+          for (int64_t o = -radius; o <= radius; ++o) {
+            const uint8_t* other = src + (median::clamp_index(pos + o, size) - pos) * stride;
+            for (int64_t w = 0; w < W; ++w) dst[w] = combine(dst[w], other[w]);
+          }
         }
       }
     });
-    std::swap(volume, scratch);
+    spare = axis == 0 ? at::Tensor() : volume;
+    volume = result;
   }
+}
+
+// The non-zero voxels of a mask as 0/1 bytes, contiguous (a view of a contiguous bool mask).
+at::Tensor mask_bytes(const at::Tensor& mask) {
+  if (mask.scalar_type() == at::kBool && mask.is_contiguous()) return mask.view(at::kByte);
+  return (mask != 0).to(at::kByte).contiguous();
 }
 
 at::Tensor binary_morphology(const at::Tensor& mask, int64_t radius, bool erode) {
   const VolumeLayout l = volume_layout(mask, "mask");
   check_radius(radius, "radius");
-  at::Tensor bytes = (mask != 0).to(at::kByte).contiguous();
+  at::Tensor bytes = mask_bytes(mask);
   box_extreme(bytes, l, radius, erode);
   return bytes.to(at::kBool);
 }
@@ -202,7 +261,7 @@ at::Tensor residual_score_cpu(const at::Tensor& x_in, const at::Tensor& phi_in,
   if (x.numel() == 0) return out;
   at::Tensor inside;
   if (mask_in.has_value()) {
-    inside = (*mask_in != 0).to(at::kByte).contiguous();
+    inside = mask_bytes(*mask_in);
     box_extreme(inside, volume_layout(inside, "mask"), erode, true);
     inside = inside.expand(x.sizes()).contiguous();
   }

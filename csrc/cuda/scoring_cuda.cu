@@ -1,8 +1,8 @@
 // CUDA kernels of the scoring ops: median_filter, residual_score, binary_erode, binary_dilate.
 //
-// One thread per output voxel runs the three merge networks of dal/median.h on its own window
-// (column sorts, plane merges, the pruned window merge): the same steps, in the same order, as
-// the CPU kernel shares between neighbours. The networks' steps are the same for every thread,
+// One thread per output voxel runs the merge networks of dal/median.h on its own window (column
+// sorts, plane merges, pair merges, the pruned window merge): the same steps, in the same order,
+// as the CPU kernel shares between neighbours. The networks' steps are the same for every thread,
 // so a warp never diverges; they live in global memory and are read by all threads at once.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -30,16 +30,16 @@ struct DeviceNetwork {
   const int32_t* outputs;
 };
 
-// The three networks of a plan copied to the device in one int32 tensor.
+// The networks of a plan copied to the device in one int32 tensor.
 struct DevicePlan {
   at::Tensor storage;
-  DeviceNetwork column, plane, window;
+  DeviceNetwork column, plane, pair, window;
 };
 
 DevicePlan upload(const median::Plan& plan, const at::Device& device) {
   std::vector<int32_t> flat;
   std::vector<std::pair<int64_t, int64_t>> offsets;  // (ops, outputs) start of each network
-  for (const median::Network* net : {&plan.column, &plan.plane, &plan.window}) {
+  for (const median::Network* net : {&plan.column, &plan.plane, &plan.pair, &plan.window}) {
     const int64_t ops_at = static_cast<int64_t>(flat.size());
     for (const median::Op& op : net->ops) flat.insert(flat.end(), {op.kind, op.lo, op.hi});
     const int64_t outputs_at = static_cast<int64_t>(flat.size());
@@ -49,9 +49,9 @@ DevicePlan upload(const median::Plan& plan, const at::Device& device) {
   DevicePlan d;
   d.storage = at::tensor(flat, at::TensorOptions().dtype(at::kInt)).to(device);
   const int32_t* base = d.storage.const_data_ptr<int32_t>();
-  const median::Network* nets[3] = {&plan.column, &plan.plane, &plan.window};
-  DeviceNetwork* outs[3] = {&d.column, &d.plane, &d.window};
-  for (int i = 0; i < 3; ++i) {
+  const median::Network* nets[4] = {&plan.column, &plan.plane, &plan.pair, &plan.window};
+  DeviceNetwork* outs[4] = {&d.column, &d.plane, &d.pair, &d.window};
+  for (int i = 0; i < 4; ++i) {
     *outs[i] = {reinterpret_cast<const median::Op*>(base + offsets[i].first),
                 static_cast<int32_t>(nets[i]->ops.size()), base + offsets[i].second};
   }
@@ -78,12 +78,13 @@ struct ResidualLoad {
 
 template <typename scalar_t, typename Load>
 __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayout l, int32_t k, int32_t kz,
-                              DeviceNetwork column, DeviceNetwork plane, DeviceNetwork window) {
+                              int32_t pairs, DeviceNetwork column, DeviceNetwork plane, DeviceNetwork pair,
+                              DeviceNetwork window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int32_t r = k / 2, rz = kz / 2, plane_length = kz * k;
   const int64_t total = l.batch * l.voxels();
   acc_t wires[kMaxWindow];
-  acc_t sorted[kMaxPlane];
+  acc_t sorted[2 * kMaxPlane];
   for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < total; v += int64_t(gridDim.x) * blockDim.x) {
     const int64_t w = v % l.width, h = (v / l.width) % l.height, d = (v / (l.width * l.height)) % l.depth;
     const int64_t volume = (v / l.voxels()) * l.voxels();
@@ -105,6 +106,12 @@ __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayou
       for (int32_t j = 0; j < plane_length; ++j) sorted[j] = list[plane.outputs[j]];
       for (int32_t j = 0; j < plane_length; ++j) list[j] = sorted[j];
     }
+    for (int32_t i = 0; i < pairs; ++i) {  // plane lists 2i and 2i + 1 -> pair i, in place
+      acc_t* list = wires + 2 * i * plane_length;
+      median::run(pair.ops, pair.count, list);
+      for (int32_t j = 0; j < 2 * plane_length; ++j) sorted[j] = list[pair.outputs[j]];
+      for (int32_t j = 0; j < 2 * plane_length; ++j) list[j] = sorted[j];
+    }
     median::run(window.ops, window.count, wires);
     out[v] = static_cast<scalar_t>(wires[window.outputs[0]]);
   }
@@ -119,9 +126,11 @@ int blocks_for(int64_t items) {
 template <typename scalar_t, typename Load>
 void launch_median(const Load& load, at::Tensor& out, const VolumeLayout& l, int64_t kernel_size) {
   const int32_t k = static_cast<int32_t>(kernel_size), kz = l.dims == 3 ? k : 1;
-  const DevicePlan plan = upload(median::make_plan(kz, k, k), out.device());
+  const median::Plan plan = median::make_plan(kz, k, k);
+  const DevicePlan device_plan = upload(plan, out.device());
   median_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      load, out.mutable_data_ptr<scalar_t>(), l, k, kz, plan.column, plan.plane, plan.window);
+      load, out.mutable_data_ptr<scalar_t>(), l, k, kz, plan.pairs(), device_plan.column, device_plan.plane,
+      device_plan.pair, device_plan.window);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

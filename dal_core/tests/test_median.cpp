@@ -45,6 +45,14 @@ static void check_window(std::mt19937& rng, int32_t kz, int32_t k, bool ties) {
     run(plan.plane.ops.data(), static_cast<int32_t>(plan.plane.ops.size()), columns.data());
     for (int32_t j = 0; j < kz * k; ++j) planes[x * kz * k + j] = columns[plan.plane.outputs[j]];
   }
+  const int32_t length = plan.plane_length();
+  for (int32_t i = 0; i < plan.pairs(); ++i) {  // lists 2i and 2i + 1 -> one sorted pair list
+    float* pair = planes.data() + 2 * i * length;
+    std::vector<float> merged(static_cast<size_t>(2 * length));
+    run(plan.pair.ops.data(), static_cast<int32_t>(plan.pair.ops.size()), pair);
+    for (int32_t j = 0; j < 2 * length; ++j) merged[j] = pair[plan.pair.outputs[j]];
+    std::copy(merged.begin(), merged.end(), pair);
+  }
   run(plan.window.ops.data(), static_cast<int32_t>(plan.window.ops.size()), planes.data());
   std::vector<float> sorted = window;
   std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
@@ -69,6 +77,16 @@ int main() {
   const Plan plan = make_plan(5, 5, 5);
   const Network full = merge_network(5, 25, all_ranks(125));
   DAL_CHECK(plan.window.ops.size() < full.ops.size());
+  DAL_CHECK(plan.pairs() == 2 && make_plan(3, 3, 3).pairs() == 0 && make_plan(1, 7, 7).pairs() == 3);
+  // Lists of unequal lengths merge too.
+  {
+    const Network net = merge_network(std::vector<int32_t>{4, 1, 6}, all_ranks(11));
+    std::vector<float> wires = {0.5f, 1.5f, 2.0f, 9.0f, 1.0f, -3.0f, 0.0f, 0.5f, 2.5f, 3.0f, 7.0f};
+    std::vector<float> expected = wires;
+    std::sort(expected.begin(), expected.end());
+    run(net.ops.data(), static_cast<int32_t>(net.ops.size()), wires.data());
+    for (int32_t r = 0; r < 11; ++r) DAL_CHECK(wires[net.outputs[r]] == expected[r]);
+  }
   DAL_CHECK(plan.window.outputs.size() == 1);
   DAL_CHECK(masked_residual(1.0f, 3.5f, true) == 2.5f && masked_residual(4.0f, 3.5f, true) == 0.5f);
   DAL_CHECK(masked_residual(1.0f, INFINITY, false) == 0.0f);

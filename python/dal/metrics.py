@@ -1,6 +1,6 @@
 """Voxel- and lesion-level metrics of anomaly maps, exact and fast, in torch on any device.
 
-The voxel metrics sort the scores once and read every threshold off cumulative counts:
+The voxel metrics sort the lesion and the healthy scores once and read every threshold off counts:
 average precision (AP) and AUROC equal scikit-learn's ``average_precision_score`` and
 ``roc_auc_score`` (ties handled as they do: all voxels of one score value enter together), and
 the best Dice is the exact best over every distinct threshold, not a coarse sweep.
@@ -57,7 +57,7 @@ Volumes = torch.Tensor | Sequence[torch.Tensor]
 
 
 def _masked_pair(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None):
-    """Flat scores (float32 or float64, -0.0 folded into +0.0) and bool labels of the masked voxels."""
+    """Flat scores (float32 or float64) and bool labels of the masked voxels."""
     if not isinstance(scores, torch.Tensor) or not (scores.is_floating_point()):
         got = scores.dtype if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise TypeError(f"scores must be a floating-point tensor, got {got}")
@@ -76,7 +76,7 @@ def _masked_pair(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor 
         scores = scores.float()  # float16 / bfloat16 values are exact in float32
     if bool(torch.isnan(scores).any()):
         raise ValueError("scores must not contain NaN")
-    return scores + 0.0, labels.reshape(-1)
+    return scores, labels.reshape(-1)
 
 
 def _as_volume_list(name: str, volumes: Volumes | None, count: int | None = None) -> list | None:
@@ -111,39 +111,27 @@ class RankedCounts:
     negatives: int
 
 
-def _float_order_key(scores: torch.Tensor) -> torch.Tensor:
-    """int32 keys that order as the float32 scores do (for finite and infinite values); the map
-    is its own inverse."""
-    bits = scores.view(torch.int32)
-    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+def _sorted(values: torch.Tensor) -> torch.Tensor:
+    """The values in increasing order. On the CPU numpy's sort (SIMD, AVX-512 / AVX2 where
+    present) is an order of magnitude faster than torch.sort, which also builds indices."""
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.sort(values.detach().numpy()))
+    return torch.sort(values).values
 
 
 def ranked_counts(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> RankedCounts:
-    """Sorts the masked voxels once and counts, at each score value held by a lesion voxel, the
-    lesion and healthy voxels at or above it. Every voxel metric here is read off the result."""
+    """Sorts the lesion and the healthy scores of the masked voxels and counts, at each score
+    value held by a lesion voxel, the lesion and healthy voxels at or above it. Every voxel
+    metric here is read off the result."""
     scores, labels = _masked_pair(scores, labels, mask)
-    n = scores.numel()
-    if scores.dtype == torch.float32:
-        # One int64 key per voxel, the score's order in the high bits and the label in the low
-        # bit: a sort of keys alone, with no index to gather.
-        keys = torch.sort((_float_order_key(scores).long() << 1) | labels).values
-        lesion_rank = torch.nonzero(keys & 1).squeeze(1)  # sorted positions of lesion voxels
-        lesion_key = keys[lesion_rank] & ~1
-        run_key, lesion_at = torch.unique_consecutive(lesion_key, return_counts=True)
-        run_start = torch.searchsorted(keys, run_key, side="left")
-        run_end = torch.searchsorted(keys, run_key | 1, side="right")
-        thresholds = _float_order_key((run_key >> 1).int()).view(torch.float32)
-    else:
-        sorted_scores, order = torch.sort(scores)
-        lesion_rank = torch.nonzero(labels[order]).squeeze(1)
-        thresholds, lesion_at = torch.unique_consecutive(sorted_scores[lesion_rank], return_counts=True)
-        run_start = torch.searchsorted(sorted_scores, thresholds, side="left")
-        run_end = torch.searchsorted(sorted_scores, thresholds, side="right")
-    positives = int(lesion_rank.numel())
-    lesions_below = torch.cumsum(lesion_at, 0) - lesion_at
-    tp = positives - lesions_below
+    lesion = _sorted(scores[labels])
+    healthy = _sorted(scores[~labels])
+    thresholds, lesion_at = torch.unique_consecutive(lesion, return_counts=True)
+    tp = lesion.numel() - (torch.cumsum(lesion_at, 0) - lesion_at)
+    healthy_below = torch.searchsorted(healthy, thresholds, side="left")
+    healthy_at = torch.searchsorted(healthy, thresholds, side="right") - healthy_below
     return RankedCounts(
-        thresholds, tp, n - run_start - tp, lesion_at, run_end - run_start - lesion_at, positives, n - positives
+        thresholds, tp, healthy.numel() - healthy_below, lesion_at, healthy_at, lesion.numel(), healthy.numel()
     )
 
 
@@ -160,7 +148,7 @@ def _auroc(c: RankedCounts) -> float:
     # Mann-Whitney in integers: each lesion voxel counts the healthy voxels below it, and half of
     # those level with it (the trapezoids of scikit-learn's ROC curve), times 2.
     healthy_below = c.negatives - c.fp
-    twice_wins = torch.dot(c.lesion_at, 2 * healthy_below + c.healthy_at)
+    twice_wins = (c.lesion_at * (2 * healthy_below + c.healthy_at)).sum()  # int64: exact, any device
     return float(twice_wins.double() / (2.0 * c.positives * c.negatives))
 
 
@@ -188,7 +176,7 @@ class VoxelMetrics:
 
 
 def voxel_metrics(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> VoxelMetrics:
-    """AP, AUROC and best Dice of a score map from a single sort.
+    """AP, AUROC and best Dice of a score map, from one sort of its lesion and its healthy scores.
 
     Args:
         scores: (*) floating anomaly scores (no NaN), any device.

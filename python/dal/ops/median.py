@@ -13,7 +13,7 @@ def median_filter(x: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
     Equal, value for value, to ``scipy.ndimage.median_filter(x, size=(1, 1) + (k,) * dims,
     mode="nearest")``. The kernels merge sorted lists with pruned min/max networks (no sort of
     each window), in the input's precision (float16/bfloat16 in float32; the median is one of the
-    inputs, so exact). Windows holding NaN give unspecified values. Not differentiable.
+    inputs, so exact). Windows holding NaN give unspecified values. No gradient: backward raises.
 
     Args:
         x: (N, C, H, W) or (N, C, D, H, W) floating tensor; channels are filtered separately.
@@ -29,9 +29,21 @@ def median_filter(x: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
     return reference.median_filter(x, kernel_size)
 
 
+def no_gradient(op: str):
+    """An autograd backward that refuses: a score map is not trained through, and a silent zero
+    or None gradient would hide the mistake of trying."""
+
+    def backward(ctx, grad):
+        raise RuntimeError(f"dal.ops.{op} has no gradient: compute it under torch.no_grad() or detach its inputs")
+
+    return backward
+
+
 if "median_filter" in op_names():
 
     @torch.library.register_fake("dal::median_filter")
     def _(x, kernel_size):
         reference.check_median_args(x, kernel_size)
         return x.new_empty(x.shape)
+
+    torch.library.register_autograd("dal::median_filter", no_gradient("median_filter"))

@@ -5,6 +5,7 @@ import torch
 
 from dal.ops import reference
 from dal.ops._extension import has_kernel, op_names, warn_fallback
+from dal.ops.median import no_gradient
 
 
 def residual_score(
@@ -14,7 +15,7 @@ def residual_score(
 
     ``median_filter(where(binary_erode(mask, erode), |x - phi|, 0), kernel_size)``, with the
     residual formed as the median reads it (never stored). Outside the eroded mask the residual
-    is 0 (a select: an inf or NaN there does not leak in). Not differentiable.
+    is 0 (a select: an inf or NaN there does not leak in). No gradient: backward raises.
 
     Args:
         x: (N, C, H, W) or (N, C, D, H, W) floating scan.
@@ -70,6 +71,8 @@ if "residual_score" in op_names():
     def _(x, phi, mask, kernel_size, erode):
         reference.check_residual_args(x, phi, mask, kernel_size, erode)
         return x.new_empty(x.shape)
+
+    torch.library.register_autograd("dal::residual_score", no_gradient("residual_score"))
 
     torch.library.register_fake("dal::binary_erode")(_fake_morphology)
     torch.library.register_fake("dal::binary_dilate")(_fake_morphology)

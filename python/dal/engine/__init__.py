@@ -1,0 +1,1 @@
+"""Training, scoring and checkpoints of DAL and its baselines."""

@@ -1,0 +1,201 @@
+"""Checkpoints: safetensors weights and plain JSON metadata, written atomically, read without
+ever running code from the file.
+
+One file (``.safetensors``) holds:
+
+- tensors: ``model.<name>`` (the model's state dict); in resumable checkpoints also
+  ``optimizer.<param index>.<name>`` (the optimizer's tensors) and ``rng.torch`` (torch's CPU
+  generator state);
+- header metadata (JSON strings): ``format`` ("dal-checkpoint"), ``format_version``,
+  ``dal_version``, ``model_kind``, ``config`` (the resolved training config), ``preprocessing``
+  (for :class:`~dal.data.PreprocessConfig`), ``thresholds`` ("fpr_0.01", "fpr_0.05"), ``metrics``
+  and, in resumable checkpoints, ``training`` (step, epoch, the optimizer's plain settings).
+
+Files written by ``torch.save`` or ``pickle`` are refused: unpickling can run arbitrary code.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dal._version import __version__
+
+FORMAT = "dal-checkpoint"
+FORMAT_VERSION = 1
+THRESHOLD_KEYS = ("fpr_0.01", "fpr_0.05")
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, torch.save's zip archive
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint. ``model`` is in eval mode on ``map_location``."""
+
+    model: nn.Module
+    model_kind: str
+    config: dict
+    preprocessing: dict
+    thresholds: dict
+    version: str
+    metrics: dict = field(default_factory=dict)
+    training: dict | None = None
+    optimizer_state: dict | None = None
+    rng_state: torch.Tensor | None = None
+    path: Path | None = None
+
+
+def _optimizer_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer state dict split into flat tensors and plain JSON data."""
+    tensors, plain_state = {}, {}
+    for index, values in state_dict["state"].items():
+        plain_state[str(index)] = {}
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value
+            else:
+                plain_state[str(index)][name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "plain_state": plain_state}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
+    state: dict[int, dict] = {int(i): dict(values) for i, values in plain["plain_state"].items()}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: str, config: dict,
+                    preprocessing: dict, thresholds: dict | None = None, metrics: dict | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, training: dict | None = None) -> Path:
+    """Write a checkpoint atomically (a temporary file in the same folder, then ``os.replace``):
+    a reader, or a run killed mid-write, sees the old file or the new one, never half of one.
+
+    Args:
+        path: the ``.safetensors`` file.
+        model: the model (a DistributedDataParallel wrapper is unwrapped).
+        model_kind: "dal", "ae" or "dae".
+        config: the resolved training config (plain data).
+        preprocessing: the preprocessing config (``PreprocessConfig.to_dict()``).
+        thresholds: score thresholds at 1% and 5% false positives, keys "fpr_0.01", "fpr_0.05".
+        metrics: validation metrics to keep with the weights.
+        optimizer, training: for a resumable checkpoint: the optimizer, and plain data (step, epoch, ...).
+    """
+    path = Path(path)
+    thresholds = dict(thresholds or {})
+    unknown = set(thresholds) - set(THRESHOLD_KEYS)
+    if unknown:
+        raise ValueError(f"thresholds: unknown keys {sorted(unknown)}; expected {THRESHOLD_KEYS}")
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()}
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "dal_version": __version__,
+                "model_kind": model_kind, "config": config, "preprocessing": preprocessing,
+                "thresholds": thresholds, "metrics": metrics or {}}
+    if optimizer is not None:
+        optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer.state_dict())
+        tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in optimizer_tensors.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        metadata["training"] = {**(training or {}), "optimizer": optimizer_plain}
+    header = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(temporary), metadata=header)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The checkpoint's metadata as plain data (JSON decoded), checked for format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if any(head.startswith(magic) for magic in _PICKLE_MAGIC):
+            raise CheckpointError(f"checkpoint {path}: holds a pickled object (torch.save or pickle); dal refuses "
+                                  "to load it, since unpickling can run code. dal checkpoints are safetensors files.")
+        if len(head) < 8:
+            raise CheckpointError(f"checkpoint {path}: truncated or corrupt (not a safetensors file)")
+        size = int.from_bytes(head, "little")
+        if size > 100_000_000 or size > os.path.getsize(path) - 8:
+            raise CheckpointError(f"checkpoint {path}: corrupt or truncated (not a safetensors file)")
+        try:
+            header = json.loads(handle.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise CheckpointError(f"checkpoint {path}: corrupt header (not a safetensors file)") from None
+    raw = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: a safetensors file, but not a dal checkpoint (no dal metadata)")
+    try:
+        version = int(raw["format_version"])
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint {path}: format version {version}, written by dal {raw.get('dal_version')}; "
+                                  f"this dal {__version__} reads up to version {FORMAT_VERSION}: upgrade dal")
+        metadata = {key: value if key in ("format", "format_version", "dal_version", "model_kind") else json.loads(value)
+                    for key, value in raw.items()}
+    except (KeyError, ValueError, TypeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path}: corrupt dal metadata ({type(error).__name__}: {error})") from None
+    return metadata
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint and rebuild its model (eval mode, on ``map_location``).
+
+    Raises:
+        CheckpointError: missing, corrupt or pickled file, a newer format, or weights that do not
+            fit the model its config describes. The message names the file.
+    """
+    from dal.engine.config import ConfigError, _build
+    from dal.models import ModelConfig, build_model
+
+    path = Path(path)
+    metadata = read_metadata(path)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: corrupt or truncated weights ({error})") from None
+    try:
+        model_config = _build(ModelConfig, metadata["config"]["model"], "model.")
+    except (ConfigError, KeyError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path}: its model config is unusable ({error})") from None
+    if model_config.kind != metadata.get("model_kind"):
+        raise CheckpointError(f"checkpoint {path}: model_kind {metadata.get('model_kind')!r} differs from its "
+                              f"config's {model_config.kind!r}")
+    model = build_model(model_config)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {path}: the weights do not fit a {model_config.kind} model of its "
+                              f"config: {error}") from None
+    model.to(map_location).eval()
+    training = metadata.get("training")
+    optimizer_state = None
+    if training is not None:
+        optimizer_state = _optimizer_state(tensors, training.pop("optimizer"))
+    return Checkpoint(model=model, model_kind=model_config.kind, config=metadata["config"],
+                      preprocessing=metadata["preprocessing"], thresholds=metadata["thresholds"],
+                      version=metadata["dal_version"], metrics=metadata.get("metrics", {}), training=training,
+                      optimizer_state=optimizer_state, rng_state=tensors.get("rng.torch"), path=path)

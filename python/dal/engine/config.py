@@ -1,0 +1,271 @@
+"""The training configuration: every setting in one tree of dataclasses, read from YAML strictly
+(unknown keys and wrong types are errors that name the key), written back with the run.
+
+Sections: ``model`` (:class:`~dal.models.ModelConfig`), ``loss`` (:class:`~dal.models.LossConfig`),
+``data`` (:class:`DataConfig`), ``train`` (:class:`TrainConfig`), ``scoring``
+(:class:`ScoringConfig`), ``preprocessing`` (:class:`~dal.data.PreprocessConfig`),
+``augmentation`` (:class:`~dal.data.Augmentation`). ``configs/default.yaml`` is the default,
+written out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dal.data.augment import Augmentation
+from dal.data.preprocess import PreprocessConfig
+from dal.models.config import LossConfig, ModelConfig
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the scans come from.
+
+    Attributes:
+        data: a data folder (any layout ``dal.data.find_cases`` reads); None: the embedded
+            synthetic population, generated on the fly.
+        contrast: the contrast to train on from ``data`` (None: the only one each case has).
+        val: a folder of labelled volumes for validation; None: synthetic lesion volumes.
+        synthetic_contrasts: contrasts of the synthetic training population.
+        train_volumes: synthetic training subjects.
+        val_contrasts, val_lesions: the synthetic validation volumes: one subject per pair.
+        val_healthy: synthetic healthy validation subjects per contrast (the thresholds).
+        heldout_fraction: share of ``data`` kept out of training to calibrate the thresholds
+            (healthy scans of the same kind as the training data), when ``val`` has no healthy case.
+        cache: folder for generated synthetic volumes (None: ``$DAL_CACHE`` or ~/.cache/dal).
+        min_brain_fraction: least share of a slice's pixels in the brain for it to be trained on.
+    """
+
+    data: str | None = None
+    contrast: str | None = None
+    val: str | None = None
+    synthetic_contrasts: tuple[str, ...] = ("t1", "t2", "flair", "pd")
+    train_volumes: int = 32
+    val_contrasts: tuple[str, ...] = ("t1", "t2", "flair")
+    val_lesions: tuple[str, ...] = ("tumour", "stroke", "wmh")
+    val_healthy: int = 1
+    heldout_fraction: float = 0.1
+    cache: str | None = None
+    min_brain_fraction: float = 0.05
+
+    def __post_init__(self):
+        if self.train_volumes < 1:
+            raise ConfigError(f"data.train_volumes: expected at least 1, got {self.train_volumes}")
+        if self.val_healthy < 0:
+            raise ConfigError(f"data.val_healthy: expected at least 0, got {self.val_healthy}")
+        if not 0 <= self.heldout_fraction < 1:
+            raise ConfigError(f"data.heldout_fraction: expected a fraction in [0, 1), got {self.heldout_fraction}")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation.
+
+    Attributes:
+        batch_size: slices per step (per process under torchrun).
+        lr: Adam learning rate.
+        weight_decay: AdamW weight decay.
+        max_steps: stop after this many steps (None: no step limit).
+        minutes: stop after this much training time (None: no time limit).
+        seed: the seed of everything random (data, initialisation, noise).
+        deterministic: deterministic algorithms (a resumed run then ends with the same weights).
+        amp: mixed precision: "off", "bf16" (bfloat16 autocast) or "auto" (bf16 on CUDA, off on
+            the CPU, where it measured slower for these small convolutions: see bench_models).
+        device: "auto" (CUDA when present), "cpu" or "cuda[:N]".
+        threads: torch intra-op threads on the CPU (0: torch's default).
+        log_every: steps between TensorBoard scalars.
+        val_every: steps between validations (0: once per epoch of the training slices).
+        checkpoint_every: steps between resumable checkpoints (0: at each validation only).
+    """
+
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    max_steps: int | None = None
+    minutes: float | None = None
+    seed: int = 0
+    deterministic: bool = True
+    amp: str = "auto"
+    device: str = "auto"
+    threads: int = 0
+    log_every: int = 10
+    val_every: int = 0
+    checkpoint_every: int = 50
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size: expected at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr: expected a positive number, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ConfigError(f"train.max_steps: expected at least 0, got {self.max_steps}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError(f"train.minutes: expected a positive number, got {self.minutes}")
+        if self.amp not in ("off", "bf16", "auto"):
+            raise ConfigError(f"train.amp: expected off, bf16 or auto, got {self.amp!r}")
+        for name in ("log_every", "val_every", "checkpoint_every", "threads", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}: expected at least 0, got {getattr(self, name)}")
+
+
+@dataclass
+class ScoringConfig:
+    """Post-processing of the residual (DESIGN.md: sizes in millimetres).
+
+    Attributes:
+        median_mm: side of the median cube.
+        erode_mm: erosion radius of the brain mask.
+        batch_size: slices per forward pass.
+        min_component_voxels: components smaller than this are removed before thresholded Dice.
+    """
+
+    median_mm: float = 5.0
+    erode_mm: float = 2.0
+    batch_size: int = 32
+    min_component_voxels: int = 5
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        return _build(cls, data, "")
+
+    def replace(self, overrides: dict) -> "Config":
+        """A copy with ``{"section.key": value}`` overrides applied (checked like the YAML)."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            if section not in data or not isinstance(data[section], dict) or key not in data[section]:
+                raise ConfigError(f"{dotted}: unknown setting")
+            data[section][key] = value
+        return Config.from_dict(data)
+
+
+def _to_plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _check(value, annotation, where: str):
+    """``value`` converted to ``annotation`` (int, float, bool, str, tuples, X | None, nested
+    dataclasses), or a ConfigError naming ``where``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check(value, option, where)
+            except ConfigError as error:
+                errors.append(error)
+        raise errors[0]
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where + ".")
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {list(value)!r}")
+        return tuple(_check(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type {_type_name(annotation)}")
+
+
+def _build(cls, data, prefix: str):
+    section = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{section}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"expected {', '.join(known)}")
+    values = {name: _check(value, hints[name], prefix + name) for name, value in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{section}: {error}") from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The default config, updated by a YAML file (any subset of keys) when given."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise ConfigError(f"config {path}: cannot read it: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: expected a mapping of sections, got {type(data).__name__}")
+    defaults = Config().to_dict()
+    unknown = sorted(set(data) - set(defaults))
+    if unknown:
+        raise ConfigError(f"config {path}: unknown section(s) {', '.join(unknown)}; expected {', '.join(defaults)}")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"config {path}: {section}: expected a mapping, got {type(values).__name__}")
+        defaults[section].update(values)
+    try:
+        return Config.from_dict(defaults)
+    except ConfigError as error:
+        raise ConfigError(f"config {path}: {error}") from None
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,22 @@
+"""DAL and its baselines. Every model has ``forward(batch) -> dict of losses`` (the training
+step, "loss" the total) and ``pseudo_healthy(x) -> dict`` with at least "phi" (N, 1, H, W)."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from dal.models.autoencoders import AutoEncoder, DenoisingAutoEncoder
+from dal.models.config import MODEL_KINDS, LossConfig, ModelConfig
+from dal.models.dal import DAL
+
+__all__ = ["AutoEncoder", "DAL", "DenoisingAutoEncoder", "LossConfig", "MODEL_KINDS", "ModelConfig", "build_model"]
+
+
+def build_model(config: ModelConfig, losses: LossConfig | None = None) -> nn.Module:
+    """The model that ``config.kind`` names."""
+    if config.kind == "dal":
+        return DAL(config, losses)
+    if config.kind == "ae":
+        return AutoEncoder(config)
+    if config.kind == "dae":
+        return DenoisingAutoEncoder(config)
+    raise ValueError(f"model.kind: expected one of {MODEL_KINDS}, got {config.kind!r}")

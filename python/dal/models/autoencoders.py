@@ -1,0 +1,69 @@
+"""The baselines in the same framework: a plain bottleneck autoencoder and a denoising
+autoencoder (Kascenas et al. 2022), on the U-Net backbone DAL uses.
+
+Both train on the scans as they are (``batch["image"]``): they need no imaging invariance, and
+the augmented views of DAL would only widen what they learn to rebuild.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dal.models.blocks import UNet
+from dal.models.config import ModelConfig
+from dal.models.losses import reconstruction_loss
+
+
+class AutoEncoder(nn.Module):
+    """Plain autoencoder: the U-Net without skips, squeezed to ``ae_latent`` channels at
+    1/2^levels resolution (one level deeper than DAL's U-Nets, so the bottleneck cannot copy)."""
+
+    kind = "ae"
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig(kind="ae")
+        c = self.config
+        self.net = UNet(1, 1, c.channels, c.levels + 1, skips=False, latent=c.ae_latent)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        loss = reconstruction_loss(self.net(batch["image"]), batch["image"])
+        return {"reconstruction": loss, "loss": loss}
+
+    @torch.no_grad()
+    def pseudo_healthy(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"phi": self.net(x)}
+
+
+def coarse_noise(x: torch.Tensor, std: float, cells: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Gaussian noise drawn on a grid of ``cells`` across the short side of the slice and
+    upsampled bilinearly to it (torch's global generator), zero outside ``mask``."""
+    n, _, h, w = x.shape
+    step = min(h, w) / cells
+    grid = torch.randn(n, 1, max(1, round(h / step)), max(1, round(w / step)), device=x.device, dtype=x.dtype) * std
+    noise = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
+    return noise if mask is None else noise * mask
+
+
+class DenoisingAutoEncoder(nn.Module):
+    """Denoising autoencoder: the U-Net with skips learns to remove coarse noise added inside
+    the brain; at inference its output on the scan itself is the PHI."""
+
+    kind = "dae"
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig(kind="dae")
+        c = self.config
+        self.net = UNet(1, 1, c.channels, c.levels)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = batch["image"]
+        noisy = x + coarse_noise(x, self.config.dae_noise_std, self.config.dae_noise_cells, batch.get("mask"))
+        loss = reconstruction_loss(self.net(noisy), x)
+        return {"reconstruction": loss, "loss": loss}
+
+    @torch.no_grad()
+    def pseudo_healthy(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"phi": self.net(x)}

@@ -1,0 +1,180 @@
+"""DAL: Disentangled Anatomy Learning (our reconstruction of Yang et al. 2026; see DESIGN.md).
+
+Choices made where the paper is silent, chosen to keep the training step cheap on a CPU:
+
+- Anatomy encoder: a small U-Net (``channels`` 16, 3 levels) to K logits; the anatomy ``A`` is
+  the straight-through one-hot of them (``dal.ops.onehot_st``: hard forward, softmax backward).
+- Imaging code ``z``: the per-tissue mean and spread of ``x`` over ``A`` (2K numbers, nearly free,
+  interpretable) and the global-average-pooled features of a 3-layer strided CNN (``code_channels``).
+- Decoder ``D(A, z)``: the per-tissue mean image ``sum_k A_k mean_k`` (the piecewise-constant
+  image that ``A`` and ``z`` already describe) plus a light correction: a conv net on ``A`` and two
+  coordinate channels (for bias fields), each block modulated by FiLM from ``z``. The correction's
+  last layer starts at zero, so an untrained decoder paints each tissue with its mean.
+- Restoration: a U-Net (half the anatomy encoder's width by default) from the Sobel edges of ``A`` (``dal.ops.sobel``, one
+  channel per tissue) to anatomy logits, trained to rebuild ``A`` with random blocks of the edge
+  map dropped, so it learns to fill regions from their surroundings. ``A_hat`` = one-hot of its
+  logits; PHI = ``D(A_hat, z)``.
+- One training step: the anatomy of both views (only view 1 back-propagates unless
+  ``second_view_grad``), the imaging code of both, the decoder three times (self-reconstruction
+  of view 1, cross-reconstruction of view 1 from the anatomy of view 2, PHI of view 1), the
+  restoration once (view 1). Losses: see :class:`~dal.models.config.LossConfig`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dal.models.blocks import UNet
+from dal.models.config import LossConfig, ModelConfig
+from dal.models.losses import invariance_loss, prior_loss, reconstruction_loss, restoration_loss
+from dal.ops import onehot_st, sobel
+
+
+def tissue_statistics(x: torch.Tensor, anatomy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of ``x`` (N, 1, H, W) over each anatomy channel (N, K, H, W):
+    two (N, K) tensors (0 for a tissue absent from the slice)."""
+    weight = anatomy.sum((2, 3))
+    count = weight.clamp_min(1.0)
+    mean = (anatomy * x).sum((2, 3)) / count
+    variance = (anatomy * (x - mean[..., None, None]) ** 2).sum((2, 3)) / count
+    return mean, (variance + 1e-6).sqrt() * (weight > 0)
+
+
+class ImagingEncoder(nn.Module):
+    """``z`` = [per-tissue mean (K), per-tissue spread (K), pooled CNN features (code_channels)]."""
+
+    def __init__(self, classes: int, code_channels: int):
+        super().__init__()
+        width = max(code_channels // 2, 4)
+        self.cnn = nn.Sequential(
+            nn.Conv2d(1, width, 3, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(width, code_channels, 3, stride=2, padding=1),
+        )
+        self.size = 2 * classes + code_channels
+
+    def forward(self, x: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:
+        mean, spread = tissue_statistics(x, anatomy)
+        return torch.cat([mean, spread, self.cnn(x).mean((2, 3))], 1)
+
+
+class FiLMBlock(nn.Module):
+    def __init__(self, channels: int, code_size: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.film = nn.Linear(code_size, 2 * channels)
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(z)[..., None, None].chunk(2, 1)
+        return F.leaky_relu(self.conv(h) * (1 + gamma) + beta, 0.1)
+
+
+class Decoder(nn.Module):
+    """``x_hat = sum_k A_k mean_k(z) + correction(A, coords; FiLM(z))``."""
+
+    def __init__(self, classes: int, code_size: int, channels: int, blocks: int):
+        super().__init__()
+        self.classes = classes
+        self.stem = nn.Conv2d(classes + 2, channels, 3, padding=1)
+        self.blocks = nn.ModuleList(FiLMBlock(channels, code_size) for _ in range(blocks))
+        self.head = nn.Conv2d(channels, 1, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, anatomy: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = anatomy.shape
+        means = z[:, : self.classes]
+        base = (anatomy * means[..., None, None]).sum(1, keepdim=True)
+        rows = torch.linspace(-1, 1, h, device=anatomy.device, dtype=anatomy.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+        cols = torch.linspace(-1, 1, w, device=anatomy.device, dtype=anatomy.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+        hidden = F.leaky_relu(self.stem(torch.cat([anatomy, rows, cols], 1)), 0.1)
+        for block in self.blocks:
+            hidden = block(hidden, z)
+        return base + self.head(hidden)
+
+
+def edge_dropout(edges: torch.Tensor, max_fraction: float, block: int) -> torch.Tensor:
+    """Zero random ``block`` x ``block`` squares of each sample's edge map; sample ``i`` loses a
+    fraction drawn uniformly in [0, max_fraction] (torch's global generator)."""
+    if max_fraction <= 0:
+        return edges
+    n, _, h, w = edges.shape
+    fraction = torch.rand(n, 1, 1, 1, device=edges.device) * max_fraction
+    keep = torch.rand(n, 1, -(-h // block), -(-w // block), device=edges.device) >= fraction
+    keep = keep.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w]
+    return edges * keep.to(edges.dtype)
+
+
+class DAL(nn.Module):
+    """Disentangled Anatomy Learning (see the module docstring).
+
+    ``forward(batch)`` is the training step's losses; ``pseudo_healthy(x)`` the inference.
+    """
+
+    kind = "dal"
+
+    def __init__(self, config: ModelConfig | None = None, losses: LossConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.weights = losses or LossConfig()
+        c = self.config
+        self.anatomy_encoder = UNet(1, c.classes, c.channels, c.levels)
+        self.imaging_encoder = ImagingEncoder(c.classes, c.code_channels)
+        self.decoder = Decoder(c.classes, self.imaging_encoder.size, c.decoder_channels, c.decoder_blocks)
+        self.restorer = UNet(c.classes, c.classes, c.restoration_channels, c.levels)
+
+    def to_anatomy(self, logits: torch.Tensor, noisy: bool = False) -> torch.Tensor:
+        """One-hot (straight-through) or, for the ablation, softmax of the logits."""
+        if not self.config.onehot:
+            return F.softmax(logits / self.config.tau, 1)
+        noise = None
+        if noisy and self.config.gumbel > 0:
+            uniform = torch.rand_like(logits).clamp_(1e-6, 1 - 1e-6)
+            noise = -torch.log(-torch.log(uniform)) * self.config.gumbel
+        return onehot_st(logits, self.config.tau, noise)
+
+    def edges(self, anatomy: torch.Tensor) -> torch.Tensor:
+        return sobel(anatomy.contiguous())
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Losses of one training step on ``batch`` ("view1", "view2", optional "tissue"); the
+        total is "loss"."""
+        w, c = self.weights, self.config
+        view1, view2 = batch["view1"], batch["view2"]
+        logits1 = self.anatomy_encoder(view1)
+        with torch.set_grad_enabled(c.second_view_grad and torch.is_grad_enabled()):
+            logits2 = self.anatomy_encoder(view2)
+        anatomy1, anatomy2 = self.to_anatomy(logits1, noisy=True), self.to_anatomy(logits2, noisy=True)
+        z1, z2 = self.imaging_encoder(view1, anatomy1), self.imaging_encoder(view2, anatomy2)
+        out = {
+            "reconstruction": reconstruction_loss(self.decoder(anatomy1, z1), view1),
+            "cross": reconstruction_loss(self.decoder(anatomy2, z1), view1),
+            "invariance": invariance_loss(logits1, logits2),
+        }
+        if "tissue" in batch and w.prior > 0:
+            out["prior"] = prior_loss(logits1, batch["tissue"])
+            if c.second_view_grad:
+                out["prior"] = 0.5 * (out["prior"] + prior_loss(logits2, batch["tissue"]))
+        if c.restoration:
+            target = anatomy1.detach()
+            edges = edge_dropout(self.edges(target), c.edge_dropout, c.edge_dropout_block) if self.training \
+                else self.edges(target)
+            restored_logits = self.restorer(edges)
+            out["restoration"] = restoration_loss(restored_logits, target)
+            phi = self.decoder(self.to_anatomy(restored_logits), z1)
+        else:
+            phi = self.decoder(anatomy1, z1)
+        out["phi"] = reconstruction_loss(phi, view1)
+        out["loss"] = sum(getattr(w, name) * value for name, value in out.items())
+        return out
+
+    @torch.no_grad()
+    def pseudo_healthy(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The pseudo-healthy image of ``x`` (N, 1, H, W) and its parts: "anatomy", "edges",
+        "restored_anatomy" (N, K, H, W) and "phi" (N, 1, H, W)."""
+        anatomy = self.to_anatomy(self.anatomy_encoder(x))
+        z = self.imaging_encoder(x, anatomy)
+        edges = self.edges(anatomy)
+        restored = self.to_anatomy(self.restorer(edges)) if self.config.restoration else anatomy
+        return {"anatomy": anatomy, "edges": edges, "restored_anatomy": restored, "phi": self.decoder(restored, z)}

@@ -53,7 +53,7 @@ def phantom(affine: np.ndarray | None = None, shape=SHAPE, lesion: bool = True, 
 
 
 def save(path: Path, data: np.ndarray, affine: np.ndarray | None = None, dtype=None) -> Path:
-    affine = ras_affine(data.shape[:3]) if affine is None else affine
+    affine = ras_affine((list(data.shape) + [1, 1])[:3]) if affine is None else affine
     image = nib.Nifti1Image(np.asarray(data, dtype=dtype or data.dtype), affine)
     nib.save(image, str(path))
     return path

@@ -109,7 +109,7 @@ def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None
 @click.argument("scans", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint (.safetensors). Default: the shipped pretrained checkpoint.")
-@click.option("--out", default="dal-output", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="dal-output", show_default=True, type=click.Path(),
               help="Folder for the outputs.")
 @click.option("--mask", "masks", multiple=True, type=click.Path(),
               help="Brain mask on the scan's grid, one per scan, in order (default: computed).")
@@ -130,6 +130,7 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
     (lesion mask), NAME_overlay.png and NAME.json (lesion volume, count, peak score, timings,
     warnings). A scan that fails is reported on one line; the others go on; the exit code is 1
     if any failed."""
+    import sys
     from pathlib import Path
 
     from tqdm import tqdm
@@ -175,18 +176,18 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
             written = result.save(out, overlay=not no_overlay, protected=inputs)
         except (DataError, OutputError, CheckpointError, ValueError) as error:
             failed += 1
-            bar.write(f"error: {error}", file=click.get_text_stream("stderr"))
+            bar.write(f"error: {error}", file=sys.stderr)
             continue
         except Exception as error:  # a bug must not stop the batch; it is reported with the scan's name
             failed += 1
             bar.write(f"error: scan {scan}: failed unexpectedly ({type(error).__name__}: {error})",
-                      file=click.get_text_stream("stderr"))
+                      file=sys.stderr)
             continue
         line = (f"{scan}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.2f} ml, peak score "
                 f"{result.peak_score:.3g} -> {written.get('overlay', written['json'])}")
         bar.write(line)
         for warning in result.warnings:
-            bar.write(f"warning: {scan}: {warning}", file=click.get_text_stream("stderr"))
+            bar.write(f"warning: {scan}: {warning}", file=sys.stderr)
         if verbose:
             stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
             bar.write(f"  {stages}; total {sum(result.timings.values()):.2f} s")
@@ -199,7 +200,7 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
 @click.option("--data", required=True, type=click.Path(), help="Labelled data folder (BraTS-like, BIDS, dal synth).")
 @click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint (.safetensors). Default: the shipped pretrained checkpoint.")
-@click.option("--out", default="dal-evaluation", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="dal-evaluation", show_default=True, type=click.Path(),
               help="Folder for metrics.csv, metrics.json and report.html.")
 @click.option("--contrast", default=None, help="Evaluate only scans of this contrast (default: every scan).")
 @click.option("--register", is_flag=True, help="Align each scan to MNI152 (affine) first.")

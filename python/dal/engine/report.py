@@ -36,10 +36,14 @@ def overlay_figure(result, title: str | None = None) -> Figure:
     threshold = float(result.threshold)
     vmax = max(float(result.peak_score), threshold * 1.5, 1e-6)
     title = title or f"{result.name}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.1f} ml"
-    display = plotting.plot_stat_map(result.anomaly_image, bg_img=result.scan_image, cut_coords=result.peak_mm,
-                                     display_mode="ortho", figure=figure, threshold=threshold / 2, vmin=0, vmax=vmax,
-                                     cmap="hot", symmetric_cbar=False, black_bg=True, dim=0, title=title,
-                                     draw_cross=False, annotate=True, resampling_interpolation="continuous")
+    common = dict(cut_coords=result.peak_mm, display_mode="ortho", figure=figure, black_bg=True, title=title,
+                  draw_cross=False, annotate=True)
+    if (result.anomaly >= threshold / 2).any():
+        display = plotting.plot_stat_map(result.anomaly_image, bg_img=result.scan_image, threshold=threshold / 2,
+                                         vmin=0, vmax=vmax, cmap="hot", symmetric_cbar=False, dim=0,
+                                         resampling_interpolation="continuous", **common)
+    else:  # nothing to show over the scan (nilearn would warn of an empty map)
+        display = plotting.plot_anat(result.scan_image, dim=0, **common)
     if result.lesions.any():
         display.add_contours(result.lesions_image, levels=[0.5], colors=["cyan"], linewidths=0.8)
     return figure

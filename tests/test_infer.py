@@ -212,3 +212,14 @@ def test_import_dal_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "Detector"]
     assert dal.Detector is Detector
+
+
+def test_register_works_in_mni_space_and_maps_back_to_the_input_grid(oracle):
+    affine = oblique_lps_affine()
+    scan, label, _ = phantom(affine, (48, 50, 40))
+    registered = Detector(oracle_checkpoint(), register=True)
+    result = registered.predict(nib.Nifti1Image(scan, affine))
+    assert result.info["registered_to_mni"] and "register" in result.timings
+    assert result.anomaly.shape == (48, 50, 40)
+    assert dice(result.lesions, label) > 0.6
+    assert "1 lesion(s)" in repr(result) and "oracle" in repr(registered)

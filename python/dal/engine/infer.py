@@ -121,6 +121,12 @@ class DetectionResult:
     model_space: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        return (f"DetectionResult({self.name!r}: {self.lesion_count} lesion(s), {self.lesion_volume_ml:.2f} ml, "
+                f"peak score {self.peak_score:.3g}, threshold {self.threshold:.3g} ({self.threshold_source}), "
+                f"shape {self.anomaly.shape}{warned})")
+
     def _image(self, data: np.ndarray, dtype) -> nib.Nifti1Image:
         return image_like(data, self.scan.affine, self.scan.header, dtype)
 
@@ -302,6 +308,10 @@ class Detector:
             path = default_checkpoint()
         device = resolve_device(device)
         return cls(load_checkpoint(path, map_location=device), device=device, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"Detector({self.checkpoint.model_kind} from {self.checkpoint.path}, device {self.device}, "
+                f"thresholds {self.checkpoint.thresholds})")
 
     @property
     def contrasts(self) -> tuple[str, ...] | None:

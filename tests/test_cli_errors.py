@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from dal.cli import main
-from dal.engine.checkpoint import FORMAT_VERSION
+from dal.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
 from infer_phantoms import SHAPE, phantom, ras_affine, save, tiny_checkpoint
 
@@ -179,8 +179,11 @@ def test_bad_checkpoints_fail_with_one_line_and_never_run_code(tmp_path, checkpo
     (tmp_path / "corrupt.safetensors").write_bytes(os.urandom(200))
     (tmp_path / "truncated.safetensors").write_bytes(checkpoint.read_bytes()[:300])
     _checkpoint_with_version(checkpoint, tmp_path / "newer.safetensors", FORMAT_VERSION + 1)
+    loaded = load_checkpoint(checkpoint)
+    save_checkpoint(tmp_path / "foreign.safetensors", loaded.model, model_kind=loaded.model_kind, config=loaded.config,
+                    preprocessing={**loaded.preprocessing, "skull_strip": "hd-bet"}, thresholds=loaded.thresholds)
     cases = {"pickled": "refuses", "corrupt": "corrupt", "truncated": "truncated", "newer": "upgrade dal",
-             "missing": "no such file"}
+             "missing": "no such file", "foreign": "incompatible preprocessing settings"}
     for name, problem in cases.items():
         path = tmp_path / f"{name}.safetensors"
         code, _, stderr = run("infer", good[0], "--model", path, "--out", tmp_path / "out")

@@ -136,7 +136,7 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
     from tqdm import tqdm
 
     from dal import Detector
-    from dal.data.io import DataError
+    from dal.data.io import DataError, nifti_stem
     from dal.engine.checkpoint import CheckpointError
     from dal.engine.infer import OutputError
 
@@ -163,8 +163,6 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
     failed = 0
     bar = tqdm(jobs, desc="dal infer", unit="scan", disable=len(jobs) < 2)
     for scan, mask, problem in bar:
-        from dal.data.io import nifti_stem
-
         name = nifti_stem(scan)
         if problem is None and name in names and names[name] != scan:
             problem = f"scan {scan}: its outputs would have the same names as those of {names[name]}; rename one"

@@ -292,7 +292,7 @@ class Detector:
             path: a ``.safetensors`` checkpoint; None: the shipped pretrained one
                 (:func:`dal.pretrained.default_checkpoint`).
             device: where the model runs.
-            threads: CPU threads for torch (default: torch's own choice).
+            threads: CPU threads for torch and SimpleITK (default: their own choice).
             kwargs: passed to :class:`Detector` (``batch_size``, ``register``).
 
         Raises:
@@ -302,6 +302,9 @@ class Detector:
             if threads < 1:
                 raise ValueError(f"threads: expected at least 1, got {threads}")
             torch.set_num_threads(threads)
+            import SimpleITK as sitk
+
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
         if path is None:
             from dal.pretrained import default_checkpoint
 

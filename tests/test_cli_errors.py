@@ -216,3 +216,13 @@ def test_device_that_is_not_there(tmp_path, checkpoint, good):
         pytest.skip("a CUDA device is present")
     code, _, stderr = run("infer", good[0], "--model", checkpoint, "--out", tmp_path, "--device", "cuda")
     assert code == 2 and "no CUDA device" in stderr
+
+
+def test_two_scans_with_one_name_do_not_overwrite_each_other(tmp_path, checkpoint):
+    scan = phantom()[0]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = save(tmp_path / "a" / "x.nii.gz", scan), save(tmp_path / "b" / "x.nii.gz", scan)
+    code, _, stderr = run("infer", first, second, "--model", checkpoint, "--out", tmp_path / "out", "--no-overlay")
+    assert code == 1 and f"scan {second}: its outputs would have the same names as those of {first}" in stderr
+    assert json.loads((tmp_path / "out" / "x.json").read_text())["scan"] == str(first)

@@ -98,6 +98,21 @@ def test_round_trip_exact_grid_and_image_within_interpolation_error(name):
     assert 2 * (label & inside).sum() / (label.sum() + inside.sum()) > 0.97
 
 
+def test_save_inverse_writes_on_the_scan_grid(tmp_path):
+    affine = ORIENTATIONS["LPS"]
+    data, inside = sample(affine, (120, 140, 110))
+    header = nib.Nifti1Header()
+    header.set_sform(affine, 3)
+    preprocessor = Preprocessor(SMALL)
+    out = preprocessor.forward(Scan(data, affine, header), mask=inside)
+    path = preprocessor.save_inverse(out.mask.astype(np.float32), out.state, tmp_path / "mask.nii.gz",
+                                     dtype=np.uint8, interpolation="nearest")
+    written = nib.load(str(path))
+    assert written.shape == data.shape and written.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)  # NIfTI stores float32
+    assert int(written.header["sform_code"]) == 3
+
+
 def test_round_trip_through_stored_state():
     affine = ORIENTATIONS["LAS"]
     data, inside = sample(affine, (120, 140, 110))

@@ -52,7 +52,8 @@ def _names(allowed: tuple[str, ...], option: str):
 @click.option("--lesions", default="none,tumour,stroke,wmh", show_default=True,
               callback=_names(("none", "tumour", "stroke", "wmh"), "--lesions"),
               help="Lesion types, given to the cases in turn.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed; the output is a function of it.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed; the output is a function of it.")
 @click.option("--spacing", default=1.0, show_default=True, type=click.FloatRange(0.25, 8), help="Voxel size, mm.")
 @click.option("--shape", default="160,192,160", show_default=True, help="Grid size in voxels, X,Y,Z (RAS).")
 @click.option("--overwrite", is_flag=True, help="Replace cases already in --out.")

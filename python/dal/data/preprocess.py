@@ -40,7 +40,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import SimpleITK as sitk
 
-from dal.data.io import DataError, Scan, image_like, load_mask, load_scan
+from dal.data.io import DataError, Scan, image_like, load_mask, load_scan, save_nifti
 from dal.data.masks import otsu_brain_mask
 from dal.data.registration import AffineRegistration, register_to_mni
 from dal.data.resample import field_of_view_grid, resample, voxel_map
@@ -202,7 +202,8 @@ class Preprocessor:
             if mask.shape != scan.data.shape:
                 raise DataError(f"mask for {scan.path}: shape {mask.shape} differs from the scan's {scan.data.shape}")
         if config.mask == "given" and mask is None:
-            raise DataError(f"scan {scan.path or '(in memory)'}: the preprocessing config asks for a given brain mask and none was given")
+            raise DataError(f"scan {scan.path or '(in memory)'}: the preprocessing config asks for a given brain mask "
+                            "and none was given")
 
         if config.register or config.mask == "template":
             registration = registration or register_to_mni(scan)
@@ -241,8 +242,9 @@ class Preprocessor:
             start = np.round(centre - np.array(config.shape) / 2).astype(int)
             extent = index.max(axis=0) - index.min(axis=0) + 1
             if np.any(extent > np.array(config.shape)):
-                warnings.warn(f"scan {scan.path or '(in memory)'}: the brain mask spans {extent.tolist()} voxels of {config.spacing} mm, "
-                              f"more than the model's {list(config.shape)}: its edges are cropped", stacklevel=2)
+                warnings.warn(f"scan {scan.path or '(in memory)'}: the brain mask spans {extent.tolist()} voxels of "
+                              f"{config.spacing} mm, more than the model's {list(config.shape)}: its edges are cropped",
+                              stacklevel=2)
             image, brain = crop_or_pad(image, start, config.shape), crop_or_pad(brain, start, config.shape)
         model_affine = work_affine.copy()
         model_affine[:3, 3] = work_affine[:3, :3] @ start + work_affine[:3, 3]
@@ -287,3 +289,8 @@ class Preprocessor:
     def inverse_image(self, volume: np.ndarray, state: GridState, *, dtype=np.float32, **kwargs) -> nib.Nifti1Image:
         """:meth:`inverse` as a NIfTI image with the scan's affine and header."""
         return image_like(self.inverse(volume, state, **kwargs), state.scan_affine, state.scan_header, dtype)
+
+    def save_inverse(self, volume: np.ndarray, state: GridState, path: str | os.PathLike, *, dtype=np.float32,
+                     **kwargs) -> Path:
+        """:meth:`inverse` written to ``path`` (atomically) with the scan's affine and header."""
+        return save_nifti(self.inverse(volume, state, **kwargs), state.scan_affine, path, state.scan_header, dtype)

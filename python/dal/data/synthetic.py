@@ -95,7 +95,8 @@ class SyntheticCase:
     info: dict = field(default_factory=dict)
 
 
-def output_grid(spacing: float | None = None, shape: tuple[int, int, int] | None = None) -> tuple[tuple[int, ...], np.ndarray]:
+def output_grid(spacing: float | None = None,
+                shape: tuple[int, int, int] | None = None) -> tuple[tuple[int, ...], np.ndarray]:
     """Shape and affine of a case's grid: the template's 2 mm grid by default, else an axis-aligned
     RAS grid of ``spacing`` mm and ``shape`` voxels centred on the template brain."""
     template = load_mni152(2)

@@ -195,14 +195,15 @@ class Preprocessor:
         config = self.config
         if not isinstance(scan, Scan):
             scan = load_scan(scan)
+        name = scan.path or "(in memory)"
         if isinstance(mask, (str, os.PathLike)):
             mask = load_mask(mask, scan)
         elif mask is not None:
             mask = np.asarray(mask)
             if mask.shape != scan.data.shape:
-                raise DataError(f"mask for {scan.path}: shape {mask.shape} differs from the scan's {scan.data.shape}")
+                raise DataError(f"mask for scan {name}: shape {mask.shape} differs from the scan's {scan.data.shape}")
         if config.mask == "given" and mask is None:
-            raise DataError(f"scan {scan.path or '(in memory)'}: the preprocessing config asks for a given brain mask "
+            raise DataError(f"scan {name}: the preprocessing config asks for a given brain mask "
                             "and none was given")
 
         if config.register or config.mask == "template":
@@ -230,7 +231,7 @@ class Preprocessor:
         else:
             brain = otsu_brain_mask(image)
         if not brain.any():
-            raise DataError(f"scan {scan.path or '(in memory)'}: the brain mask is empty")
+            raise DataError(f"scan {name}: the brain mask is empty")
         if config.bias_correction:
             image = n4_bias_correction(image, brain)
 
@@ -242,7 +243,7 @@ class Preprocessor:
             start = np.round(centre - np.array(config.shape) / 2).astype(int)
             extent = index.max(axis=0) - index.min(axis=0) + 1
             if np.any(extent > np.array(config.shape)):
-                warnings.warn(f"scan {scan.path or '(in memory)'}: the brain mask spans {extent.tolist()} voxels of "
+                warnings.warn(f"scan {name}: the brain mask spans {extent.tolist()} voxels of "
                               f"{config.spacing} mm, more than the model's {list(config.shape)}: its edges are cropped",
                               stacklevel=2)
             image, brain = crop_or_pad(image, start, config.shape), crop_or_pad(brain, start, config.shape)
@@ -252,7 +253,7 @@ class Preprocessor:
         try:
             scale = config.norm_target / healthy_bulk_median(image[brain])
         except ValueError as error:
-            raise DataError(f"scan {scan.path or '(in memory)'}: cannot normalise intensities: {error}") from None
+            raise DataError(f"scan {name}: cannot normalise intensities: {error}") from None
         image = np.where(brain, image * scale, 0).astype(np.float32)
         state = GridState(scan_shape=tuple(scan.data.shape), scan_affine=scan.affine.copy(), scan_header=scan.header,
                           model_affine=model_affine, world_to_scan=world_to_scan, scale=float(scale), path=scan.path)

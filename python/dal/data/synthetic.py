@@ -17,15 +17,17 @@ texture, with intensities that fit each contrast:
 - ``stroke``: a cortical-subcortical infarct (label 1).
 - ``wmh``: several small periventricular white-matter lesions (label 1).
 
-The label is the whole abnormal region: any non-zero voxel is lesion. The tissue maps (CSF, GM,
+The label is the whole abnormal region (every voxel at least a quarter lesion, so that it covers
+what changed, partial volume included): any non-zero voxel is lesion. The tissue maps (CSF, GM,
 WM, summing to one inside the brain) describe the subject's healthy anatomy, mass effect
 included: they are the anatomical prior that comes with each scan.
 
-Grids: by default a case lies on the template's own 2 mm grid (99 x 117 x 95, MNI affine). For
-another grid (``spacing``, ``shape``, e.g. 1 mm and 160 x 192 x 160 as ``dal synth`` writes) the
-anatomy is sampled from the 2 mm maps by trilinear interpolation through the smooth warp, which is
-a smooth upsampling; lesion shapes, noise and blur are drawn on the output grid itself, so 1 mm
-cases have 1 mm lesion edges and noise.
+Grids: by default a case lies on the template's own 2 mm grid (99 x 117 x 95, MNI affine), the
+grid the models train on. For another grid (``spacing``, ``shape``, e.g. 1 mm and 160 x 192 x 160
+as ``dal synth`` writes) the anatomy is sampled from the 2 mm maps by trilinear interpolation
+through the smooth warp, which is a smooth upsampling (anatomy at 1 mm has the 2 mm template's
+detail); lesion shapes, noise and blur are drawn on the output grid itself, so 1 mm cases have
+1 mm lesion edges and noise. ``dal synth`` writes scans as int16, as scanners do.
 
 Determinism: a case is a pure function of its seed. The anatomy, the lesion and each contrast use
 their own random streams (``numpy.random.default_rng([seed, part])``), so the same seed gives the

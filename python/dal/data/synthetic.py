@@ -282,7 +282,10 @@ def _paint_lesions(rng: np.random.Generator, plan: _LesionPlan, tissue: np.ndarr
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     inverse = np.linalg.inv(affine)
     for centre, radii, rotation, kind in plan.blobs:
-        reach = radii.max() * (2.4 if kind == "tumour" else 1.5)
+        roughness = 0.35 if kind != "wmh" else 0.25
+        # The box must hold every voxel whose perturbed level can fall below the outermost edge
+        # (oedema up to 2.2, else 1), or the lesion is cut flat at the box's faces.
+        reach = radii.max() * ((2.2 if kind == "tumour" else 1.0) + 2 * roughness + 0.2)
         centre_vox = inverse[:3, :3] @ centre + inverse[:3, 3]
         low = np.maximum(np.floor(centre_vox - reach / spacing).astype(int), 0)
         high = np.minimum(np.ceil(centre_vox + reach / spacing).astype(int) + 1, shape)
@@ -293,8 +296,8 @@ def _paint_lesions(rng: np.random.Generator, plan: _LesionPlan, tissue: np.ndarr
         points = _world_points(affine, [np.arange(a, b) for a, b in zip(low, high)])
         local = (points - centre) @ rotation / radii  # the ellipsoid's frame, unit radius
         level = np.sqrt((local ** 2).sum(axis=-1))
-        roughness = 0.35 if kind != "wmh" else 0.25
-        level = level + roughness * _smooth_field(rng, (5, 5, 5), box_shape) * np.minimum(level, 1.5)
+        noise = np.clip(_smooth_field(rng, (5, 5, 5), box_shape), -2, 2)
+        level = level + roughness * noise * np.minimum(level, 1.0)
         softness = 0.5 * spacing.mean() / radii.mean()  # about one voxel of partial volume at the edge
         inside = mask[box]
         wm = tissue[2][box]

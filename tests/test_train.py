@@ -24,7 +24,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("synthetic-cache"))
+    return str(tmp_path_factory.getbasetemp() / "dal-synthetic-cache")  # shared with test_ddp
 
 
 def tiny_config(cache, **overrides) -> Config:

@@ -213,8 +213,9 @@ def _image_grid(volume: LabelledVolume, scored: dict, classes: int) -> torch.Ten
 def train(config: Config, out: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict:
     """Train ``config.model.kind`` as ``config`` says, writing the run folder ``out``.
 
-    Returns a summary: steps, epochs, seconds, images per second, best validation AP and the
-    paths of the checkpoints.
+    Returns a summary: steps, epochs, seconds, images per second, best validation AP, the
+    paths of the checkpoints (all also in ``summary.json``) and "model", this process's trained
+    model (the last weights).
     """
     out = Path(out)
     rank, world = _distributed()
@@ -374,4 +375,4 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
         write_text_atomic(json.dumps(summary, indent=1), out / "summary.json")
     if world > 1:
         dist.barrier()
-    return summary
+    return {**summary, "model": model}

@@ -114,6 +114,29 @@ def folder_training_volumes(root: str, contrast: str | None, preprocessor: Prepr
     return load_volumes(root, contrast, preprocessor)
 
 
+def with_template_tissue(volumes: list[ModelVolume], preprocessor: Preprocessor) -> list[ModelVolume]:
+    """Volumes in MNI152 space (``register``) given the MNI152 tissue maps as their anatomical
+    prior where they have none of their own, restricted to each brain mask and renormalised."""
+    from dal.data.resample import resample, voxel_map
+    from dal.data.templates import brain_centre, load_mni152
+
+    config = preprocessor.config
+    template = load_mni152(2)
+    model_affine = np.diag([config.spacing] * 3 + [1.0])
+    model_affine[:3, 3] = brain_centre() - config.spacing * (np.array(config.shape) - 1) / 2
+    index_map = voxel_map(template.affine, model_affine)
+    maps = np.stack([resample(t, index_map, config.shape, antialias=config.antialias) for t in template.tissue])
+    out = []
+    for volume in volumes:
+        if volume.tissue is None:
+            tissue = maps * volume.mask
+            total = tissue.sum(axis=0)
+            tissue = np.where(volume.mask, tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
+            volume = ModelVolume(volume.image, volume.mask, tissue, volume.name)
+        out.append(volume)
+    return out
+
+
 def folder_validation_volumes(root: str, contrast: str | None, preprocessor: Preprocessor) -> list[LabelledVolume]:
     """The cases of a labelled folder in model space; cases without a label file count as healthy."""
     from dal.data.io import load_mask, load_scan

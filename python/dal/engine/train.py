@@ -39,7 +39,7 @@ from dal.engine.checkpoint import load_checkpoint, save_checkpoint
 from dal.engine.config import Config, dump_config
 from dal.engine.scoring import score_volume
 from dal.engine.sources import (LabelledVolume, cache_folder, folder_training_volumes, folder_validation_volumes,
-                                synthetic_training_volumes, synthetic_validation_volumes)
+                                synthetic_training_volumes, synthetic_validation_volumes, with_template_tissue)
 from dal.metrics import evaluate, threshold_at_fpr
 from dal.models import build_model
 
@@ -111,6 +111,7 @@ def _load_data(config: Config, rank: int):
     """Training volumes, validation volumes and a message on the anatomical prior."""
     data = config.data
     preprocessor = Preprocessor(config.preprocessing)
+    template_prior, held = False, 0
     cache = cache_folder(data.cache)
     seed = config.train.seed
     if data.data is None:
@@ -121,7 +122,9 @@ def _load_data(config: Config, rank: int):
             train = folder_training_volumes(data.data, data.contrast, preprocessor)
         except DataError as error:
             raise TrainingError(f"--data {data.data}: {error}") from None
-        source = f"{len(train)} scans from {data.data}"
+        if config.preprocessing.register and not all(v.tissue is not None for v in train):
+            train = with_template_tissue(train, preprocessor)
+            template_prior = True
     if data.val is not None:
         try:
             val = folder_validation_volumes(data.val, data.contrast, preprocessor)
@@ -141,7 +144,8 @@ def _load_data(config: Config, rank: int):
         heldout = [train[i] for i in order[:held]]
         train = [train[i] for i in sorted(order[held:])]
         val += [LabelledVolume(v.image, v.mask, None, v.name, data.contrast or "", "none") for v in heldout]
-        source += f"; {held} held out for the thresholds"
+    if data.data is not None:
+        source = f"{len(train)} scans from {data.data}" + (f"; {held} held out for the thresholds" if held else "")
     if not any(not v.healthy for v in val):
         raise TrainingError("validation: no labelled volume with a lesion (the best checkpoint is chosen by AP)")
     has_tissue = all(v.tissue is not None for v in train)
@@ -149,10 +153,13 @@ def _load_data(config: Config, rank: int):
         prior = "not used by this model"
     elif config.loss.prior <= 0:
         prior = "off (loss.prior is 0)"
+    elif template_prior:
+        prior = "on (MNI152 tissue maps: the scans are registered to MNI152 space)"
     elif has_tissue:
         prior = "on (tissue maps of the training scans)"
     else:
-        prior = "OFF: the training scans have no tissue maps (give tissue labels with the data to turn it on)"
+        prior = ("OFF: the training scans have no tissue maps (give tissue labels with the data, or register "
+                 "the scans to MNI152 space with --register, to turn it on)")
     _say(f"training on {source}; validating on {sum(not v.healthy for v in val)} lesion and "
          f"{sum(v.healthy for v in val)} healthy volume(s); anatomical prior {prior}", rank)
     return train, val

@@ -114,3 +114,173 @@ def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_s
     best = "none" if summary["best_ap"] is None else f"{summary['best_ap']:.3f} at step {summary['best_step']}"
     click.echo(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; best validation AP {best}; "
                f"checkpoints in {out}")
+def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None):
+    """(scan, mask or None, input error or None) for every scan: files as given, folders through
+    dal.data.find_cases (every scan of every case, or those of --contrast; the case's own brain
+    mask where it has one)."""
+    from pathlib import Path
+
+    from dal.data.io import DataError
+    from dal.data.layouts import canonical_contrast, find_cases
+
+    if masks and len(masks) != len(paths):
+        raise click.BadParameter(f"give one --mask per scan ({len(paths)} scan(s), {len(masks)} mask(s))",
+                                 param_hint="--mask")
+    jobs = []
+    for index, path in enumerate(paths):
+        mask = masks[index] if masks else None
+        if not Path(path).is_dir():
+            jobs.append((Path(path), Path(mask) if mask else None, None))
+            continue
+        if mask:
+            jobs.append((Path(path), None, f"{path}: a folder takes the masks of its cases, not --mask"))
+            continue
+        try:
+            for case in find_cases(path, contrast):
+                keys = [canonical_contrast(contrast)] if contrast else sorted(case.images)
+                jobs.extend((case.images[key], case.mask, None) for key in keys)
+        except DataError as error:
+            jobs.append((Path(path), None, str(error)))
+    return jobs
+
+
+@main.command()
+@click.argument("scans", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint (.safetensors). Default: the shipped pretrained checkpoint.")
+@click.option("--out", default="dal-output", show_default=True, type=click.Path(),
+              help="Folder for the outputs.")
+@click.option("--mask", "masks", multiple=True, type=click.Path(),
+              help="Brain mask on the scan's grid, one per scan, in order (default: computed).")
+@click.option("--contrast", default=None, help="The scans' contrast (t1, t2, flair, pd); picks one scan per case of a folder.")
+@click.option("--fpr", type=click.Choice(["0.01", "0.05"]), default="0.01", show_default=True,
+              help="Calibrated threshold of the lesion mask: 1% or 5% false-positive voxels on healthy scans.")
+@click.option("--threshold", type=float, default=None, help="A score threshold of your own (overrides --fpr).")
+@click.option("--register", is_flag=True, help="Align each scan to MNI152 (affine) first; outputs come back to its grid.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's choice).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Slices per forward pass.")
+@click.option("--no-overlay", is_flag=True, help="Do not draw NAME_overlay.png.")
+@click.option("--verbose", "-v", is_flag=True, help="Print the time of each stage.")
+def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, device, threads, batch_size, no_overlay,
+          verbose):
+    """Find lesions in SCANS (NIfTI files or folders). For each scan NAME writes, on its own voxel
+    grid: NAME_anomaly.nii.gz (scores), NAME_phi.nii.gz (pseudo-healthy image), NAME_lesions.nii.gz
+    (lesion mask), NAME_overlay.png and NAME.json (lesion volume, count, peak score, timings,
+    warnings). A scan that fails is reported on one line; the others go on; the exit code is 1
+    if any failed."""
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from dal import Detector
+    from dal.data.io import DataError
+    from dal.engine.checkpoint import CheckpointError
+    from dal.engine.infer import OutputError
+
+    if contrast is not None:
+        from dal.data.layouts import canonical_contrast
+
+        try:
+            contrast = canonical_contrast(contrast)
+        except DataError as error:
+            raise click.BadParameter(str(error), param_hint="--contrast") from None
+    try:
+        detector = Detector.load(checkpoint, device=device, threads=threads, batch_size=batch_size,
+                                 register=register or None)
+        if threshold is None:
+            detector.threshold(float(fpr))
+    except CheckpointError as error:
+        raise click.ClickException(str(error)) from None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--device") from None
+
+    jobs = _inputs(scans, masks, contrast)
+    inputs = {p for scan, mask, _ in jobs for p in (scan, mask) if p is not None and Path(p).is_file()}
+    names: dict[str, Path] = {}
+    failed = 0
+    bar = tqdm(jobs, desc="dal infer", unit="scan", disable=len(jobs) < 2)
+    for scan, mask, problem in bar:
+        from dal.data.io import nifti_stem
+
+        name = nifti_stem(scan)
+        if problem is None and name in names and names[name] != scan:
+            problem = f"scan {scan}: its outputs would have the same names as those of {names[name]}; rename one"
+        names.setdefault(name, scan)
+        try:
+            if problem is not None:
+                raise DataError(problem)
+            result = detector.predict(scan, mask, fpr=float(fpr), threshold=threshold, contrast=contrast)
+            written = result.save(out, overlay=not no_overlay, protected=inputs)
+        except (DataError, OutputError, CheckpointError, ValueError) as error:
+            failed += 1
+            bar.write(f"error: {error}", file=sys.stderr)
+            continue
+        except Exception as error:  # a bug must not stop the batch; it is reported with the scan's name
+            failed += 1
+            bar.write(f"error: scan {scan}: failed unexpectedly ({type(error).__name__}: {error})",
+                      file=sys.stderr)
+            continue
+        line = (f"{scan}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.2f} ml, peak score "
+                f"{result.peak_score:.3g} -> {written.get('overlay', written['json'])}")
+        bar.write(line)
+        for warning in result.warnings:
+            bar.write(f"warning: {scan}: {warning}", file=sys.stderr)
+        if verbose:
+            stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
+            bar.write(f"  {stages}; total {sum(result.timings.values()):.2f} s")
+    if failed:
+        click.echo(f"{failed} of {len(jobs)} scan(s) failed", err=True)
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(), help="Labelled data folder (BraTS-like, BIDS, dal synth).")
+@click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint (.safetensors). Default: the shipped pretrained checkpoint.")
+@click.option("--out", default="dal-evaluation", show_default=True, type=click.Path(),
+              help="Folder for metrics.csv, metrics.json and report.html.")
+@click.option("--contrast", default=None, help="Evaluate only scans of this contrast (default: every scan).")
+@click.option("--register", is_flag=True, help="Align each scan to MNI152 (affine) first.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's choice).")
+@click.option("--no-overlays", is_flag=True, help="Leave the overlays out of the report.")
+def evaluate(data, checkpoint, out, contrast, register, device, threads, no_overlays):
+    """Evaluate a checkpoint on labelled scans: per-volume AP, AUROC, best Dice, Dice at 1%/5%
+    false positives, lesion-wise recall and false-positive lesions; their means (volumes with
+    lesion only) and pooled values; a CSV, a JSON and a self-contained HTML report."""
+    from pathlib import Path
+
+    from dal import Detector
+    from dal.data.io import DataError
+    from dal.engine.checkpoint import CheckpointError
+    from dal.engine.evaluate import evaluate_folder
+    from dal.engine.infer import OutputError
+
+    try:
+        detector = Detector.load(checkpoint, device=device, threads=threads, register=register or None)
+    except CheckpointError as error:
+        raise click.ClickException(str(error)) from None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--device") from None
+    try:
+        report = evaluate_folder(detector, data, out, contrast=contrast, overlays=not no_overlays, progress=True)
+    except (DataError, OutputError) as error:
+        raise click.ClickException(str(error)) from None
+    summary = report["summary"]
+
+    def show(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    click.echo(f"{summary['volumes']} volume(s), {summary['lesion_volumes']} with lesion "
+               f"(volumes without lesion are left out of the lesion means)")
+    click.echo(f"mean AP {show(summary['mean_average_precision'])}, AUROC {show(summary['mean_auroc'])}, "
+               f"best Dice {show(summary['mean_best_dice'])}, Dice at 1%/5% FPR "
+               f"{show(summary.get('mean_dice_fpr_0.01'))}/{show(summary.get('mean_dice_fpr_0.05'))}; "
+               f"pooled AP {show(summary['pooled_average_precision'])}")
+    for message in report["failures"] + report["skipped"] + report["notes"]:
+        click.echo(f"warning: {message}", err=True)
+    click.echo(f"report: {Path(out) / 'report.html'}")
+    if report["failures"]:
+        raise SystemExit(1)

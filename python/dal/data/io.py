@@ -108,6 +108,34 @@ def load_scan(path: str | os.PathLike, *, kind: str = "scan", allow_zero: bool =
         raise
     except Exception as error:  # nibabel raises many types for a corrupt file; ours names the file
         raise DataError(f"{where}: cannot be read as NIfTI ({type(error).__name__}: {error})") from None
+    return _validated(data, image, where, path, allow_zero)
+
+
+def scan_from_image(image: nib.spatialimages.SpatialImage, *, name: str = "<in-memory image>", kind: str = "scan",
+                    allow_zero: bool = False) -> Scan:
+    """Validate an image already in memory (a nibabel image, e.g. from a notebook) as
+    :func:`load_scan` validates a file; ``name`` stands for the file in error messages."""
+    where = f"{kind} {name}"
+    if not isinstance(image, nib.spatialimages.SpatialImage):
+        raise DataError(f"{where}: expected a nibabel image, got {type(image).__name__}")
+    if image.affine is None:
+        raise DataError(f"{where}: the image has no affine")
+    try:
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as error:  # see load_scan
+        raise DataError(f"{where}: cannot be read ({type(error).__name__}: {error})") from None
+    path = Path(image.get_filename()) if image.get_filename() else None
+    scan = _validated(data, image, where, path, allow_zero)
+    if not isinstance(scan.header, nib.Nifti1Header):
+        scan.header = nib.Nifti1Header.from_header(scan.header)
+    return scan
+
+
+def _validated(data: np.ndarray, image, where: str, path: Path | None, allow_zero: bool) -> Scan:
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{where}: expected a 3D volume, got shape {tuple(data.shape)}")
     if min(data.shape) < 2:
         raise DataError(f"{where}: shape {tuple(data.shape)} is not a volume (every axis needs 2 voxels or more)")
     finite = np.isfinite(data)

@@ -4,6 +4,7 @@ residual score. The one place both validation and inference score volumes.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -40,7 +41,8 @@ def _as_tensor(name: str, array, dtype) -> torch.Tensor:
 
 @torch.no_grad()
 def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm: float = 5.0,
-                 erode_mm: float = 2.0, batch_size: int = 32, device: str | torch.device | None = None) -> dict:
+                 erode_mm: float = 2.0, batch_size: int = 32, device: str | torch.device | None = None,
+                 timings: dict | None = None) -> dict:
     """Anomaly score of a model-space volume.
 
     Each axial slice (last axis) with brain in it goes through ``model.pseudo_healthy`` in
@@ -57,6 +59,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         median_mm, erode_mm: post-processing sizes in millimetres.
         batch_size: slices per forward pass.
         device: where the model runs (default: where its parameters are).
+        timings: optional dict that receives the seconds spent in the model ("model") and in
+            the residual scoring ("scoring"), for ``dal infer --verbose``.
 
     Returns:
         dict of float32 CPU tensors (X, Y, Z): "score", "phi"; with DAL also "anatomy" and
@@ -71,6 +75,7 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     parameter = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (parameter.device if parameter is not None else torch.device("cpu"))
     model.eval()
+    start_time = time.perf_counter()
     slices = torch.nonzero(brain.any(0).any(0)).flatten().tolist()
     outputs: dict[str, torch.Tensor] = {"phi": torch.zeros_like(x)}
     for start in range(0, len(slices), batch_size):
@@ -82,8 +87,12 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
             if key in result:
                 outputs.setdefault(key, torch.zeros(x.shape, dtype=torch.int64))
                 outputs[key][:, :, index] = result[key].argmax(1).permute(1, 2, 0).cpu()
+    model_done = time.perf_counter()
     kernel = median_kernel_voxels(median_mm, spacing_mm)
     erode = erosion_voxels(erode_mm, spacing_mm)
     outputs["score"] = residual_score(x[None, None], outputs["phi"][None, None], brain[None, None].float(),
                                       kernel, erode)[0, 0]
+    if timings is not None:
+        timings["model"] = model_done - start_time
+        timings["scoring"] = time.perf_counter() - model_done
     return outputs

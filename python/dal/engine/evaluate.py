@@ -1,0 +1,227 @@
+"""Evaluation of a checkpoint on a labelled data folder (``dal evaluate``), by the protocol of
+DESIGN.md ("Evaluation protocol").
+
+Every scan of every case with a lesion label (BraTS-like, BIDS with derivatives, a ``dal synth``
+folder; :func:`~dal.data.find_cases`) goes through :meth:`Detector.predict`, and is scored **in
+model space** (the checkpoint's grid, 2 mm by default, the resolution the field's benchmarks use
+and the one the thresholds were calibrated in), over the brain mask, with the label brought there
+by nearest-neighbour resampling; any non-zero label voxel is lesion.
+
+Per volume: voxel-level AP, AUROC, best Dice (exact, over all thresholds), Dice at the
+checkpoint's thresholds at 1% and 5% false positives after removing components smaller than
+``scoring.min_component_voxels``, and lesion-wise detection at those thresholds (lesions touched,
+recall, false-positive components). Means are over volumes with lesion only (volumes without
+lesion have no AP: they count for false positives); pooled values treat all voxels of all volumes
+as one set; lesion recall pools the lesions of all volumes. Means also per contrast and per
+lesion type (the lesion type is known for ``dal synth`` folders).
+
+Outputs in ``out``: ``metrics.csv`` (one row per volume), ``metrics.json`` (rows, means, pooled
+values, groups, what entered each mean), ``report.html`` (the table, the precision-recall
+curves, one overlay per volume; self-contained).
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dal.data.io import DataError, load_mask, write_text_atomic
+from dal.data.layouts import find_cases
+from dal.engine.checkpoint import CheckpointError
+from dal.engine.infer import FPRS, Detector, OutputError, prepare_output_folder, threshold_key
+from dal.metrics import evaluate, ranked_counts
+
+METRIC_COLUMNS = ["average_precision", "auroc", "best_dice", "dice_fpr_0.01", "dice_fpr_0.05",
+                  "lesion_recall_fpr_0.01", "lesion_recall_fpr_0.05"]
+COLUMNS = ["case", "contrast", "lesion_type", "lesion_voxels", *METRIC_COLUMNS, "lesions",
+           "false_positive_lesions_fpr_0.01", "false_positive_lesions_fpr_0.05", "warnings"]
+PR_POINTS = 400  # points kept per precision-recall curve in the report
+
+
+def _plain(value):
+    """JSON-safe: NaN becomes None, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _lesion_types(root: Path) -> dict[str, str]:
+    """Case id -> lesion type, from a ``dal synth`` manifest (other layouts do not say)."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        return {case["id"]: case["lesion"] for case in manifest.get("cases", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _mean(values) -> float | None:
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(defined) / len(defined) if defined else None
+
+
+def _pr_curve(score: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    counts = ranked_counts(score, label, mask)
+    if counts.positives == 0:
+        return np.zeros(0), np.zeros(0)
+    recall = (counts.tp.double() / counts.positives).numpy()[::-1]
+    precision = (counts.tp.double() / (counts.tp + counts.fp).double()).numpy()[::-1]
+    keep = np.unique(np.linspace(0, len(recall) - 1, min(PR_POINTS, len(recall))).astype(int))
+    return np.concatenate([[0.0], recall[keep]]), np.concatenate([[precision[keep][0]], precision[keep]])
+
+
+def evaluate_folder(detector: Detector, data: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                    contrast: str | None = None, overlays: bool = True, progress: bool = False) -> dict:
+    """Evaluate ``detector`` on every labelled scan under ``data``; write the reports into ``out``.
+
+    Args:
+        detector: the model.
+        data: a labelled data folder.
+        out: where ``metrics.csv``, ``metrics.json`` and ``report.html`` go (None: write nothing).
+        contrast: evaluate only scans of this contrast (default: every scan of every case).
+        overlays: draw one overlay per volume in the report.
+        progress: a progress bar over volumes.
+
+    Returns:
+        The content of ``metrics.json``: "rows", "summary", "groups", "failures", "skipped".
+
+    Raises:
+        DataError: no usable case in ``data``, or no case with a lesion label.
+    """
+    from dal.engine.report import html_image, html_report, html_table, overlay_figure, png_base64, \
+        precision_recall_figure
+
+    root = Path(data)
+    if out is not None:
+        prepare_output_folder(Path(out))
+    cases = find_cases(root, contrast)
+    lesion_types = _lesion_types(root)
+    labelled = [case for case in cases if case.label is not None]
+    skipped = [f"case {case.id}: no lesion label; left out" for case in cases if case.label is None]
+    if not labelled:
+        raise DataError(f"data folder {root}: no case has a lesion label (a *_seg file, a BIDS derivative label)")
+    jobs = [(case, key) for case in labelled
+            for key in ([contrast] if contrast else sorted(case.images))]
+
+    thresholds: dict[str, float] = {}
+    notes = []
+    for fpr in FPRS:
+        try:
+            thresholds[threshold_key(fpr)] = detector.threshold(fpr)
+        except CheckpointError as error:
+            notes.append(str(error))
+    overlay_key = "fpr_0.05" if "fpr_0.05" in thresholds else next(iter(thresholds), None)
+    overlay_threshold = thresholds.get(overlay_key, 0.5)  # the overlays need one; 0.5 when none is calibrated
+
+    scores, labels, masks, rows, failures, pictures, curves = [], [], [], [], [], [], {}
+    for case, key in tqdm(jobs, desc="dal evaluate", unit="scan", disable=not progress):
+        name = f"{case.id}_{key}"
+        try:
+            scan_path = case.image(key)
+            result = detector.predict(scan_path, case.mask, threshold=overlay_threshold,
+                                      contrast=key if key != "scan" else None, name=name)
+            label = load_mask(case.label, result.scan, kind="label", allow_zero=True)
+        except (DataError, OutputError) as error:
+            failures.append(str(error))
+            continue
+        state = result.model_space["state"]
+        label_model = detector.preprocessor.to_model(label.astype(np.uint8), state, "nearest") > 0
+        scores.append(torch.from_numpy(result.model_space["score"]))
+        labels.append(torch.from_numpy(label_model))
+        masks.append(torch.from_numpy(result.model_space["mask"]))
+        rows.append({"case": case.id, "contrast": key, "lesion_type": lesion_types.get(case.id),
+                     "lesion_voxels": int((label_model & result.model_space["mask"]).sum()),
+                     "warnings": "; ".join(result.warnings)})
+        if int(rows[-1]["lesion_voxels"]) > 0:
+            curves[name] = _pr_curve(scores[-1], labels[-1], masks[-1])
+        if overlays and out is not None:
+            pictures.append((name, png_base64(overlay_figure(result, title=name), facecolor="black")))
+    if not rows:
+        raise DataError(f"data folder {root}: no scan could be evaluated: " + " | ".join(failures))
+
+    overall = evaluate(scores, labels, masks)
+    for row, metrics in zip(rows, overall.per_volume):
+        row.update(average_precision=metrics.average_precision, auroc=metrics.auroc, best_dice=metrics.best_dice)
+    at_threshold = {}
+    for key_, threshold in thresholds.items():
+        result = evaluate(scores, labels, masks, threshold=threshold, min_size=detector.min_component_voxels)
+        at_threshold[key_] = result
+        for row, dice, detection in zip(rows, result.dice_at_threshold, result.detection):
+            has_lesion = row["lesion_voxels"] > 0
+            row[f"dice_{key_}"] = dice if has_lesion else None
+            row[f"lesion_recall_{key_}"] = detection.recall if has_lesion else None
+            row["lesions"] = detection.lesions
+            row[f"false_positive_lesions_{key_}"] = detection.false_positives
+
+    summary = {
+        "volumes": len(rows), "lesion_volumes": overall.lesion_volumes,
+        "volumes_without_lesion": overall.healthy_volumes,
+        "note": "means are over volumes with lesion only (volumes without lesion have no AP; they count for false "
+                "positives); pooled values treat all brain voxels of all volumes as one set",
+        "space": f"model space of the checkpoint ({detector.preprocessor.config.spacing:g} mm), inside the brain mask",
+        "mean_average_precision": overall.mean_average_precision, "mean_auroc": overall.mean_auroc,
+        "mean_best_dice": overall.mean_best_dice,
+        "pooled_average_precision": overall.pooled.average_precision, "pooled_auroc": overall.pooled.auroc,
+        "pooled_best_dice": overall.pooled.best_dice,
+        "thresholds": thresholds, "min_component_voxels": detector.min_component_voxels,
+        "checkpoint": None if detector.checkpoint.path is None else str(detector.checkpoint.path),
+    }
+    for key_, result in at_threshold.items():
+        summary[f"mean_dice_{key_}"] = result.mean_dice_at_threshold
+        summary[f"lesion_recall_{key_}"] = result.lesion_recall
+        summary[f"false_positive_lesions_per_volume_{key_}"] = result.false_positives_per_volume
+    groups = {}
+    for field_name in ("contrast", "lesion_type"):
+        for value in sorted({row[field_name] for row in rows if row[field_name] is not None}):
+            members = [row for row in rows if row[field_name] == value and row["lesion_voxels"] > 0]
+            groups[f"{field_name}={value}"] = {"lesion_volumes": len(members),
+                                               **{c: _mean([row.get(c) for row in members]) for c in METRIC_COLUMNS}}
+    report = _plain({"summary": summary, "groups": groups, "rows": rows, "failures": failures, "skipped": skipped,
+                     "notes": notes})
+    if out is None:
+        return report
+
+    out = Path(out)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in report["rows"]:
+        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in COLUMNS})
+    write_text_atomic(table.getvalue(), out / "metrics.csv")
+    write_text_atomic(json.dumps(report, indent=1), out / "metrics.json")
+
+    curves["pooled (all volumes)"] = _pr_curve(torch.cat([s[m] for s, m in zip(scores, masks)]),
+                                               torch.cat([y[m] for y, m in zip(labels, masks)]), None)
+    summary_rows = [{"metric": k, "value": v} for k, v in report["summary"].items()
+                    if isinstance(v, (int, float)) or v is None]
+    group_rows = [{"group": g, **values} for g, values in report["groups"].items()]
+    messages = [*notes, *failures, *skipped]
+    sections = [
+        ("Summary", "<p class='note'>" + summary["note"] + "; " + summary["space"] + ".</p>"
+         + html_table(summary_rows, ["metric", "value"])),
+        ("Per volume", html_table(report["rows"], COLUMNS)),
+        ("Per contrast and lesion type (means over volumes with lesion)",
+         html_table(group_rows, ["group", "lesion_volumes", *METRIC_COLUMNS])),
+        ("Precision-recall curves", html_image(png_base64(precision_recall_figure(curves, "pooled (all volumes)")),
+                                               "voxel level, inside the brain mask")),
+    ]
+    if messages:
+        sections.append(("Notes", "".join(f"<p class='warn'>{html.escape(m)}</p>" for m in messages)))
+    if pictures:
+        sections.append((f"Overlays (lesions outlined at threshold {overlay_key or 'none calibrated: 0.5'})",
+                         "".join(html_image(data, name) for name, data in pictures)))
+    write_text_atomic(html_report(f"dal evaluate: {root}", sections), out / "report.html")
+    return report

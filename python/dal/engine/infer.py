@@ -1,0 +1,468 @@
+"""Inference: a scan in, anomaly map, pseudo-healthy image and lesion mask out, on the scan's own
+voxel grid. :class:`Detector` is the Python API behind ``dal infer``::
+
+    import dal
+    detector = dal.Detector.load("best.safetensors")     # no path: the shipped checkpoint
+    result = detector.predict(nib.load("scan.nii.gz"))
+    result.anomaly, result.lesions, result.anomaly_image  # arrays and NIfTI images
+    result.save("out/")                                   # NAME_anomaly.nii.gz ... NAME.json
+
+Steps: read and validate the scan; optionally register it to MNI152 (affine); bring it to model
+space with the checkpoint's own preprocessing (:class:`~dal.data.Preprocessor`); score it with
+:func:`~dal.engine.scoring.score_volume` (slices through the model in batches, then the residual
+score); map score and pseudo-healthy image back onto the scan's grid (:meth:`Preprocessor.inverse`).
+
+Choices written down here:
+
+- The lesion mask is the score map on the scan's grid (linear interpolation) at or above the
+  threshold, inside the brain mask, without connected components (26-connectivity) smaller than
+  the checkpoint's ``scoring.min_component_voxels`` model voxels, converted to a volume: the
+  same post-processing as the honest Dice of the evaluation protocol.
+- The threshold is the checkpoint's, calibrated on healthy validation volumes at 1% (default) or
+  5% false-positive voxels, unless one is given.
+- Out-of-distribution warnings (the map is still written, with the warning in ``NAME.json``): more
+  than half of the brain above the threshold (a calibrated threshold flags about 1-5% of a
+  healthy brain), or more than 2% of brain voxels with an intensity outside ``[-0.25, 4] x`` the
+  healthy-tissue level the preprocessing normalises to (healthy tissue of every contrast the
+  synthetic population covers, and its lesions, lie within 0 to 2.5 times that level; negative
+  values mean a scan that was z-scored or is not a magnitude image), or a contrast stated with
+  ``contrast`` that the checkpoint was not trained on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import scipy.ndimage
+import torch
+
+from dal._version import __version__
+from dal.data.io import DataError, Scan, default_mode, image_like, load_mask, load_scan, nifti_stem, scan_from_image
+from dal.data.preprocess import PreprocessConfig, Preprocessor
+from dal.data.registration import register_to_mni
+from dal.engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from dal.engine.scoring import score_volume
+
+FPRS = (0.01, 0.05)
+DEFAULT_FPR = 0.01
+OOD_FLAGGED_FRACTION = 0.5
+OOD_INTENSITY_RANGE = (-0.25, 4.0)  # times the preprocessing's norm_target
+OOD_INTENSITY_FRACTION = 0.02
+OUTPUT_SUFFIXES = ("_anomaly.nii.gz", "_phi.nii.gz", "_lesions.nii.gz", "_overlay.png", ".json")
+
+
+class OutputError(RuntimeError):
+    """Outputs that cannot be written; the message names the path."""
+
+
+def threshold_key(fpr: float) -> str:
+    """The checkpoint's threshold key of a false-positive rate: 0.01 -> "fpr_0.01"."""
+    if not any(abs(fpr - allowed) < 1e-12 for allowed in FPRS):
+        raise ValueError(f"fpr: expected one of {FPRS} (the rates the checkpoint is calibrated at), got {fpr}")
+    return f"fpr_{fpr:g}"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto": CUDA when present, else CPU. A CUDA device asked for must exist."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: expected cpu, cuda or cuda:N, got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: no CUDA device is available here (torch {torch.__version__}); use cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected cpu, cuda or cuda:N, got {device}")
+    return device
+
+
+@dataclass
+class DetectionResult:
+    """The maps of one scan, on its own voxel grid (arrays (X, Y, Z) and NIfTI images with the
+    scan's affine and header), what they amount to, and how they were made.
+
+    Attributes:
+        name: the scan's name (file name without its NIfTI suffix), used for output files.
+        anomaly: float32 anomaly scores.
+        phi: float32 pseudo-healthy image, in the scan's intensity units.
+        lesions: bool lesion mask at ``threshold``.
+        brain: bool brain mask used.
+        threshold: the score threshold; ``threshold_source`` says where it came from.
+        lesion_volume_ml, lesion_count, peak_score: what the lesion mask and the map hold
+            (peak: the highest score; ``peak_voxel`` / ``peak_mm`` where it is).
+        warnings: out-of-distribution and other warnings (also in the JSON).
+        timings: seconds per stage.
+        model_space: the model-space arrays ("image", "mask", "score", "phi") and "affine".
+    """
+
+    name: str
+    anomaly: np.ndarray
+    phi: np.ndarray
+    lesions: np.ndarray
+    brain: np.ndarray
+    scan: Scan
+    threshold: float
+    threshold_source: str
+    lesion_volume_ml: float
+    lesion_count: int
+    peak_score: float
+    peak_voxel: tuple[int, int, int]
+    peak_mm: tuple[float, float, float]
+    brain_fraction_flagged: float
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    model_space: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        return (f"DetectionResult({self.name!r}: {self.lesion_count} lesion(s), {self.lesion_volume_ml:.2f} ml, "
+                f"peak score {self.peak_score:.3g}, threshold {self.threshold:.3g} ({self.threshold_source}), "
+                f"shape {self.anomaly.shape}{warned})")
+
+    def _image(self, data: np.ndarray, dtype) -> nib.Nifti1Image:
+        return image_like(data, self.scan.affine, self.scan.header, dtype)
+
+    @property
+    def anomaly_image(self) -> nib.Nifti1Image:
+        return self._image(self.anomaly, np.float32)
+
+    @property
+    def phi_image(self) -> nib.Nifti1Image:
+        return self._image(self.phi, np.float32)
+
+    @property
+    def lesions_image(self) -> nib.Nifti1Image:
+        return self._image(self.lesions, np.uint8)
+
+    @property
+    def scan_image(self) -> nib.Nifti1Image:
+        return self._image(self.scan.data, np.float32)
+
+    def summary(self) -> dict:
+        """Plain data, as written to ``NAME.json``."""
+        return {
+            "name": self.name,
+            "scan": None if self.scan.path is None else str(self.scan.path),
+            "lesion_volume_ml": round(self.lesion_volume_ml, 4),
+            "lesion_count": self.lesion_count,
+            "peak_score": self.peak_score,
+            "peak_voxel": list(self.peak_voxel),
+            "peak_mm": [round(v, 2) for v in self.peak_mm],
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "brain_fraction_above_threshold": round(self.brain_fraction_flagged, 5),
+            "warnings": list(self.warnings),
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            **self.info,
+        }
+
+    def save(self, out: str | os.PathLike, *, overlay: bool = True, protected=()) -> dict[str, Path]:
+        """Write ``NAME_anomaly.nii.gz``, ``NAME_phi.nii.gz``, ``NAME_lesions.nii.gz``,
+        ``NAME_overlay.png`` (unless ``overlay`` is False) and ``NAME.json`` into ``out``.
+
+        Every file is first written under a hidden temporary name in ``out`` and renamed only when
+        all are whole: a failure leaves no partial output. No output may replace a file of
+        ``protected`` (the input scans and masks) nor the scan itself.
+
+        Raises:
+            OutputError: ``out`` is not a usable folder, or an output would replace an input.
+        """
+        out = Path(out)
+        paths = {suffix: out / f"{self.name}{suffix}" for suffix in OUTPUT_SUFFIXES
+                 if overlay or suffix != "_overlay.png"}
+        inputs = {Path(p).resolve() for p in protected}
+        if self.scan.path is not None:
+            inputs.add(self.scan.path.resolve())
+        for path in paths.values():
+            if path.resolve() in inputs:
+                raise OutputError(f"output {path}: would overwrite an input file; choose another --out")
+        prepare_output_folder(out)
+        started = time.perf_counter()
+        writers = {
+            "_anomaly.nii.gz": lambda tmp: nib.save(self.anomaly_image, str(tmp)),
+            "_phi.nii.gz": lambda tmp: nib.save(self.phi_image, str(tmp)),
+            "_lesions.nii.gz": lambda tmp: nib.save(self.lesions_image, str(tmp)),
+        }
+        if overlay:
+            from dal.engine.report import save_overlay
+
+            writers["_overlay.png"] = lambda tmp: save_overlay(self, tmp)
+        staged: dict[Path, Path] = {}
+        try:
+            for suffix, write in writers.items():
+                staged[paths[suffix]] = _staged(paths[suffix], write)
+            self.timings["write"] = time.perf_counter() - started
+            text = json.dumps({**self.summary(), "outputs": {_role(k): v.name for k, v in paths.items()}}, indent=1)
+            staged[paths[".json"]] = _staged(paths[".json"], lambda tmp: Path(tmp).write_text(text))
+            for final, tmp in staged.items():
+                os.replace(tmp, final)
+        finally:
+            for tmp in staged.values():
+                if tmp.exists():
+                    tmp.unlink()
+        return {_role(suffix): path for suffix, path in paths.items()}
+
+
+def _role(suffix: str) -> str:
+    """``_anomaly.nii.gz`` -> ``anomaly``, ``.json`` -> ``json``."""
+    return suffix.lstrip("_.").split(".")[0]
+
+
+def prepare_output_folder(out: Path) -> None:
+    """Create ``out`` if needed; raise OutputError naming it when it cannot hold outputs."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"output folder {out}: exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"output folder {out}: cannot be created ({error.strerror or error})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out}: not writable")
+
+
+def _staged(final: Path, write) -> Path:
+    """Run ``write(tmp)`` on a hidden temporary file beside ``final`` (same suffix, so nibabel
+    compresses ``.nii.gz``); return the temporary path. Removes it if ``write`` fails."""
+    suffix = ".nii.gz" if final.name.endswith(".nii.gz") else final.suffix
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
+    except OSError as error:
+        raise OutputError(f"output {final}: cannot be written ({error.strerror or error})") from None
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, default_mode())
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputError(f"output {final}: cannot be written ({error.strerror or error})") from None
+        raise
+    return tmp
+
+
+class Detector:
+    """A trained model with its preprocessing, scoring settings and calibrated thresholds.
+
+    Args:
+        checkpoint: a loaded :class:`~dal.engine.checkpoint.Checkpoint`.
+        device: "cpu", "cuda", "cuda:N" or "auto" (default: CPU).
+        batch_size: slices per forward pass (default: the checkpoint's scoring batch size).
+        register: work in MNI152 space through an affine registration (default: as the
+            checkpoint was trained; True forces it).
+    """
+
+    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device | None = "cpu",
+                 batch_size: int | None = None, register: bool | None = None):
+        where = f"checkpoint {checkpoint.path}"
+        if not hasattr(checkpoint.model, "pseudo_healthy"):
+            raise CheckpointError(f"{where}: its model ({checkpoint.model_kind}) has no pseudo_healthy method")
+        try:
+            preprocessing = PreprocessConfig.from_dict(dict(checkpoint.preprocessing))
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{where}: incompatible preprocessing settings ({error})") from None
+        if register and not preprocessing.register:
+            preprocessing = PreprocessConfig.from_dict({**preprocessing.to_dict(), "register": True})
+        scoring = dict(checkpoint.config.get("scoring") or {})
+        self.checkpoint = checkpoint
+        self.device = resolve_device(device)
+        self.model = checkpoint.model.to(self.device).eval()
+        self.preprocessor = Preprocessor(preprocessing)
+        self.median_mm = float(scoring.get("median_mm", 5.0))
+        self.erode_mm = float(scoring.get("erode_mm", 2.0))
+        self.min_component_voxels = int(scoring.get("min_component_voxels", 5))
+        self.batch_size = int(batch_size or scoring.get("batch_size", 32))
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected at least 1, got {self.batch_size}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, device: str | torch.device | None = "cpu",
+             threads: int | None = None, **kwargs) -> "Detector":
+        """Load a checkpoint (safetensors: no code from the file is ever run).
+
+        Args:
+            path: a ``.safetensors`` checkpoint; None: the shipped pretrained one
+                (:func:`dal.pretrained.default_checkpoint`).
+            device: where the model runs.
+            threads: CPU threads for torch (default: torch's own choice).
+            kwargs: passed to :class:`Detector` (``batch_size``, ``register``).
+
+        Raises:
+            CheckpointError: missing, corrupt, pickled, newer or incompatible checkpoint, or none shipped.
+        """
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads: expected at least 1, got {threads}")
+            torch.set_num_threads(threads)
+        if path is None:
+            from dal.pretrained import default_checkpoint
+
+            path = default_checkpoint()
+        device = resolve_device(device)
+        return cls(load_checkpoint(path, map_location=device), device=device, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"Detector({self.checkpoint.model_kind} from {self.checkpoint.path}, device {self.device}, "
+                f"thresholds {self.checkpoint.thresholds})")
+
+    @property
+    def contrasts(self) -> tuple[str, ...] | None:
+        """The contrasts the model was trained on (None: unknown, a data folder of any contrast)."""
+        data = self.checkpoint.config.get("data") or {}
+        if data.get("data") is None:
+            return tuple(data.get("synthetic_contrasts") or ())
+        return (data["contrast"],) if data.get("contrast") else None
+
+    def threshold(self, fpr: float = DEFAULT_FPR) -> float:
+        """The checkpoint's threshold at ``fpr`` false positives (0.01 or 0.05)."""
+        key = threshold_key(fpr)
+        if key not in self.checkpoint.thresholds:
+            held = ", ".join(sorted(self.checkpoint.thresholds)) or "none"
+            raise CheckpointError(f"checkpoint {self.checkpoint.path}: no threshold calibrated at {fpr:.0%} false "
+                                  f"positives (it holds: {held}); give a threshold (--threshold)")
+        return float(self.checkpoint.thresholds[key])
+
+    def predict(self, image: nib.spatialimages.SpatialImage | Scan | str | os.PathLike,
+                mask: np.ndarray | nib.spatialimages.SpatialImage | str | os.PathLike | None = None, *,
+                fpr: float = DEFAULT_FPR, threshold: float | None = None, contrast: str | None = None,
+                name: str | None = None) -> DetectionResult:
+        """Detect lesions in one scan.
+
+        Args:
+            image: a NIfTI path, a nibabel image or a :class:`~dal.data.Scan` (3D; a 4th axis of
+                size 1 is fine); any orientation and voxel size.
+            mask: brain mask on the scan's grid (path, image or array); default: computed.
+            fpr: the calibrated threshold to use: 0.01 or 0.05 false-positive voxels.
+            threshold: a threshold of your own (overrides ``fpr``).
+            contrast: the scan's contrast (t1, t2, flair, pd), checked against the checkpoint's.
+            name: the name of the outputs (default: the file name without its suffix).
+
+        Raises:
+            DataError: an unusable scan or mask (the message names the file).
+        """
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        if threshold is None:
+            threshold_value, source = self.threshold(fpr), threshold_key(fpr)
+        else:
+            threshold_value, source = float(threshold), "given"
+            if not np.isfinite(threshold_value):
+                raise ValueError(f"threshold: expected a finite number, got {threshold}")
+        scan = _as_scan(image)
+        brain_given = _as_mask(mask, scan)
+        name = name or (nifti_stem(scan.path) if scan.path is not None else "scan")
+        timings["read"] = time.perf_counter() - clock
+
+        config = self.preprocessor.config
+        registration = None
+        if config.register or config.mask == "template":
+            clock = time.perf_counter()
+            registration = register_to_mni(scan)
+            timings["register"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        done = self.preprocessor.forward(scan, brain_given, registration=registration)
+        timings["preprocess"] = time.perf_counter() - clock
+
+        scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=self.median_mm,
+                              erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
+                              timings=timings)
+        score, phi = scored["score"].numpy(), scored["phi"].numpy()
+
+        clock = time.perf_counter()
+        anomaly = self.preprocessor.inverse(score, done.state)
+        phi_scan = self.preprocessor.inverse(phi, done.state, restore_intensity=True)
+        if brain_given is not None:
+            brain = brain_given
+        else:
+            brain = self.preprocessor.inverse(done.mask.astype(np.float32), done.state) >= 0.5
+        voxel_ml = float(abs(np.linalg.det(scan.affine[:3, :3]))) / 1000
+        model_voxel_ml = config.spacing ** 3 / 1000
+        min_voxels = max(1, int(round(self.min_component_voxels * model_voxel_ml / voxel_ml)))
+        lesions, count = _lesion_mask(anomaly >= threshold_value, brain, min_voxels)
+        peak = np.unravel_index(int(np.argmax(anomaly)), anomaly.shape)
+        peak_mm = tuple(float(v) for v in (scan.affine @ np.array([*peak, 1.0]))[:3])
+        timings["postprocess"] = time.perf_counter() - clock
+
+        in_brain = done.mask
+        flagged = float((score[in_brain] >= threshold_value).mean()) if in_brain.any() else 0.0
+        warnings = self._warnings(done.image[in_brain], flagged, contrast)
+        info = {"dal_version": __version__, "checkpoint": None if self.checkpoint.path is None else str(self.checkpoint.path),
+                "model_kind": self.checkpoint.model_kind, "device": str(self.device), "contrast": contrast,
+                "registered_to_mni": bool(config.register), "brain_mask": "given" if brain_given is not None else config.mask,
+                "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 3), "min_lesion_voxels": min_voxels,
+                "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape)}
+        return DetectionResult(
+            name=name, anomaly=anomaly.astype(np.float32), phi=phi_scan.astype(np.float32), lesions=lesions,
+            brain=brain, scan=scan, threshold=threshold_value, threshold_source=source,
+            lesion_volume_ml=float(lesions.sum()) * voxel_ml, lesion_count=count,
+            peak_score=float(anomaly.max()), peak_voxel=tuple(int(i) for i in peak), peak_mm=peak_mm,
+            brain_fraction_flagged=flagged, warnings=warnings, timings=timings,
+            model_space={"image": done.image, "mask": done.mask, "score": score, "phi": phi,
+                         "affine": done.state.model_affine, "state": done.state},
+            info=info)
+
+    def _warnings(self, brain_intensities: np.ndarray, flagged: float, contrast: str | None) -> list[str]:
+        warnings = []
+        if flagged > OOD_FLAGGED_FRACTION:
+            warnings.append(f"out of distribution: {flagged:.0%} of the brain is above the threshold (a healthy scan of "
+                            "the training kind has a few percent); this scan looks unlike the training data "
+                            "(another contrast, a skull, a different preprocessing?): the map is unreliable")
+        low, high = (f * self.preprocessor.config.norm_target for f in OOD_INTENSITY_RANGE)
+        outside = float(((brain_intensities < low) | (brain_intensities > high)).mean()) if brain_intensities.size else 0.0
+        if outside > OOD_INTENSITY_FRACTION:
+            warnings.append(f"out of distribution: {outside:.1%} of brain voxels have intensities far from anything seen "
+                            f"in training (outside {OOD_INTENSITY_RANGE[0]:g} to {OOD_INTENSITY_RANGE[1]:g} times the "
+                            "healthy-tissue level): the map is unreliable")
+        expected = self.contrasts
+        if contrast is not None and expected and contrast.lower() not in expected:
+            warnings.append(f"contrast {contrast}: the checkpoint was trained on {', '.join(expected)} scans only; "
+                            "the map may be unreliable")
+        return warnings
+
+
+def _as_scan(image) -> Scan:
+    if isinstance(image, Scan):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return load_scan(image)
+    return scan_from_image(image)
+
+
+def _as_mask(mask, scan: Scan) -> np.ndarray | None:
+    """A brain mask on the scan's grid (bool), checked for shape and affine."""
+    if mask is None:
+        return None
+    if isinstance(mask, (str, os.PathLike)):
+        brain = load_mask(mask, scan)
+    elif isinstance(mask, nib.spatialimages.SpatialImage):
+        given = scan_from_image(mask, kind="mask")
+        if given.data.shape != scan.data.shape or not np.allclose(given.affine, scan.affine, atol=1e-3):
+            raise DataError(f"mask for scan {scan.path}: not on the scan's voxel grid (shape {given.data.shape}, "
+                            f"scan {scan.data.shape}, or another affine)")
+        brain = given.data != 0
+    else:
+        brain = np.asarray(mask) != 0
+        if brain.shape != scan.data.shape:
+            raise DataError(f"mask for scan {scan.path}: shape {brain.shape} differs from the scan's {scan.data.shape}")
+    if not brain.any():
+        raise DataError(f"mask for scan {scan.path}: empty (no voxel inside)")
+    return brain
+
+
+def _lesion_mask(above: np.ndarray, brain: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
+    """``above & brain`` without components smaller than ``min_voxels`` (26-connectivity); and their count."""
+    labels, count = scipy.ndimage.label(above & brain, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        return np.zeros(above.shape, bool), 0
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels], int(keep.sum())

@@ -1,0 +1,225 @@
+"""dal.Detector: maps on the scan's own grid (any orientation and voxel size), the lesion mask at
+the calibrated threshold, the JSON, out-of-distribution warnings, atomic outputs."""
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import dal
+from dal.data.io import DataError
+from dal.engine import infer
+from dal.engine.checkpoint import CheckpointError
+from dal.engine.infer import Detector, OutputError
+
+from infer_phantoms import (LESION_CENTRE_MM, LESION_RADIUS_MM, SHAPE, oracle_checkpoint, phantom, ras_affine, save,
+                            tiny_checkpoint)
+
+
+def dice(a, b):
+    a, b = a != 0, b != 0
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return Detector(oracle_checkpoint())
+
+
+def oblique_lps_affine():
+    """LPS orientation, anisotropic voxels, a 10 degree rotation about z: nothing like model space."""
+    angle = np.deg2rad(10)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([-2.5, -3.0, 3.5])
+    affine[:3, 3] = [60, 75, -70]
+    return affine
+
+
+@pytest.mark.parametrize("grid", ["ras", "oblique_lps"])
+def test_outputs_lie_on_the_input_grid_and_find_the_lesion(tmp_path, oracle, grid):
+    shape = SHAPE if grid == "ras" else (48, 50, 40)
+    affine = ras_affine() if grid == "ras" else oblique_lps_affine()
+    scan, label, _ = phantom(affine, shape)
+    image = nib.Nifti1Image(scan, affine)
+    image.header["descrip"] = b"my scanner"
+    path = tmp_path / "case_t1.nii.gz"
+    nib.save(image, str(path))
+
+    result = oracle.predict(path)
+    assert result.name == "case_t1"
+    for array in (result.anomaly, result.phi, result.lesions):
+        assert array.shape == shape
+    assert dice(result.lesions, label) > 0.75
+    assert result.lesion_count == 1
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
+    assert result.lesion_volume_ml == pytest.approx(label.sum() * voxel_ml, rel=0.25)
+    assert np.linalg.norm(np.array(result.peak_mm) - LESION_CENTRE_MM) < LESION_RADIUS_MM
+    healthy = (label == 0) & (result.brain)
+    assert np.percentile(result.anomaly[healthy], 99) < 0.2 < np.median(result.anomaly[label > 0])
+    # The pseudo-healthy image is in the scan's own intensity units: the lesion is gone, the rest kept.
+    assert np.median(result.phi[label > 0]) < 150 and np.median(np.abs(result.phi - scan)[healthy]) < 10
+
+    written = result.save(tmp_path / "out")
+    for key in ("anomaly", "phi", "lesions"):
+        out = nib.load(str(written[key]))
+        assert out.shape == shape
+        np.testing.assert_allclose(out.affine, affine, atol=1e-5)
+        assert out.header["descrip"] == b"my scanner"
+    np.testing.assert_array_equal(np.asarray(nib.load(str(written["lesions"])).dataobj), result.lesions)
+    assert nib.load(str(written["lesions"])).get_data_dtype() == np.uint8
+    report = json.loads(written["json"].read_text())
+    assert report["lesion_count"] == 1 and report["lesion_volume_ml"] == pytest.approx(result.lesion_volume_ml, rel=1e-3)
+    assert report["peak_score"] == pytest.approx(float(result.anomaly.max()))
+    assert report["threshold"] == 0.3 and report["threshold_source"] == "fpr_0.01" and report["warnings"] == []
+    assert {"read", "preprocess", "model", "scoring", "write"} <= set(report["timings_s"])
+    assert written["overlay"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written.values())
+
+
+def test_fpr_and_threshold_pick_the_lesion_threshold(oracle):
+    scan, _, _ = phantom()
+    image = nib.Nifti1Image(scan, ras_affine())
+    strict = oracle.predict(image, fpr=0.01)
+    loose = oracle.predict(image, fpr=0.05)
+    given = oracle.predict(image, threshold=0.05)
+    assert (strict.threshold, loose.threshold, given.threshold) == (0.3, 0.2, 0.05)
+    assert given.threshold_source == "given"
+    assert strict.lesions.sum() <= loose.lesions.sum() <= given.lesions.sum()
+    assert not (strict.lesions & ~loose.lesions).any()
+    with pytest.raises(ValueError, match="fpr"):
+        oracle.predict(image, fpr=0.1)
+
+
+def test_in_memory_image_and_path_give_the_same_maps(tmp_path, oracle):
+    scan, _, _ = phantom()
+    path = save(tmp_path / "s.nii.gz", scan)
+    from_path = oracle.predict(path)
+    from_image = oracle.predict(nib.load(str(path)))
+    np.testing.assert_array_equal(from_path.anomaly, from_image.anomaly)
+    assert isinstance(from_image.anomaly_image, nib.Nifti1Image)
+    # A 4th axis of size 1 is fine.
+    assert oracle.predict(nib.Nifti1Image(scan[..., None], ras_affine())).anomaly.shape == SHAPE
+
+
+def test_a_given_mask_is_used_and_checked(tmp_path, oracle):
+    scan, label, brain = phantom()
+    half = brain.copy()
+    half[: SHAPE[0] // 2] = 0  # the right half only: no lesion may lie outside the mask given
+    result = oracle.predict(nib.Nifti1Image(scan, ras_affine()), mask=save(tmp_path / "m.nii.gz", half))
+    assert not (result.lesions & (half == 0)).any()
+    assert result.info["brain_mask"] == "given"
+    with pytest.raises(DataError, match="shape"):
+        oracle.predict(nib.Nifti1Image(scan, ras_affine()), mask=brain[:-1])
+    shifted = ras_affine()
+    shifted[0, 3] += 5
+    with pytest.raises(DataError, match="affine"):
+        oracle.predict(save(tmp_path / "s.nii.gz", scan), mask=save(tmp_path / "shifted.nii.gz", brain, shifted))
+
+
+def test_bad_scans_raise_data_errors_naming_the_file(tmp_path, oracle):
+    scan, _, _ = phantom()
+    bad = scan.copy()
+    bad[3, 3, 3] = np.nan
+    cases = {"nan.nii.gz": bad, "zero.nii.gz": np.zeros(SHAPE, np.float32),
+             "flat.nii.gz": scan[:, :, 0], "4d.nii.gz": np.stack([scan, scan], -1)}
+    for name, data in cases.items():
+        path = tmp_path / name
+        nib.save(nib.Nifti1Image(data, ras_affine()), str(path))
+        with pytest.raises(DataError, match=str(path)):
+            oracle.predict(path)
+    with pytest.raises(DataError, match="no such file"):
+        oracle.predict(tmp_path / "missing.nii.gz")
+
+
+def test_out_of_distribution_scans_are_warned_about(tmp_path, oracle):
+    scan, _, brain = phantom()
+    # z-scored intensities: half the brain negative, nothing like a magnitude image.
+    zscored = np.where(brain, (scan - scan[brain > 0].mean()) / scan[brain > 0].std(), 0).astype(np.float32)
+    result = oracle.predict(nib.Nifti1Image(zscored, ras_affine()), mask=brain)
+    assert any("intensities far from anything seen" in w for w in result.warnings)
+    everything = oracle.predict(nib.Nifti1Image(scan, ras_affine()), threshold=-1.0)
+    assert everything.brain_fraction_flagged == 1.0
+    assert any("of the brain is above the threshold" in w for w in everything.warnings)
+    written = everything.save(tmp_path, overlay=False)
+    assert json.loads(written["json"].read_text())["warnings"] == everything.warnings
+    contrast = oracle.predict(nib.Nifti1Image(scan, ras_affine()), contrast="t1ce")
+    assert any("trained on t1, t2, flair, pd" in w for w in contrast.warnings)
+    assert oracle.predict(nib.Nifti1Image(scan, ras_affine()), contrast="flair").warnings == []
+
+
+def test_a_failed_write_leaves_no_partial_output(tmp_path, oracle, monkeypatch):
+    result = oracle.predict(nib.Nifti1Image(phantom()[0], ras_affine()), name="x")
+
+    def broken(*_args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("dal.engine.report.save_overlay", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        result.save(tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_outputs_never_replace_an_input(tmp_path, oracle):
+    scan = save(tmp_path / "a.nii.gz", phantom()[0])
+    other = save(tmp_path / "a_anomaly.nii.gz", phantom(seed=1)[0])
+    before = other.read_bytes()
+    result = oracle.predict(scan)
+    with pytest.raises(OutputError, match="would overwrite an input"):
+        result.save(tmp_path, protected=[scan, other])
+    assert other.read_bytes() == before
+    # A scan named like an output of itself (NAME.json is never a NIfTI, so only maps can clash).
+    with pytest.raises(OutputError, match="output folder"):
+        result.save(scan)  # a file, not a folder
+
+
+def test_checkpoint_without_threshold_or_pretrained_is_a_clear_error(tmp_path, monkeypatch):
+    detector = Detector(oracle_checkpoint(thresholds={}))
+    with pytest.raises(CheckpointError, match="no threshold calibrated at 1%"):
+        detector.predict(nib.Nifti1Image(phantom()[0], ras_affine()))
+    assert detector.predict(nib.Nifti1Image(phantom()[0], ras_affine()), threshold=0.3).lesion_count == 1
+    monkeypatch.delenv("DAL_PRETRAINED", raising=False)
+    monkeypatch.setattr("dal.pretrained.DEFAULT_NAME", "no-such-file.safetensors")
+    with pytest.raises(CheckpointError, match="no pretrained checkpoint is shipped"):
+        Detector.load()
+    path = tiny_checkpoint(tmp_path / "m.safetensors")
+    monkeypatch.setenv("DAL_PRETRAINED", str(path))
+    assert Detector.load().checkpoint.path == path
+
+
+@pytest.mark.parametrize("kind", ["ae", "dal"])
+def test_a_real_checkpoint_runs_end_to_end(tmp_path, kind):
+    detector = Detector.load(tiny_checkpoint(tmp_path / "m.safetensors", kind), threads=1, batch_size=7)
+    assert detector.batch_size == 7 and torch.get_num_threads() == 1
+    result = detector.predict(nib.Nifti1Image(phantom()[0], oblique_lps_affine()))
+    assert result.anomaly.shape == SHAPE and np.isfinite(result.anomaly).all() and np.isfinite(result.phi).all()
+    assert result.info["model_kind"] == kind
+
+
+def test_device_must_exist():
+    with pytest.raises(ValueError, match="device"):
+        infer.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            infer.resolve_device("cuda")
+
+
+def test_import_dal_stays_light():
+    code = "import sys, dal; print('torch' in sys.modules, 'nilearn' in sys.modules, dal.Detector.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "Detector"]
+    assert dal.Detector is Detector
+
+
+def test_register_works_in_mni_space_and_maps_back_to_the_input_grid(oracle):
+    affine = oblique_lps_affine()
+    scan, label, _ = phantom(affine, (48, 50, 40))
+    registered = Detector(oracle_checkpoint(), register=True)
+    result = registered.predict(nib.Nifti1Image(scan, affine))
+    assert result.info["registered_to_mni"] and "register" in result.timings
+    assert result.anomaly.shape == (48, 50, 40)
+    assert dice(result.lesions, label) > 0.6
+    assert "1 lesion(s)" in repr(result) and "oracle" in repr(registered)

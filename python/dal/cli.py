@@ -114,6 +114,8 @@ def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_s
     best = "none" if summary["best_ap"] is None else f"{summary['best_ap']:.3f} at step {summary['best_step']}"
     click.echo(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; best validation AP {best}; "
                f"checkpoints in {out}")
+
+
 def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None):
     """(scan, mask or None, input error or None) for every scan: files as given, folders through
     dal.data.find_cases (every scan of every case, or those of --contrast; the case's own brain

@@ -7,7 +7,7 @@ from dal.data.augment import Augmentation
 from dal.data.dataset import ModelVolume, SliceDataset, synthetic_volumes
 from dal.data.preprocess import PreprocessConfig, Preprocessor
 
-CONFIG = PreprocessConfig(shape=(80, 96, 80))
+CONFIG = PreprocessConfig(shape=(88, 104, 88))
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,8 @@ ORIENTATIONS = {
     "PIL (sagittal-ish, permuted axes)": grid_affine(np.array([[0, 0, -1], [-1, 0, 0], [0, -1, 0]]), 1.2, (120, 140, 110)),
     "oblique": grid_affine(np.eye(3), 1.2, (140, 150, 130), rotation(0.25, -0.15, 0.3)),
 }
-SMALL = PreprocessConfig(shape=(72, 88, 64))
+SMALL = PreprocessConfig(shape=(72, 88, 64))  # holds the phantom
+FITS_A_BRAIN = PreprocessConfig(shape=(88, 104, 88))  # holds a synthetic brain, whatever its warp
 
 
 @pytest.mark.parametrize("name", ORIENTATIONS)
@@ -97,6 +98,21 @@ def test_round_trip_exact_grid_and_image_within_interpolation_error(name):
     assert 2 * (label & inside).sum() / (label.sum() + inside.sum()) > 0.97
 
 
+def test_save_inverse_writes_on_the_scan_grid(tmp_path):
+    affine = ORIENTATIONS["LPS"]
+    data, inside = sample(affine, (120, 140, 110))
+    header = nib.Nifti1Header()
+    header.set_sform(affine, 3)
+    preprocessor = Preprocessor(SMALL)
+    out = preprocessor.forward(Scan(data, affine, header), mask=inside)
+    path = preprocessor.save_inverse(out.mask.astype(np.float32), out.state, tmp_path / "mask.nii.gz",
+                                     dtype=np.uint8, interpolation="nearest")
+    written = nib.load(str(path))
+    assert written.shape == data.shape and written.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)  # NIfTI stores float32
+    assert int(written.header["sform_code"]) == 3
+
+
 def test_round_trip_through_stored_state():
     affine = ORIENTATIONS["LAS"]
     data, inside = sample(affine, (120, 140, 110))
@@ -118,7 +134,7 @@ def tumour_case():
 def test_normalisation_is_robust_to_a_large_bright_lesion(tumour_case, contrast):
     case = tumour_case
     assert (case.label > 0).sum() > 0.03 * case.mask.sum()  # a large lesion
-    preprocessor = Preprocessor(SMALL)
+    preprocessor = Preprocessor(FITS_A_BRAIN)
     with_lesion = preprocessor.forward(Scan(case.images[contrast], case.affine, None), mask=case.mask)
     without = preprocessor.forward(Scan(case.healthy[contrast], case.affine, None), mask=case.mask)
     healthy = (preprocessor.to_model(case.label.astype(np.float32), with_lesion.state) == 0) & with_lesion.mask
@@ -162,8 +178,8 @@ def test_otsu_mask_of_a_skull_stripped_scan():
 
 def test_forward_computes_the_mask_when_none_is_given():
     case = generate_case(6, "t2", "none")
-    out = Preprocessor(SMALL).forward(Scan(case.images["t2"], case.affine, None))
-    truth = Preprocessor(SMALL).to_model(case.mask.astype(np.float32), out.state) > 0.5
+    out = Preprocessor(FITS_A_BRAIN).forward(Scan(case.images["t2"], case.affine, None))
+    truth = Preprocessor(FITS_A_BRAIN).to_model(case.mask.astype(np.float32), out.state) > 0.5
     assert 2 * (out.mask & truth).sum() / (out.mask.sum() + truth.sum()) > 0.95
     assert np.all(out.image[~out.mask] == 0)
     assert 0.3 < np.median(out.image[out.mask]) < 0.5
@@ -223,7 +239,7 @@ def test_registration_follows_a_known_transform(registered_pair):
 def test_template_mask_and_registered_model_space(registered_pair):
     case, moved, first, _ = registered_pair
     scan = Scan(case.images["t1"], case.affine, None)
-    config = PreprocessConfig(shape=(72, 88, 64), mask="template")
+    config = PreprocessConfig(shape=(88, 104, 88), mask="template")
     out = Preprocessor(config).forward(scan, registration=first)
     truth = Preprocessor(config).to_model(case.mask.astype(np.float32), out.state) > 0.5
     assert 2 * (out.mask & truth).sum() / (out.mask.sum() + truth.sum()) > 0.9
@@ -239,8 +255,8 @@ def test_bias_correction_flattens_white_matter():
     right = np.linspace(-1, 1, case.mask.shape[0])[:, None, None]
     biased = (case.images["t1"] * np.exp(0.4 * right)).astype(np.float32)
     scan = Scan(biased, case.affine, None)
-    config = PreprocessConfig(shape=(80, 96, 80), bias_correction=True)
-    plain = Preprocessor(PreprocessConfig(shape=(80, 96, 80))).forward(scan, case.mask)
+    config = PreprocessConfig(shape=FITS_A_BRAIN.shape, bias_correction=True)
+    plain = Preprocessor(FITS_A_BRAIN).forward(scan, case.mask)
     corrected = Preprocessor(config).forward(scan, case.mask)
     wm = Preprocessor(config).to_model(case.tissue[2], plain.state, "linear") > 0.95
 
@@ -269,7 +285,15 @@ def test_template_mask_of_a_scan_with_a_skull():
     scan = with_skull(case, "t2")
     rough = rough_brain_mask(scan.data)
     assert 2 * (rough & case.mask).sum() / (rough.sum() + case.mask.sum()) > 0.95
-    preprocessor = Preprocessor(PreprocessConfig(shape=(80, 96, 80), mask="template"))
+    preprocessor = Preprocessor(PreprocessConfig(shape=(88, 104, 88), mask="template"))
     out = preprocessor.forward(scan)
     truth = preprocessor.to_model(case.mask.astype(np.float32), out.state) > 0.5
     assert 2 * (out.mask & truth).sum() / (out.mask.sum() + truth.sum()) > 0.92
+
+
+def test_a_brain_larger_than_the_model_grid_is_cropped_with_a_warning():
+    case = generate_case(12, "t1", "none")
+    with pytest.warns(UserWarning, match="cropped"):
+        out = Preprocessor(PreprocessConfig(shape=(48, 56, 48))).forward(Scan(case.images["t1"], case.affine, None),
+                                                                        case.mask)
+    assert out.image.shape == (48, 56, 48)

@@ -19,8 +19,8 @@ from dal.data.registration import AffineRegistration, register_to_mni
 from dal.data.synthetic import CONTRASTS, LESIONS, SyntheticCase, generate_case, generate_healthy, write_dataset
 
 __all__ = [
-    "AffineRegistration", "Augmentation", "CONTRASTS", "Case", "find_cases", "load_tissue", "load_volumes", "DataError", "GridState", "LESIONS", "ModelVolume",
-    "PreprocessConfig", "Preprocessed", "Preprocessor", "Scan", "SliceDataset", "SyntheticCase", "generate_case",
-    "generate_healthy", "load_mask", "load_scan", "register_to_mni", "save_nifti", "synthetic_volumes",
-    "write_dataset",
+    "AffineRegistration", "Augmentation", "CONTRASTS", "Case", "DataError", "GridState", "LESIONS", "ModelVolume",
+    "PreprocessConfig", "Preprocessed", "Preprocessor", "Scan", "SliceDataset", "SyntheticCase", "find_cases",
+    "generate_case", "generate_healthy", "load_mask", "load_scan", "load_tissue", "load_volumes", "register_to_mni",
+    "save_nifti", "synthetic_volumes", "write_dataset",
 ]

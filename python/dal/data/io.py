@@ -98,7 +98,14 @@ def load_scan(path: str | os.PathLike, *, kind: str = "scan", allow_zero: bool =
         raise DataError(f"{where}: not a NIfTI file (expected a name ending in .nii or .nii.gz)")
     try:
         image = nib.load(str(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
+        shape = tuple(image.shape)
+        if len(shape) == 4 and shape[3] == 1:
+            shape = shape[:3]
+        if len(shape) != 3:  # checked before reading the voxels: a 4D series may be large
+            raise DataError(f"{where}: expected a 3D volume, got shape {tuple(image.shape)}")
+        data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+    except DataError:
+        raise
     except Exception as error:  # nibabel raises many types for a corrupt file; ours names the file
         raise DataError(f"{where}: cannot be read as NIfTI ({type(error).__name__}: {error})") from None
     return _validated(data, image, where, path, allow_zero)

@@ -17,15 +17,17 @@ texture, with intensities that fit each contrast:
 - ``stroke``: a cortical-subcortical infarct (label 1).
 - ``wmh``: several small periventricular white-matter lesions (label 1).
 
-The label is the whole abnormal region: any non-zero voxel is lesion. The tissue maps (CSF, GM,
+The label is the whole abnormal region (every voxel at least a quarter lesion, so that it covers
+what changed, partial volume included): any non-zero voxel is lesion. The tissue maps (CSF, GM,
 WM, summing to one inside the brain) describe the subject's healthy anatomy, mass effect
 included: they are the anatomical prior that comes with each scan.
 
-Grids: by default a case lies on the template's own 2 mm grid (99 x 117 x 95, MNI affine). For
-another grid (``spacing``, ``shape``, e.g. 1 mm and 160 x 192 x 160 as ``dal synth`` writes) the
-anatomy is sampled from the 2 mm maps by trilinear interpolation through the smooth warp, which is
-a smooth upsampling; lesion shapes, noise and blur are drawn on the output grid itself, so 1 mm
-cases have 1 mm lesion edges and noise.
+Grids: by default a case lies on the template's own 2 mm grid (99 x 117 x 95, MNI affine), the
+grid the models train on. For another grid (``spacing``, ``shape``, e.g. 1 mm and 160 x 192 x 160
+as ``dal synth`` writes) the anatomy is sampled from the 2 mm maps by trilinear interpolation
+through the smooth warp, which is a smooth upsampling (anatomy at 1 mm has the 2 mm template's
+detail); lesion shapes, noise and blur are drawn on the output grid itself, so 1 mm cases have
+1 mm lesion edges and noise. ``dal synth`` writes scans as int16, as scanners do.
 
 Determinism: a case is a pure function of its seed. The anatomy, the lesion and each contrast use
 their own random streams (``numpy.random.default_rng([seed, part])``), so the same seed gives the
@@ -95,7 +97,8 @@ class SyntheticCase:
     info: dict = field(default_factory=dict)
 
 
-def output_grid(spacing: float | None = None, shape: tuple[int, int, int] | None = None) -> tuple[tuple[int, ...], np.ndarray]:
+def output_grid(spacing: float | None = None,
+                shape: tuple[int, int, int] | None = None) -> tuple[tuple[int, ...], np.ndarray]:
     """Shape and affine of a case's grid: the template's 2 mm grid by default, else an axis-aligned
     RAS grid of ``spacing`` mm and ``shape`` voxels centred on the template brain."""
     template = load_mni152(2)
@@ -279,7 +282,10 @@ def _paint_lesions(rng: np.random.Generator, plan: _LesionPlan, tissue: np.ndarr
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     inverse = np.linalg.inv(affine)
     for centre, radii, rotation, kind in plan.blobs:
-        reach = radii.max() * (2.4 if kind == "tumour" else 1.5)
+        roughness = 0.35 if kind != "wmh" else 0.25
+        # The box must hold every voxel whose perturbed level can fall below the outermost edge
+        # (oedema up to 2.2, else 1), or the lesion is cut flat at the box's faces.
+        reach = radii.max() * ((2.2 if kind == "tumour" else 1.0) + 2 * roughness + 0.2)
         centre_vox = inverse[:3, :3] @ centre + inverse[:3, 3]
         low = np.maximum(np.floor(centre_vox - reach / spacing).astype(int), 0)
         high = np.minimum(np.ceil(centre_vox + reach / spacing).astype(int) + 1, shape)
@@ -290,8 +296,8 @@ def _paint_lesions(rng: np.random.Generator, plan: _LesionPlan, tissue: np.ndarr
         points = _world_points(affine, [np.arange(a, b) for a, b in zip(low, high)])
         local = (points - centre) @ rotation / radii  # the ellipsoid's frame, unit radius
         level = np.sqrt((local ** 2).sum(axis=-1))
-        roughness = 0.35 if kind != "wmh" else 0.25
-        level = level + roughness * _smooth_field(rng, (5, 5, 5), box_shape) * np.minimum(level, 1.5)
+        noise = np.clip(_smooth_field(rng, (5, 5, 5), box_shape), -2, 2)
+        level = level + roughness * noise * np.minimum(level, 1.0)
         softness = 0.5 * spacing.mean() / radii.mean()  # about one voxel of partial volume at the edge
         inside = mask[box]
         wm = tissue[2][box]

@@ -1,0 +1,153 @@
+"""`dal train` end to end on a tiny config: every model, resume after a kill, and bad input."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from dal.cli import main
+from dal.engine import train as train_module
+from dal.engine.checkpoint import load_checkpoint
+from dal.engine.config import Config, ConfigError, load_config
+from dal.engine.train import TrainingError, train
+
+TINY = {
+    "model": {"channels": 4, "levels": 2, "restoration_channels": 4, "code_channels": 4, "decoder_channels": 4,
+              "ae_latent": 4},
+    "data": {"train_volumes": 2, "val_contrasts": ["t1"], "val_lesions": ["tumour"], "val_healthy": 1},
+    "train": {"batch_size": 4, "log_every": 1, "checkpoint_every": 2, "val_every": 4, "threads": 1},
+    "preprocessing": {"spacing": 4.0, "shape": [40, 48, 40]},
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.getbasetemp() / "dal-synthetic-cache")  # shared with test_ddp
+
+
+def tiny_config(cache, **overrides) -> Config:
+    data = json.loads(json.dumps(TINY))
+    data["data"]["cache"] = cache
+    config = Config.from_dict({**Config().to_dict(), **{k: {**Config().to_dict()[k], **v} for k, v in data.items()}})
+    return config.replace(overrides)
+
+
+def write_yaml(path: Path, cache, **sections) -> Path:
+    data = json.loads(json.dumps(TINY))
+    data["data"]["cache"] = cache
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dal", "ae", "dae"])
+def test_every_model_trains_end_to_end_and_writes_a_loadable_run(tmp_path, cache, kind):
+    config = tiny_config(cache, **{"model.kind": kind, "train.max_steps": 5})
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["steps"] == 5
+    run = tmp_path / "run"
+    assert load_config(run / "config.yaml") == config
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [4, 5]
+    assert all(0 <= r["ap"] <= 1 and "threshold_fpr_0.05" in r for r in records)
+    best = load_checkpoint(run / "best.safetensors")
+    assert best.model_kind == kind and set(best.thresholds) == {"fpr_0.01", "fpr_0.05"}
+    assert best.thresholds["fpr_0.01"] >= best.thresholds["fpr_0.05"]
+    assert best.preprocessing == config.preprocessing.to_dict() and best.training is None
+    last = load_checkpoint(run / "last.safetensors")
+    assert last.training["state"]["step"] == 5
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+
+
+def _weights(path):
+    return load_checkpoint(path).model.state_dict()
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, cache, monkeypatch):
+    config = tiny_config(cache, **{"model.kind": "dal", "train.max_steps": 7, "train.val_every": 0,
+                                   "model.gumbel": 0.5})
+    train(config, tmp_path / "whole", progress=False)
+
+    calls = {"n": 0}
+    collate = train_module._collate
+
+    def killed_at_step_6(items, device):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt("killed")
+        return collate(items, device)
+
+    monkeypatch.setattr(train_module, "_collate", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", progress=False)
+    monkeypatch.setattr(train_module, "_collate", collate)
+    at_kill = load_checkpoint(tmp_path / "killed" / "last.safetensors")
+    assert at_kill.training["state"]["step"] == 4
+    summary = train(config, tmp_path / "killed", resume=True, progress=False)
+    assert summary["steps"] == 7
+    whole, resumed = _weights(tmp_path / "whole" / "last.safetensors"), _weights(tmp_path / "killed" / "last.safetensors")
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=1e-5, atol=1e-6, msg=name)
+    # The steps after the checkpoint really change the weights: the comparison can fail.
+    early = at_kill.model.state_dict()
+    assert any(not torch.allclose(early[n].float(), whole[n].float()) for n in whole if whole[n].is_floating_point())
+
+
+def test_cli_trains_with_flags_over_the_yaml(tmp_path, cache):
+    path = write_yaml(tmp_path / "tiny.yaml", cache)
+    result = CliRunner().invoke(main, ["train", "--config", str(path), "--out", str(tmp_path / "run"),
+                                       "--model", "ae", "--max-steps", "2", "--seed", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output
+    saved = load_config(tmp_path / "run" / "config.yaml")
+    assert saved.model.kind == "ae" and saved.train.seed == 3 and saved.train.max_steps == 2
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("train", {"learning_rate": 0.1}, "unknown key.*train.learning_rate"),
+    ("train", {"batch_size": "big"}, "train.batch_size: expected an integer"),
+    ("model", {"onehot": "yes"}, "model.onehot: expected true or false"),
+    ("model", {"kind": "vae"}, "model.kind"),
+    ("preprocessing", {"shape": [40, 48]}, "preprocessing.shape"),
+])
+def test_bad_config_is_a_clear_error_and_writes_nothing(tmp_path, cache, section, values, message):
+    path = write_yaml(tmp_path / "bad.yaml", cache, **{section: values})
+    result = CliRunner().invoke(main, ["train", "--config", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert pytest.importorskip("re").search(message, result.output), result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_section_and_unreadable_yaml_are_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("optimiser: {lr: 1}\n")
+    with pytest.raises(ConfigError, match="unknown section.*optimiser"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "b.yaml")
+
+
+def test_an_occupied_run_folder_needs_resume_and_resume_needs_a_run(tmp_path, cache):
+    config = tiny_config(cache, **{"model.kind": "ae", "train.max_steps": 1})
+    with pytest.raises(TrainingError, match="--resume"):
+        train(config, tmp_path / "none", resume=True, progress=False)
+    train(config, tmp_path / "run", progress=False)
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(config, tmp_path / "run", progress=False)
+
+
+def test_data_folder_without_scans_is_a_clear_error(tmp_path):
+    pytest.importorskip("dal.data.layouts", reason="dal.data.layouts (find_cases) lands with the data branch")
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "no usable scan" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_shipped_default_yaml_is_the_default_config():
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert load_config(shipped) == Config()

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The README's main-job command: a virtual environment .venv with dal built for the CPU, then the
-# op benchmarks, each side by side with the peers a user would otherwise call.
+# The README's main-job command: a virtual environment .venv with dal built for the CPU, then a
+# labelled synthetic FLAIR scan with a tumour (`dal synth`) and `dal infer` on it with the shipped
+# checkpoint. Outputs: demo/ (the scan, its mask and label) and demo-out/ (maps, mask, overlay, JSON).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-venv.sh .venv
-.venv/bin/python -m pytest benchmarks/ --benchmark-only --benchmark-columns=min,median,rounds "$@"
+.venv/bin/dal synth --out demo --n 1 --contrast flair --lesions tumour --seed 1 --overwrite
+.venv/bin/dal infer demo/synth-0000/synth-0000_flair.nii.gz --out demo-out --verbose
+echo "overlay: $PWD/demo-out/synth-0000_flair_overlay.png"
+echo "report:  $PWD/demo-out/synth-0000_flair.json"

@@ -3,9 +3,9 @@
 //
 // The median runs the merge networks of dal/median.h over many voxels at once (the
 // networks hold no branch on the data, so every step is a short, vectorised min/max loop across
-// lanes). Each task takes a run of rows of one depth slice and keeps the sorted columns of the
-// last ky input rows in a ring, so a column is sorted once per task and each row's plane lists
-// once per row; the window stage alone runs per voxel.
+// lanes). Each task takes a run of rows of one depth slice: it sorts each depth column once,
+// merges each row's plane lists once, each pair of neighbouring plane lists once, and runs only
+// the last, pruned window merge per voxel.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -24,10 +24,10 @@
 namespace dal {
 namespace {
 
-// Voxels in flight per network step: the column and plane stages run along one row; the window
-// stage, nine tenths of the work, runs over the rows of a task laid end to end, wider.
-constexpr int64_t kLanes = 32;
-constexpr int64_t kWindowLanes = 128;
+// Voxels in flight per network step: kRowLanes along one input row for the column stage (its
+// loads follow the input's rows), kLanes over the rows of a task laid end to end for the rest.
+constexpr int64_t kRowLanes = 32;
+constexpr int64_t kLanes = 128;
 constexpr int64_t kRowsPerTask = 16;
 
 const median::Plan& plan_for(int32_t kz, int32_t k) {
@@ -59,117 +59,108 @@ void run_lanes(const median::Network& net, T* wires) {
   }
 }
 
+// Runs `net` over positions [0, end) of lists laid end to end, kLanes at a time: input wire
+// (list l, rank j) of position p is source(l)[j * size + p]; output rank j goes to
+// out[j * size + p]. Idle lanes of the last block compute garbage past `end` (the buffers have
+// the slack).
+template <typename T, typename Source>
+void run_flat(const median::Network& net, int32_t lists, int32_t length, const Source& source, T* out,
+              int64_t size, int64_t end, T* wires) {
+  for (int64_t p0 = 0; p0 < end; p0 += kLanes) {
+    for (int32_t l = 0; l < lists; ++l) {
+      const T* src = source(l);
+      for (int32_t j = 0; j < length; ++j) std::copy_n(src + j * size + p0, kLanes, wires + (l * length + j) * kLanes);
+    }
+    run_lanes<kLanes>(net, wires);
+    for (size_t j = 0; j < net.outputs.size(); ++j) {
+      std::copy_n(wires + net.outputs[j] * kLanes, kLanes, out + j * size + p0);
+    }
+  }
+}
+
 // Median of the values load(offset) over a cube of side k, replicate border, for every voxel.
 // Load maps the element offset of a voxel in the contiguous input to the value to filter.
+//
+// A task is a run of rows of one depth slice. Its buffers hold lists of rows laid end to end,
+// each row `stride` long: r replicated values, W values, r replicated values (and room for the
+// idle lanes of the last column block). Position p = row * stride + r + w.
 template <typename scalar_t, typename Load>
 void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32_t k) {
   using acc_t = at::opmath_type<scalar_t>;
   const int32_t kz = l.dims == 3 ? k : 1, r = k / 2, rz = kz / 2;
   const median::Plan& plan = plan_for(kz, k);
-  const int64_t H = l.height, W = l.width, blocks = (W + kLanes - 1) / kLanes;
-  // A row of plane lists: r replicated values, W values (and the garbage of the last block's
-  // idle lanes, overwritten by the right end), r replicated values.
-  const int64_t stride = blocks * kLanes + 2 * r;
+  const int64_t H = l.height, W = l.width, row_blocks = (W + kRowLanes - 1) / kRowLanes;
+  const int64_t stride = row_blocks * kRowLanes + 2 * r;
   const int64_t chunks = (H + kRowsPerTask - 1) / kRowsPerTask;
-  const int32_t column_length = plan.column_length(), plane_length = plan.plane_length();
-  // planes[j * plane_size + row * stride + r + w], pairs alike; slack at the end for the last
-  // blocks of the pair and window stages, whose idle lanes read past the last row.
-  const int64_t plane_size = kRowsPerTask * stride + 2 * kWindowLanes + k;
+  const int32_t plane_length = plan.plane_length(), pair_count = plan.pairs();
+  // Input rows of a task: its rows and r more on each side. Slack for the idle lanes.
+  const int64_t size = (kRowsPerTask + 2 * r) * stride + 2 * kLanes + 2 * k;
 
   at::parallel_for(0, l.batch * l.depth * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> columns(static_cast<size_t>(k * column_length * blocks * kLanes));  // ring of k rows
-    std::vector<int64_t> column_row(static_cast<size_t>(k), -1);  // input row held by each slot
-    std::vector<acc_t> planes(static_cast<size_t>(plane_length * plane_size), acc_t(0));
-    std::vector<acc_t> pairs(static_cast<size_t>(plan.pairs() > 0 ? 2 * plane_length * plane_size : 0), acc_t(0));
-    std::vector<acc_t> wires(static_cast<size_t>(plan.window.inputs * kWindowLanes));
+    std::vector<acc_t> columns(static_cast<size_t>(kz * size), acc_t(0));  // [rank][position]
+    std::vector<acc_t> planes(static_cast<size_t>(plane_length * size), acc_t(0));
+    std::vector<acc_t> pairs(static_cast<size_t>(2 * plane_length * size * (pair_count > 0)), acc_t(0));
+    std::vector<acc_t> wires(static_cast<size_t>(plan.window.inputs * kLanes));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task % chunks, bd = task / chunks, d = bd % l.depth, b = bd / l.depth;
-      std::fill(column_row.begin(), column_row.end(), -1);
-      // Sorted columns of input row y, in its ring slot: [rank][w].
-      auto column_slot = [&](int64_t y) {
-        const int64_t slot = y % k;
-        acc_t* dst = columns.data() + slot * column_length * blocks * kLanes;
-        if (column_row[slot] == y) return dst;
-        column_row[slot] = y;
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t w0 = blk * kLanes;
+      const int64_t h_begin = chunk * kRowsPerTask, rows = std::min(H, h_begin + kRowsPerTask) - h_begin;
+      // 1. Sorted depth columns of input rows h_begin - r .. h_begin + rows + r (clamped).
+      for (int64_t e = 0; e < rows + 2 * r; ++e) {
+        const int64_t y = median::clamp_index(h_begin - r + e, H);
+        for (int64_t w0 = 0; w0 < W; w0 += kRowLanes) {
           for (int32_t z = 0; z < kz; ++z) {
             const int64_t row = ((b * l.depth + median::clamp_index(d + z - rz, l.depth)) * H + y) * W;
-            acc_t* dst_z = wires.data() + z * kLanes;
-            if (w0 + kLanes <= W) {  // a full block: a contiguous, vectorised load
-              for (int64_t lane = 0; lane < kLanes; ++lane) dst_z[lane] = load(row + w0 + lane);
+            acc_t* dst = wires.data() + z * kRowLanes;
+            if (w0 + kRowLanes <= W) {  // a full block: a contiguous, vectorised load
+              for (int64_t lane = 0; lane < kRowLanes; ++lane) dst[lane] = load(row + w0 + lane);
             } else {
-              for (int64_t lane = 0; lane < kLanes; ++lane) dst_z[lane] = load(row + std::min(w0 + lane, W - 1));
+              for (int64_t lane = 0; lane < kRowLanes; ++lane) dst[lane] = load(row + std::min(w0 + lane, W - 1));
             }
           }
-          run_lanes<kLanes>(plan.column, wires.data());
+          run_lanes<kRowLanes>(plan.column, wires.data());
           for (int32_t j = 0; j < kz; ++j) {
-            std::copy_n(wires.data() + plan.column.outputs[j] * kLanes, kLanes, dst + j * blocks * kLanes + w0);
+            std::copy_n(wires.data() + plan.column.outputs[j] * kRowLanes, kRowLanes,
+                        columns.data() + j * size + e * stride + r + w0);
           }
         }
-        return dst;
-      };
-      const int64_t h_begin = chunk * kRowsPerTask, rows = std::min(H, h_begin + kRowsPerTask) - h_begin;
-      // Plane lists of every row of the task, with replicated ends.
-      for (int64_t i = 0; i < rows; ++i) {
-        const acc_t* inputs[median::kMaxKernel];
-        for (int32_t y = 0; y < k; ++y) inputs[y] = column_slot(median::clamp_index(h_begin + i + y - r, H));
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t w0 = blk * kLanes;
-          for (int32_t y = 0; y < k; ++y) {
-            for (int32_t j = 0; j < kz; ++j) {
-              std::copy_n(inputs[y] + j * blocks * kLanes + w0, kLanes, wires.data() + (y * kz + j) * kLanes);
-            }
-          }
-          run_lanes<kLanes>(plan.plane, wires.data());
-          for (int32_t j = 0; j < plane_length; ++j) {
-            std::copy_n(wires.data() + plan.plane.outputs[j] * kLanes, kLanes,
-                        planes.data() + j * plane_size + i * stride + r + w0);
-          }
-        }
+      }
+      // 2. Plane lists of the task's rows: row i merges the columns of input rows i .. i + k - 1.
+      const int64_t positions = rows * stride;
+      run_flat(plan.plane, k, kz, [&](int32_t y) { return columns.data() + y * stride; }, planes.data(), size,
+               positions, wires.data());
+      for (int64_t i = 0; i < rows; ++i) {  // replicate the ends of each row
         for (int32_t j = 0; j < plane_length; ++j) {
-          acc_t* p = planes.data() + j * plane_size + i * stride;
+          acc_t* p = planes.data() + j * size + i * stride;
           std::fill(p, p + r, p[r]);
           std::fill(p + r + W, p + stride, p[r + W - 1]);
         }
       }
-      // The pair and window stages over the rows end to end: position p = row * stride + w.
-      const int64_t positions = (rows - 1) * stride + W;
-      const int32_t pair_count = plan.pairs(), pair_length = 2 * plane_length;
-      // Pairs at p: the plane lists at p and p + 1 merged, for every p a window reads.
-      for (int64_t q0 = 0; pair_count > 0 && q0 < positions + k - 3; q0 += kWindowLanes) {
-        for (int32_t x = 0; x < 2; ++x) {
-          for (int32_t j = 0; j < plane_length; ++j) {
-            std::copy_n(planes.data() + j * plane_size + q0 + x, kWindowLanes,
-                        wires.data() + (x * plane_length + j) * kWindowLanes);
-          }
-        }
-        run_lanes<kWindowLanes>(plan.pair, wires.data());
-        for (int32_t j = 0; j < pair_length; ++j) {
-          std::copy_n(wires.data() + plan.pair.outputs[j] * kWindowLanes, kWindowLanes,
-                      pairs.data() + j * plane_size + q0);
-        }
+      // 3. Pairs: the plane lists at p and p + 1 merged, at every p a window reads. Window
+      // inputs start r before the voxel: at q = p - r, so the windows read from q = 0.
+      const int64_t windows = (rows - 1) * stride + W;  // window q = row * stride + w
+      if (pair_count > 0) {
+        run_flat(plan.pair, 2, plane_length, [&](int32_t x) { return planes.data() + x; }, pairs.data(), size,
+                 windows + k - 3, wires.data());
       }
+      // 4. Windows: pair i (plane lists at q + 2i, q + 2i + 1), then the plane lists not in a
+      // pair, in the wire layout of plan.window.
       scalar_t* out_rows = out + ((b * l.depth + d) * H + h_begin) * W;
-      for (int64_t p0 = 0; p0 < positions; p0 += kWindowLanes) {
-        // Window inputs: pair i (the plane lists at p + 2i, p + 2i + 1), then the plane lists
-        // not in a pair, in the wire layout of plan.window.
+      for (int64_t q0 = 0; q0 < windows; q0 += kLanes) {
         for (int32_t i = 0; i < pair_count; ++i) {
-          for (int32_t j = 0; j < pair_length; ++j) {
-            std::copy_n(pairs.data() + j * plane_size + p0 + 2 * i, kWindowLanes,
-                        wires.data() + (i * pair_length + j) * kWindowLanes);
+          for (int32_t j = 0; j < 2 * plane_length; ++j) {
+            std::copy_n(pairs.data() + j * size + q0 + 2 * i, kLanes,
+                        wires.data() + (2 * i * plane_length + j) * kLanes);
           }
         }
         for (int32_t x = 2 * pair_count; x < k; ++x) {
           for (int32_t j = 0; j < plane_length; ++j) {
-            std::copy_n(planes.data() + j * plane_size + p0 + x, kWindowLanes,
-                        wires.data() + (x * plane_length + j) * kWindowLanes);
+            std::copy_n(planes.data() + j * size + q0 + x, kLanes, wires.data() + (x * plane_length + j) * kLanes);
           }
         }
-        run_lanes<kWindowLanes>(plan.window, wires.data());
-        const acc_t* median = wires.data() + plan.window.outputs[0] * kWindowLanes;
-        for (int64_t lane = 0, p = p0; lane < kWindowLanes && p < positions; ++lane, ++p) {
-          const int64_t row = p / stride, w = p - row * stride;
+        run_lanes<kLanes>(plan.window, wires.data());
+        const acc_t* median = wires.data() + plan.window.outputs[0] * kLanes;
+        for (int64_t lane = 0, q = q0; lane < kLanes && q < windows; ++lane, ++q) {
+          const int64_t row = q / stride, w = q - row * stride;
           if (w < W) out_rows[row * W + w] = static_cast<scalar_t>(median[lane]);
         }
       }

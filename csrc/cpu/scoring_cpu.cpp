@@ -39,22 +39,41 @@ const median::Plan& plan_for(int32_t kz, int32_t k) {
   return it->second;
 }
 
-// Runs a network on Lanes voxels at once: wires[w * Lanes + lane].
+// Runs a network on Lanes voxels at once. at[w] points at the Lanes values of wire w: first at
+// its input, wherever that lies (only read), then at its row of `buf` once a step wrote it; so
+// inputs are read in place rather than copied in. Each step loads both operands before it
+// stores, so a step may write where it reads.
 template <int64_t Lanes, typename T>
-void run_lanes(const median::Network& net, T* wires) {
+void run_lanes(const median::Network& net, const T** at, T* buf) {
+  constexpr int64_t kChunk = 64 / sizeof(T);  // one 512-bit vector (two 256-bit ones on AVX2)
+  static_assert(Lanes % kChunk == 0, "lanes must fill whole vectors");
   for (const median::Op& op : net.ops) {
-    T* __restrict lo = wires + op.lo * Lanes;
-    T* __restrict hi = wires + op.hi * Lanes;
+    const T* a = at[op.lo];
+    const T* b = at[op.hi];
+    T* lo = buf + op.lo * Lanes;
+    T* hi = buf + op.hi * Lanes;
     if (op.kind == median::kCompareExchange) {
-      for (int64_t l = 0; l < Lanes; ++l) {
-        const T a = lo[l], b = hi[l];
-        lo[l] = median::min_(a, b);
-        hi[l] = median::max_(a, b);
+      for (int64_t i = 0; i < Lanes; i += kChunk) {
+        T va[kChunk], vb[kChunk];
+        for (int64_t j = 0; j < kChunk; ++j) va[j] = a[i + j], vb[j] = b[i + j];
+        for (int64_t j = 0; j < kChunk; ++j) lo[i + j] = median::min_(va[j], vb[j]), hi[i + j] = median::max_(va[j], vb[j]);
       }
+      at[op.lo] = lo;
+      at[op.hi] = hi;
     } else if (op.kind == median::kMinOnly) {
-      for (int64_t l = 0; l < Lanes; ++l) lo[l] = median::min_(lo[l], hi[l]);
+      for (int64_t i = 0; i < Lanes; i += kChunk) {
+        T va[kChunk], vb[kChunk];
+        for (int64_t j = 0; j < kChunk; ++j) va[j] = a[i + j], vb[j] = b[i + j];
+        for (int64_t j = 0; j < kChunk; ++j) lo[i + j] = median::min_(va[j], vb[j]);
+      }
+      at[op.lo] = lo;
     } else {
-      for (int64_t l = 0; l < Lanes; ++l) hi[l] = median::max_(lo[l], hi[l]);
+      for (int64_t i = 0; i < Lanes; i += kChunk) {
+        T va[kChunk], vb[kChunk];
+        for (int64_t j = 0; j < kChunk; ++j) va[j] = a[i + j], vb[j] = b[i + j];
+        for (int64_t j = 0; j < kChunk; ++j) hi[i + j] = median::max_(va[j], vb[j]);
+      }
+      at[op.hi] = hi;
     }
   }
 }
@@ -65,16 +84,13 @@ void run_lanes(const median::Network& net, T* wires) {
 // the slack).
 template <typename T, typename Source>
 void run_flat(const median::Network& net, int32_t lists, int32_t length, const Source& source, T* out,
-              int64_t size, int64_t end, T* wires) {
+              int64_t size, int64_t end, const T** at, T* buf) {
   for (int64_t p0 = 0; p0 < end; p0 += kLanes) {
     for (int32_t l = 0; l < lists; ++l) {
-      const T* src = source(l);
-      for (int32_t j = 0; j < length; ++j) std::copy_n(src + j * size + p0, kLanes, wires + (l * length + j) * kLanes);
+      for (int32_t j = 0; j < length; ++j) at[l * length + j] = source(l) + j * size + p0;
     }
-    run_lanes<kLanes>(net, wires);
-    for (size_t j = 0; j < net.outputs.size(); ++j) {
-      std::copy_n(wires + net.outputs[j] * kLanes, kLanes, out + j * size + p0);
-    }
+    run_lanes<kLanes>(net, at, buf);
+    for (size_t j = 0; j < net.outputs.size(); ++j) std::copy_n(at[net.outputs[j]], kLanes, out + j * size + p0);
   }
 }
 
@@ -101,6 +117,7 @@ void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32
     std::vector<acc_t> planes(static_cast<size_t>(plane_length * size), acc_t(0));
     std::vector<acc_t> pairs(static_cast<size_t>(2 * plane_length * size * (pair_count > 0)), acc_t(0));
     std::vector<acc_t> wires(static_cast<size_t>(plan.window.inputs * kLanes));
+    std::vector<const acc_t*> at(static_cast<size_t>(plan.window.inputs));  // see run_lanes
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task % chunks, bd = task / chunks, d = bd % l.depth, b = bd / l.depth;
       const int64_t h_begin = chunk * kRowsPerTask, rows = std::min(H, h_begin + kRowsPerTask) - h_begin;
@@ -117,17 +134,17 @@ void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32
               for (int64_t lane = 0; lane < kRowLanes; ++lane) dst[lane] = load(row + std::min(w0 + lane, W - 1));
             }
           }
-          run_lanes<kRowLanes>(plan.column, wires.data());
+          for (int32_t z = 0; z < kz; ++z) at[z] = wires.data() + z * kRowLanes;
+          run_lanes<kRowLanes>(plan.column, at.data(), wires.data());
           for (int32_t j = 0; j < kz; ++j) {
-            std::copy_n(wires.data() + plan.column.outputs[j] * kRowLanes, kRowLanes,
-                        columns.data() + j * size + e * stride + r + w0);
+            std::copy_n(at[plan.column.outputs[j]], kRowLanes, columns.data() + j * size + e * stride + r + w0);
           }
         }
       }
       // 2. Plane lists of the task's rows: row i merges the columns of input rows i .. i + k - 1.
       const int64_t positions = rows * stride;
       run_flat(plan.plane, k, kz, [&](int32_t y) { return columns.data() + y * stride; }, planes.data(), size,
-               positions, wires.data());
+               positions, at.data(), wires.data());
       for (int64_t i = 0; i < rows; ++i) {  // replicate the ends of each row
         for (int32_t j = 0; j < plane_length; ++j) {
           acc_t* p = planes.data() + j * size + i * stride;
@@ -140,25 +157,20 @@ void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32
       const int64_t windows = (rows - 1) * stride + W;  // window q = row * stride + w
       if (pair_count > 0) {
         run_flat(plan.pair, 2, plane_length, [&](int32_t x) { return planes.data() + x; }, pairs.data(), size,
-                 windows + k - 3, wires.data());
+                 windows + k - 3, at.data(), wires.data());
       }
       // 4. Windows: pair i (plane lists at q + 2i, q + 2i + 1), then the plane lists not in a
       // pair, in the wire layout of plan.window.
       scalar_t* out_rows = out + ((b * l.depth + d) * H + h_begin) * W;
       for (int64_t q0 = 0; q0 < windows; q0 += kLanes) {
         for (int32_t i = 0; i < pair_count; ++i) {
-          for (int32_t j = 0; j < 2 * plane_length; ++j) {
-            std::copy_n(pairs.data() + j * size + q0 + 2 * i, kLanes,
-                        wires.data() + (2 * i * plane_length + j) * kLanes);
-          }
+          for (int32_t j = 0; j < 2 * plane_length; ++j) at[2 * i * plane_length + j] = pairs.data() + j * size + q0 + 2 * i;
         }
         for (int32_t x = 2 * pair_count; x < k; ++x) {
-          for (int32_t j = 0; j < plane_length; ++j) {
-            std::copy_n(planes.data() + j * size + q0 + x, kLanes, wires.data() + (x * plane_length + j) * kLanes);
-          }
+          for (int32_t j = 0; j < plane_length; ++j) at[x * plane_length + j] = planes.data() + j * size + q0 + x;
         }
-        run_lanes<kLanes>(plan.window, wires.data());
-        const acc_t* median = wires.data() + plan.window.outputs[0] * kLanes;
+        run_lanes<kLanes>(plan.window, at.data(), wires.data());
+        const acc_t* median = at[plan.window.outputs[0]];
         for (int64_t lane = 0, q = q0; lane < kLanes && q < windows; ++lane, ++q) {
           const int64_t row = q / stride, w = q - row * stride;
           if (w < W) out_rows[row * W + w] = static_cast<scalar_t>(median[lane]);

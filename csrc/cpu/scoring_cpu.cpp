@@ -194,15 +194,43 @@ at::Tensor median_filter_cpu(const at::Tensor& x_in, int64_t kernel_size) {
   return out;
 }
 
+template <bool Minimum>
+inline uint8_t extreme(uint8_t a, uint8_t b) {
+  return Minimum ? (b < a ? b : a) : (a < b ? b : a);
+}
+
+// One row of a box extreme along W. Plain arguments, not captures: a byte store may alias any
+// memory, so bounds read through a closure would be reloaded after each store, unvectorised.
+template <bool Minimum>
+void extreme_along_row(const uint8_t* src, uint8_t* __restrict dst, int64_t width, int64_t radius) {
+  for (int64_t w = radius; w + radius < width; ++w) {
+    uint8_t v = src[w - radius];
+    for (int64_t o = 1 - radius; o <= radius; ++o) v = extreme<Minimum>(v, src[w + o]);
+    dst[w] = v;
+  }
+  auto clamped = [&](int64_t w) {
+    uint8_t v = src[w];
+    for (int64_t o = -radius; o <= radius; ++o) v = extreme<Minimum>(v, src[median::clamp_index(w + o, width)]);
+    dst[w] = v;
+  };
+  for (int64_t w = 0; w < std::min(radius, width); ++w) clamped(w);
+  for (int64_t w = std::max(radius, width - radius); w < width; ++w) clamped(w);
+}
+
+template <bool Minimum>
+void extreme_of_rows(uint8_t* __restrict dst, const uint8_t* other, int64_t width) {
+  for (int64_t w = 0; w < width; ++w) dst[w] = extreme<Minimum>(dst[w], other[w]);
+}
+
 // Box minimum (erode) or maximum (dilate) of a 0/1 byte volume, radius voxels each way along
 // every spatial axis, replicate border: one pass per axis, each a contiguous loop along W.
 // Replaces `volume` by the result; never writes into the tensor it was given (it may be a view
 // of the caller's mask).
-void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool minimum) {
+template <bool Minimum>
+void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius) {
   if (radius == 0 || volume.numel() == 0) return;
   const int64_t W = l.width, H = l.height, D = l.depth;
   at::Tensor spare;  // a buffer of ours that the next pass may overwrite
-  auto combine = [minimum](uint8_t a, uint8_t b) { return minimum ? std::min(a, b) : std::max(a, b); };
   for (int64_t axis = 0; axis < l.dims; ++axis) {
     at::Tensor result = spare.defined() ? spare : at::empty_like(volume);
     const uint8_t* in = volume.const_data_ptr<uint8_t>();
@@ -211,25 +239,14 @@ void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool
       for (int64_t row = begin; row < end; ++row) {
         const uint8_t* src = in + row * W;
         uint8_t* dst = out + row * W;
-        if (axis == 0) {  // along W: clamped ends, a plain sliding loop inside
-          for (int64_t w = 0; w < W; ++w) {
-            if (w >= radius && w + radius < W) continue;
-            uint8_t v = src[w];
-            for (int64_t o = -radius; o <= radius; ++o) v = combine(v, src[median::clamp_index(w + o, W)]);
-            dst[w] = v;
-          }
-          for (int64_t w = radius; w + radius < W; ++w) {
-            uint8_t v = src[w - radius];
-            for (int64_t o = 1 - radius; o <= radius; ++o) v = combine(v, src[w + o]);
-            dst[w] = v;
-          }
+        if (axis == 0) {
+          extreme_along_row<Minimum>(src, dst, W, radius);
         } else {  // along H or D: whole neighbouring rows at once
           const int64_t stride = axis == 1 ? W : W * H, size = axis == 1 ? H : D;
           const int64_t pos = axis == 1 ? row % H : (row / H) % D;
           std::copy_n(src, W, dst);
           for (int64_t o = -radius; o <= radius; ++o) {
-            const uint8_t* other = src + (median::clamp_index(pos + o, size) - pos) * stride;
-            for (int64_t w = 0; w < W; ++w) dst[w] = combine(dst[w], other[w]);
+            extreme_of_rows<Minimum>(dst, src + (median::clamp_index(pos + o, size) - pos) * stride, W);
           }
         }
       }
@@ -249,7 +266,11 @@ at::Tensor binary_morphology(const at::Tensor& mask, int64_t radius, bool erode)
   const VolumeLayout l = volume_layout(mask, "mask");
   check_radius(radius, "radius");
   at::Tensor bytes = mask_bytes(mask);
-  box_extreme(bytes, l, radius, erode);
+  if (erode) {
+    box_extreme<true>(bytes, l, radius);
+  } else {
+    box_extreme<false>(bytes, l, radius);
+  }
   return bytes.to(at::kBool);
 }
 
@@ -265,7 +286,7 @@ at::Tensor residual_score_cpu(const at::Tensor& x_in, const at::Tensor& phi_in,
   at::Tensor inside;
   if (mask_in.has_value()) {
     inside = mask_bytes(*mask_in);
-    box_extreme(inside, volume_layout(inside, "mask"), erode, true);
+    box_extreme<true>(inside, volume_layout(inside, "mask"), erode);
     inside = inside.expand(x.sizes()).contiguous();
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "residual_score_cpu", [&] {

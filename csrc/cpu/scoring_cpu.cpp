@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
-#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../scoring.h"
@@ -254,12 +254,6 @@ void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius) {
     spare = axis == 0 ? at::Tensor() : volume;
     volume = result;
   }
-}
-
-// The non-zero voxels of a mask as 0/1 bytes, contiguous (a view of a contiguous bool mask).
-at::Tensor mask_bytes(const at::Tensor& mask) {
-  if (mask.scalar_type() == at::kBool && mask.is_contiguous()) return mask.view(at::kByte);
-  return (mask != 0).to(at::kByte).contiguous();
 }
 
 at::Tensor binary_morphology(const at::Tensor& mask, int64_t radius, bool erode) {

@@ -164,13 +164,15 @@ void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool
   if (radius == 0 || volume.numel() == 0) return;
   const int64_t strides[3] = {1, l.width, l.width * l.height};
   const int64_t sizes[3] = {l.width, l.height, l.depth};
-  at::Tensor scratch = at::empty_like(volume);
+  at::Tensor spare;  // a buffer of ours that the next pass may overwrite (never the caller's mask)
   for (int64_t axis = 0; axis < l.dims; ++axis) {
+    at::Tensor result = spare.defined() ? spare : at::empty_like(volume);
     box_extreme_kernel<<<blocks_for(volume.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        volume.const_data_ptr<uint8_t>(), scratch.mutable_data_ptr<uint8_t>(), volume.numel(), strides[axis],
+        volume.const_data_ptr<uint8_t>(), result.mutable_data_ptr<uint8_t>(), volume.numel(), strides[axis],
         sizes[axis], radius, minimum);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    std::swap(volume, scratch);
+    spare = axis == 0 ? at::Tensor() : volume;
+    volume = result;
   }
 }
 
@@ -178,7 +180,7 @@ at::Tensor binary_morphology(const at::Tensor& mask, int64_t radius, bool erode)
   const VolumeLayout l = volume_layout(mask, "mask");
   check_radius(radius, "radius");
   const c10::cuda::CUDAGuard guard(mask.device());
-  at::Tensor bytes = (mask != 0).to(at::kByte).contiguous();
+  at::Tensor bytes = mask_bytes(mask);
   box_extreme(bytes, l, radius, erode);
   return bytes.to(at::kBool);
 }
@@ -195,7 +197,7 @@ at::Tensor residual_score_cuda(const at::Tensor& x_in, const at::Tensor& phi_in,
   if (x.numel() == 0) return out;
   at::Tensor inside;
   if (mask_in.has_value()) {
-    inside = (*mask_in != 0).to(at::kByte).contiguous();
+    inside = mask_bytes(*mask_in);
     box_extreme(inside, volume_layout(inside, "mask"), erode, true);
     inside = inside.expand(x.sizes()).contiguous();
   }

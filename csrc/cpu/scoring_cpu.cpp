@@ -4,8 +4,8 @@
 // The median runs the merge networks of dal/median.h over many voxels at once (the
 // networks hold no branch on the data, so every step is a short, vectorised min/max loop across
 // lanes). Each task takes a run of rows of one depth slice: it sorts each depth column once,
-// merges each row's plane lists once, each pair of neighbouring plane lists once, and runs only
-// the last, pruned window merge per voxel.
+// merges each row's plane lists once and each pair of neighbouring plane lists once; per voxel
+// it runs only the trimmed quad and the last, pruned window merge.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -116,8 +116,9 @@ void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32
     std::vector<acc_t> columns(static_cast<size_t>(kz * size), acc_t(0));  // [rank][position]
     std::vector<acc_t> planes(static_cast<size_t>(plane_length * size), acc_t(0));
     std::vector<acc_t> pairs(static_cast<size_t>(2 * plane_length * size * (pair_count > 0)), acc_t(0));
-    std::vector<acc_t> wires(static_cast<size_t>(plan.window.inputs * kLanes));
-    std::vector<const acc_t*> at(static_cast<size_t>(plan.window.inputs));  // see run_lanes
+    std::vector<acc_t> quads(static_cast<size_t>(plan.quad_length * size), acc_t(0));
+    std::vector<acc_t> wires(static_cast<size_t>(plan.max_inputs() * kLanes));
+    std::vector<const acc_t*> at(static_cast<size_t>(plan.max_inputs()));  // see run_lanes
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task % chunks, bd = task / chunks, d = bd % l.depth, b = bd / l.depth;
       const int64_t h_begin = chunk * kRowsPerTask, rows = std::min(H, h_begin + kRowsPerTask) - h_begin;
@@ -159,15 +160,27 @@ void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32
         run_flat(plan.pair, 2, plane_length, [&](int32_t x) { return planes.data() + x; }, pairs.data(), size,
                  windows + k - 3, at.data(), wires.data());
       }
-      // 4. Windows: pair i (plane lists at q + 2i, q + 2i + 1), then the plane lists not in a
-      // pair, in the wire layout of plan.window.
+      // 4. Quads: pairs at q and q + 2 merged, the ranks that can hold the median kept.
+      if (plan.has_quad()) {
+        run_flat(plan.quad, 2, 2 * plane_length, [&](int32_t x) { return pairs.data() + 2 * x; }, quads.data(),
+                 size, windows, at.data(), wires.data());
+      }
+      // 5. Windows, in the wire layout of plan.window: the quad (plane lists q .. q + 3), the
+      // other pairs (plane lists q + 2i, q + 2i + 1), the plane lists in no pair.
+      struct ListSource {
+        const acc_t* base;
+        int32_t length;
+        int64_t shift;
+      };
+      std::vector<ListSource> lists;
+      if (plan.has_quad()) lists.push_back({quads.data(), plan.quad_length, 0});
+      for (int32_t i = plan.has_quad() ? 2 : 0; i < pair_count; ++i) lists.push_back({pairs.data(), 2 * plane_length, 2 * i});
+      for (int32_t x = 2 * pair_count; x < k; ++x) lists.push_back({planes.data(), plane_length, x});
       scalar_t* out_rows = out + ((b * l.depth + d) * H + h_begin) * W;
       for (int64_t q0 = 0; q0 < windows; q0 += kLanes) {
-        for (int32_t i = 0; i < pair_count; ++i) {
-          for (int32_t j = 0; j < 2 * plane_length; ++j) at[2 * i * plane_length + j] = pairs.data() + j * size + q0 + 2 * i;
-        }
-        for (int32_t x = 2 * pair_count; x < k; ++x) {
-          for (int32_t j = 0; j < plane_length; ++j) at[x * plane_length + j] = planes.data() + j * size + q0 + x;
+        int32_t wire = 0;
+        for (const ListSource& list : lists) {
+          for (int32_t j = 0; j < list.length; ++j) at[wire++] = list.base + j * size + q0 + list.shift;
         }
         run_lanes<kLanes>(plan.window, at.data(), wires.data());
         const acc_t* median = at[plan.window.outputs[0]];

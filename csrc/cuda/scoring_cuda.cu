@@ -1,9 +1,10 @@
 // CUDA kernels of the scoring ops: median_filter, residual_score, binary_erode, binary_dilate.
 //
 // One thread per output voxel runs the merge networks of dal/median.h on its own window (column
-// sorts, plane merges, pair merges, the pruned window merge): the same steps, in the same order,
-// as the CPU kernel shares between neighbours. The networks' steps are the same for every thread,
-// so a warp never diverges; they live in global memory and are read by all threads at once.
+// sorts, plane merges, pair merges, the trimmed quad, the pruned window merge): the same steps,
+// in the same order, as the CPU kernel shares between neighbours. The networks' steps are the
+// same for every thread, so a warp never diverges; they live in global memory and are read by
+// all threads at once.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -33,13 +34,13 @@ struct DeviceNetwork {
 // The networks of a plan copied to the device in one int32 tensor.
 struct DevicePlan {
   at::Tensor storage;
-  DeviceNetwork column, plane, pair, window;
+  DeviceNetwork column, plane, pair, quad, window;
 };
 
 DevicePlan upload(const median::Plan& plan, const at::Device& device) {
   std::vector<int32_t> flat;
   std::vector<std::pair<int64_t, int64_t>> offsets;  // (ops, outputs) start of each network
-  for (const median::Network* net : {&plan.column, &plan.plane, &plan.pair, &plan.window}) {
+  for (const median::Network* net : {&plan.column, &plan.plane, &plan.pair, &plan.quad, &plan.window}) {
     const int64_t ops_at = static_cast<int64_t>(flat.size());
     for (const median::Op& op : net->ops) flat.insert(flat.end(), {op.kind, op.lo, op.hi});
     const int64_t outputs_at = static_cast<int64_t>(flat.size());
@@ -49,9 +50,9 @@ DevicePlan upload(const median::Plan& plan, const at::Device& device) {
   DevicePlan d;
   d.storage = at::tensor(flat, at::TensorOptions().dtype(at::kInt)).to(device);
   const int32_t* base = d.storage.const_data_ptr<int32_t>();
-  const median::Network* nets[4] = {&plan.column, &plan.plane, &plan.pair, &plan.window};
-  DeviceNetwork* outs[4] = {&d.column, &d.plane, &d.pair, &d.window};
-  for (int i = 0; i < 4; ++i) {
+  const median::Network* nets[5] = {&plan.column, &plan.plane, &plan.pair, &plan.quad, &plan.window};
+  DeviceNetwork* outs[5] = {&d.column, &d.plane, &d.pair, &d.quad, &d.window};
+  for (int i = 0; i < 5; ++i) {
     *outs[i] = {reinterpret_cast<const median::Op*>(base + offsets[i].first),
                 static_cast<int32_t>(nets[i]->ops.size()), base + offsets[i].second};
   }
@@ -78,13 +79,13 @@ struct ResidualLoad {
 
 template <typename scalar_t, typename Load>
 __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayout l, int32_t k, int32_t kz,
-                              int32_t pairs, DeviceNetwork column, DeviceNetwork plane, DeviceNetwork pair,
-                              DeviceNetwork window) {
+                              int32_t pairs, int32_t quad_length, DeviceNetwork column, DeviceNetwork plane,
+                              DeviceNetwork pair, DeviceNetwork quad, DeviceNetwork window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int32_t r = k / 2, rz = kz / 2, plane_length = kz * k;
   const int64_t total = l.batch * l.voxels();
   acc_t wires[kMaxWindow];
-  acc_t sorted[2 * kMaxPlane];
+  acc_t sorted[4 * kMaxPlane];
   for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < total; v += int64_t(gridDim.x) * blockDim.x) {
     const int64_t w = v % l.width, h = (v / l.width) % l.height, d = (v / (l.width * l.height)) % l.depth;
     const int64_t volume = (v / l.voxels()) * l.voxels();
@@ -112,8 +113,15 @@ __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayou
       for (int32_t j = 0; j < 2 * plane_length; ++j) sorted[j] = list[pair.outputs[j]];
       for (int32_t j = 0; j < 2 * plane_length; ++j) list[j] = sorted[j];
     }
-    median::run(window.ops, window.count, wires);
-    out[v] = static_cast<scalar_t>(wires[window.outputs[0]]);
+    acc_t* window_wires = wires;
+    if (quad_length > 0) {  // pairs 0 and 1 -> the trimmed quad, moved just before the other lists
+      median::run(quad.ops, quad.count, wires);
+      for (int32_t j = 0; j < quad_length; ++j) sorted[j] = wires[quad.outputs[j]];
+      window_wires = wires + 4 * plane_length - quad_length;
+      for (int32_t j = 0; j < quad_length; ++j) window_wires[j] = sorted[j];
+    }
+    median::run(window.ops, window.count, window_wires);
+    out[v] = static_cast<scalar_t>(window_wires[window.outputs[0]]);
   }
 }
 
@@ -129,8 +137,8 @@ void launch_median(const Load& load, at::Tensor& out, const VolumeLayout& l, int
   const median::Plan plan = median::make_plan(kz, k, k);
   const DevicePlan device_plan = upload(plan, out.device());
   median_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      load, out.mutable_data_ptr<scalar_t>(), l, k, kz, plan.pairs(), device_plan.column, device_plan.plane,
-      device_plan.pair, device_plan.window);
+      load, out.mutable_data_ptr<scalar_t>(), l, k, kz, plan.pairs(), plan.quad_length, device_plan.column,
+      device_plan.plane, device_plan.pair, device_plan.quad, device_plan.window);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

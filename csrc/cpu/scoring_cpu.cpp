@@ -1,5 +1,5 @@
 // CPU kernels of the scoring ops: median_filter, residual_score (|x - phi| in the eroded mask,
-// then the median, in one pass over the data), binary_erode and binary_dilate.
+// then the median, in one op), binary_erode and binary_dilate.
 //
 // The median runs the merge networks of dal/median.h over many voxels at once (the
 // networks hold no branch on the data, so every step is a short, vectorised min/max loop across
@@ -300,20 +300,25 @@ at::Tensor residual_score_cpu(const at::Tensor& x_in, const at::Tensor& phi_in,
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     const scalar_t* ps = phi.const_data_ptr<scalar_t>();
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    const int32_t k = static_cast<int32_t>(kernel_size);
-    if (inside.defined()) {
-      const uint8_t* ms = inside.const_data_ptr<uint8_t>();
-      median_volume<scalar_t>(
-          [=](int64_t i) {
-            return median::masked_residual(static_cast<acc_t>(xs[i]), static_cast<acc_t>(ps[i]), ms[i] != 0);
-          },
-          o, l, k);
-    } else {
-      median_volume<scalar_t>(
-          [=](int64_t i) { return median::masked_residual(static_cast<acc_t>(xs[i]), static_cast<acc_t>(ps[i]), true); },
-          o, l, k);
-    }
+    const uint8_t* ms = inside.defined() ? inside.const_data_ptr<uint8_t>() : nullptr;
+    // The masked residual once, in the compute precision: the median reads each voxel about
+    // six times (kz depths, and the rows a task shares with its neighbours), so forming it in
+    // the median's load costs more than one pass that writes it.
+    at::Tensor residual = at::empty(x.sizes(), x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    acc_t* r = residual.mutable_data_ptr<acc_t>();
+    at::parallel_for(0, x.numel(), 1 << 14, [=](int64_t begin, int64_t end) {
+      if (ms != nullptr) {
+        for (int64_t i = begin; i < end; ++i) {
+          r[i] = median::masked_residual(static_cast<acc_t>(xs[i]), static_cast<acc_t>(ps[i]), ms[i] != 0);
+        }
+      } else {
+        for (int64_t i = begin; i < end; ++i) {
+          r[i] = median::masked_residual(static_cast<acc_t>(xs[i]), static_cast<acc_t>(ps[i]), true);
+        }
+      }
+    });
+    median_volume<scalar_t>([r](int64_t i) { return r[i]; }, out.mutable_data_ptr<scalar_t>(), l,
+                            static_cast<int32_t>(kernel_size));
   });
   return out;
 }

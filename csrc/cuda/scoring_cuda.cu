@@ -65,17 +65,18 @@ struct PlainLoad {
   __device__ at::opmath_type<scalar_t> operator()(int64_t i) const { return static_cast<at::opmath_type<scalar_t>>(x[i]); }
 };
 
+// The masked residual, once per voxel, in the compute precision (the median reads each voxel
+// k^3 times).
 template <typename scalar_t>
-struct ResidualLoad {
-  const scalar_t* x;
-  const scalar_t* phi;
-  const uint8_t* inside;  // null: no mask
-  __device__ at::opmath_type<scalar_t> operator()(int64_t i) const {
-    using acc_t = at::opmath_type<scalar_t>;
-    return median::masked_residual(static_cast<acc_t>(x[i]), static_cast<acc_t>(phi[i]),
-                                   inside == nullptr || inside[i] != 0);
+__global__ void masked_residual_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ phi,
+                                       const uint8_t* __restrict__ inside, at::opmath_type<scalar_t>* __restrict__ out,
+                                       int64_t total) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = median::masked_residual(static_cast<acc_t>(x[i]), static_cast<acc_t>(phi[i]),
+                                     inside == nullptr || inside[i] != 0);
   }
-};
+}
 
 template <typename scalar_t, typename Load>
 __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayout l, int32_t k, int32_t kz,
@@ -210,9 +211,13 @@ at::Tensor residual_score_cuda(const at::Tensor& x_in, const at::Tensor& phi_in,
     inside = inside.expand(x.sizes()).contiguous();
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "residual_score_cuda", [&] {
-    const ResidualLoad<scalar_t> load{x.const_data_ptr<scalar_t>(), phi.const_data_ptr<scalar_t>(),
-                                      inside.defined() ? inside.const_data_ptr<uint8_t>() : nullptr};
-    launch_median<scalar_t>(load, out, l, kernel_size);
+    using acc_t = at::opmath_type<scalar_t>;
+    at::Tensor residual = at::empty(x.sizes(), x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    masked_residual_kernel<scalar_t><<<blocks_for(x.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.const_data_ptr<scalar_t>(), phi.const_data_ptr<scalar_t>(),
+        inside.defined() ? inside.const_data_ptr<uint8_t>() : nullptr, residual.mutable_data_ptr<acc_t>(), x.numel());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_median<scalar_t>(PlainLoad<acc_t>{residual.const_data_ptr<acc_t>()}, out, l, kernel_size);
   });
   return out;
 }

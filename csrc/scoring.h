@@ -60,9 +60,11 @@ inline VolumeLayout check_residual_args(const at::Tensor& x, const at::Tensor& p
   return l;
 }
 
-// The mask as uint8 0/1 of x's full shape, contiguous.
-inline at::Tensor mask_as_bytes(const at::Tensor& mask, const at::Tensor& x) {
-  return (mask != 0).to(at::kByte).expand(x.sizes()).contiguous();
+// The non-zero voxels of a mask as 0/1 bytes, contiguous (a view of a contiguous bool mask:
+// the morphology kernels only read it).
+inline at::Tensor mask_bytes(const at::Tensor& mask) {
+  if (mask.scalar_type() == at::kBool && mask.is_contiguous()) return mask.view(at::kByte);
+  return (mask != 0).to(at::kByte).contiguous();
 }
 
 }  // namespace dal

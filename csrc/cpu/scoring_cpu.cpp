@@ -1,11 +1,11 @@
 // CPU kernels of the scoring ops: median_filter, residual_score (|x - phi| in the eroded mask,
-// then the median, in one pass over the data), binary_erode and binary_dilate.
+// then the median, in one op), binary_erode and binary_dilate.
 //
 // The median runs the merge networks of dal/median.h over many voxels at once (the
 // networks hold no branch on the data, so every step is a short, vectorised min/max loop across
-// lanes). Each task takes a run of rows of one depth slice and keeps the sorted columns of the
-// last ky input rows in a ring, so a column is sorted once per task and each row's plane lists
-// once per row; the window stage alone runs per voxel.
+// lanes). Each task takes a run of rows of one depth slice: it sorts each depth column once,
+// merges each row's plane lists once and each pair of neighbouring plane lists once; per voxel
+// it runs only the trimmed quad and the last, pruned window merge.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
-#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../scoring.h"
@@ -24,10 +24,10 @@
 namespace dal {
 namespace {
 
-// Voxels in flight per network step: the column and plane stages run along one row; the window
-// stage, nine tenths of the work, runs over the rows of a task laid end to end, wider.
-constexpr int64_t kLanes = 32;
-constexpr int64_t kWindowLanes = 128;
+// Voxels in flight per network step: kRowLanes along one input row for the column stage (its
+// loads follow the input's rows), kLanes over the rows of a task laid end to end for the rest.
+constexpr int64_t kRowLanes = 32;
+constexpr int64_t kLanes = 128;
 constexpr int64_t kRowsPerTask = 16;
 
 const median::Plan& plan_for(int32_t kz, int32_t k) {
@@ -39,137 +39,153 @@ const median::Plan& plan_for(int32_t kz, int32_t k) {
   return it->second;
 }
 
-// Runs a network on Lanes voxels at once: wires[w * Lanes + lane].
+// Runs a network on Lanes voxels at once. at[w] points at the Lanes values of wire w: first at
+// its input, wherever that lies (only read), then at its row of `buf` once a step wrote it; so
+// inputs are read in place rather than copied in. Each step loads both operands before it
+// stores, so a step may write where it reads.
 template <int64_t Lanes, typename T>
-void run_lanes(const median::Network& net, T* wires) {
+void run_lanes(const median::Network& net, const T** at, T* buf) {
+  constexpr int64_t kChunk = 64 / sizeof(T);  // one 512-bit vector (two 256-bit ones on AVX2)
+  static_assert(Lanes % kChunk == 0, "lanes must fill whole vectors");
   for (const median::Op& op : net.ops) {
-    T* __restrict lo = wires + op.lo * Lanes;
-    T* __restrict hi = wires + op.hi * Lanes;
+    const T* a = at[op.lo];
+    const T* b = at[op.hi];
+    T* lo = buf + op.lo * Lanes;
+    T* hi = buf + op.hi * Lanes;
     if (op.kind == median::kCompareExchange) {
-      for (int64_t l = 0; l < Lanes; ++l) {
-        const T a = lo[l], b = hi[l];
-        lo[l] = median::min_(a, b);
-        hi[l] = median::max_(a, b);
+      for (int64_t i = 0; i < Lanes; i += kChunk) {
+        T va[kChunk], vb[kChunk];
+        for (int64_t j = 0; j < kChunk; ++j) va[j] = a[i + j], vb[j] = b[i + j];
+        for (int64_t j = 0; j < kChunk; ++j) lo[i + j] = median::min_(va[j], vb[j]), hi[i + j] = median::max_(va[j], vb[j]);
       }
+      at[op.lo] = lo;
+      at[op.hi] = hi;
     } else if (op.kind == median::kMinOnly) {
-      for (int64_t l = 0; l < Lanes; ++l) lo[l] = median::min_(lo[l], hi[l]);
+      for (int64_t i = 0; i < Lanes; i += kChunk) {
+        T va[kChunk], vb[kChunk];
+        for (int64_t j = 0; j < kChunk; ++j) va[j] = a[i + j], vb[j] = b[i + j];
+        for (int64_t j = 0; j < kChunk; ++j) lo[i + j] = median::min_(va[j], vb[j]);
+      }
+      at[op.lo] = lo;
     } else {
-      for (int64_t l = 0; l < Lanes; ++l) hi[l] = median::max_(lo[l], hi[l]);
+      for (int64_t i = 0; i < Lanes; i += kChunk) {
+        T va[kChunk], vb[kChunk];
+        for (int64_t j = 0; j < kChunk; ++j) va[j] = a[i + j], vb[j] = b[i + j];
+        for (int64_t j = 0; j < kChunk; ++j) hi[i + j] = median::max_(va[j], vb[j]);
+      }
+      at[op.hi] = hi;
     }
+  }
+}
+
+// Runs `net` over positions [0, end) of lists laid end to end, kLanes at a time: input wire
+// (list l, rank j) of position p is source(l)[j * size + p]; output rank j goes to
+// out[j * size + p]. Idle lanes of the last block compute garbage past `end` (the buffers have
+// the slack).
+template <typename T, typename Source>
+void run_flat(const median::Network& net, int32_t lists, int32_t length, const Source& source, T* out,
+              int64_t size, int64_t end, const T** at, T* buf) {
+  for (int64_t p0 = 0; p0 < end; p0 += kLanes) {
+    for (int32_t l = 0; l < lists; ++l) {
+      for (int32_t j = 0; j < length; ++j) at[l * length + j] = source(l) + j * size + p0;
+    }
+    run_lanes<kLanes>(net, at, buf);
+    for (size_t j = 0; j < net.outputs.size(); ++j) std::copy_n(at[net.outputs[j]], kLanes, out + j * size + p0);
   }
 }
 
 // Median of the values load(offset) over a cube of side k, replicate border, for every voxel.
 // Load maps the element offset of a voxel in the contiguous input to the value to filter.
+//
+// A task is a run of rows of one depth slice. Its buffers hold lists of rows laid end to end,
+// each row `stride` long: r replicated values, W values, r replicated values (and room for the
+// idle lanes of the last column block). Position p = row * stride + r + w.
 template <typename scalar_t, typename Load>
 void median_volume(const Load& load, scalar_t* out, const VolumeLayout& l, int32_t k) {
   using acc_t = at::opmath_type<scalar_t>;
   const int32_t kz = l.dims == 3 ? k : 1, r = k / 2, rz = kz / 2;
   const median::Plan& plan = plan_for(kz, k);
-  const int64_t H = l.height, W = l.width, blocks = (W + kLanes - 1) / kLanes;
-  // A row of plane lists: r replicated values, W values (and the garbage of the last block's
-  // idle lanes, overwritten by the right end), r replicated values.
-  const int64_t stride = blocks * kLanes + 2 * r;
+  const int64_t H = l.height, W = l.width, row_blocks = (W + kRowLanes - 1) / kRowLanes;
+  const int64_t stride = row_blocks * kRowLanes + 2 * r;
   const int64_t chunks = (H + kRowsPerTask - 1) / kRowsPerTask;
-  const int32_t column_length = plan.column_length(), plane_length = plan.plane_length();
-  // planes[j * plane_size + row * stride + r + w], pairs alike; slack at the end for the last
-  // blocks of the pair and window stages, whose idle lanes read past the last row.
-  const int64_t plane_size = kRowsPerTask * stride + 2 * kWindowLanes + k;
+  const int32_t plane_length = plan.plane_length(), pair_count = plan.pairs();
+  // Input rows of a task: its rows and r more on each side. Slack for the idle lanes.
+  const int64_t size = (kRowsPerTask + 2 * r) * stride + 2 * kLanes + 2 * k;
 
   at::parallel_for(0, l.batch * l.depth * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> columns(static_cast<size_t>(k * column_length * blocks * kLanes));  // ring of k rows
-    std::vector<int64_t> column_row(static_cast<size_t>(k), -1);  // input row held by each slot
-    std::vector<acc_t> planes(static_cast<size_t>(plane_length * plane_size), acc_t(0));
-    std::vector<acc_t> pairs(static_cast<size_t>(plan.pairs() > 0 ? 2 * plane_length * plane_size : 0), acc_t(0));
-    std::vector<acc_t> wires(static_cast<size_t>(plan.window.inputs * kWindowLanes));
+    std::vector<acc_t> columns(static_cast<size_t>(kz * size), acc_t(0));  // [rank][position]
+    std::vector<acc_t> planes(static_cast<size_t>(plane_length * size), acc_t(0));
+    std::vector<acc_t> pairs(static_cast<size_t>(2 * plane_length * size * (pair_count > 0)), acc_t(0));
+    std::vector<acc_t> quads(static_cast<size_t>(plan.quad_length * size), acc_t(0));
+    std::vector<acc_t> wires(static_cast<size_t>(plan.max_inputs() * kLanes));
+    std::vector<const acc_t*> at(static_cast<size_t>(plan.max_inputs()));  // see run_lanes
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task % chunks, bd = task / chunks, d = bd % l.depth, b = bd / l.depth;
-      std::fill(column_row.begin(), column_row.end(), -1);
-      // Sorted columns of input row y, in its ring slot: [rank][w].
-      auto column_slot = [&](int64_t y) {
-        const int64_t slot = y % k;
-        acc_t* dst = columns.data() + slot * column_length * blocks * kLanes;
-        if (column_row[slot] == y) return dst;
-        column_row[slot] = y;
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t w0 = blk * kLanes;
+      const int64_t h_begin = chunk * kRowsPerTask, rows = std::min(H, h_begin + kRowsPerTask) - h_begin;
+      // 1. Sorted depth columns of input rows h_begin - r .. h_begin + rows + r (clamped).
+      for (int64_t e = 0; e < rows + 2 * r; ++e) {
+        const int64_t y = median::clamp_index(h_begin - r + e, H);
+        for (int64_t w0 = 0; w0 < W; w0 += kRowLanes) {
           for (int32_t z = 0; z < kz; ++z) {
             const int64_t row = ((b * l.depth + median::clamp_index(d + z - rz, l.depth)) * H + y) * W;
-            acc_t* dst_z = wires.data() + z * kLanes;
-            if (w0 + kLanes <= W) {  // a full block: a contiguous, vectorised load
-              for (int64_t lane = 0; lane < kLanes; ++lane) dst_z[lane] = load(row + w0 + lane);
+            acc_t* dst = wires.data() + z * kRowLanes;
+            if (w0 + kRowLanes <= W) {  // a full block: a contiguous, vectorised load
+              for (int64_t lane = 0; lane < kRowLanes; ++lane) dst[lane] = load(row + w0 + lane);
             } else {
-              for (int64_t lane = 0; lane < kLanes; ++lane) dst_z[lane] = load(row + std::min(w0 + lane, W - 1));
+              for (int64_t lane = 0; lane < kRowLanes; ++lane) dst[lane] = load(row + std::min(w0 + lane, W - 1));
             }
           }
-          run_lanes<kLanes>(plan.column, wires.data());
+          for (int32_t z = 0; z < kz; ++z) at[z] = wires.data() + z * kRowLanes;
+          run_lanes<kRowLanes>(plan.column, at.data(), wires.data());
           for (int32_t j = 0; j < kz; ++j) {
-            std::copy_n(wires.data() + plan.column.outputs[j] * kLanes, kLanes, dst + j * blocks * kLanes + w0);
+            std::copy_n(at[plan.column.outputs[j]], kRowLanes, columns.data() + j * size + e * stride + r + w0);
           }
         }
-        return dst;
-      };
-      const int64_t h_begin = chunk * kRowsPerTask, rows = std::min(H, h_begin + kRowsPerTask) - h_begin;
-      // Plane lists of every row of the task, with replicated ends.
-      for (int64_t i = 0; i < rows; ++i) {
-        const acc_t* inputs[median::kMaxKernel];
-        for (int32_t y = 0; y < k; ++y) inputs[y] = column_slot(median::clamp_index(h_begin + i + y - r, H));
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t w0 = blk * kLanes;
-          for (int32_t y = 0; y < k; ++y) {
-            for (int32_t j = 0; j < kz; ++j) {
-              std::copy_n(inputs[y] + j * blocks * kLanes + w0, kLanes, wires.data() + (y * kz + j) * kLanes);
-            }
-          }
-          run_lanes<kLanes>(plan.plane, wires.data());
-          for (int32_t j = 0; j < plane_length; ++j) {
-            std::copy_n(wires.data() + plan.plane.outputs[j] * kLanes, kLanes,
-                        planes.data() + j * plane_size + i * stride + r + w0);
-          }
-        }
+      }
+      // 2. Plane lists of the task's rows: row i merges the columns of input rows i .. i + k - 1.
+      const int64_t positions = rows * stride;
+      run_flat(plan.plane, k, kz, [&](int32_t y) { return columns.data() + y * stride; }, planes.data(), size,
+               positions, at.data(), wires.data());
+      for (int64_t i = 0; i < rows; ++i) {  // replicate the ends of each row
         for (int32_t j = 0; j < plane_length; ++j) {
-          acc_t* p = planes.data() + j * plane_size + i * stride;
+          acc_t* p = planes.data() + j * size + i * stride;
           std::fill(p, p + r, p[r]);
           std::fill(p + r + W, p + stride, p[r + W - 1]);
         }
       }
-      // The pair and window stages over the rows end to end: position p = row * stride + w.
-      const int64_t positions = (rows - 1) * stride + W;
-      const int32_t pair_count = plan.pairs(), pair_length = 2 * plane_length;
-      // Pairs at p: the plane lists at p and p + 1 merged, for every p a window reads.
-      for (int64_t q0 = 0; pair_count > 0 && q0 < positions + k - 3; q0 += kWindowLanes) {
-        for (int32_t x = 0; x < 2; ++x) {
-          for (int32_t j = 0; j < plane_length; ++j) {
-            std::copy_n(planes.data() + j * plane_size + q0 + x, kWindowLanes,
-                        wires.data() + (x * plane_length + j) * kWindowLanes);
-          }
-        }
-        run_lanes<kWindowLanes>(plan.pair, wires.data());
-        for (int32_t j = 0; j < pair_length; ++j) {
-          std::copy_n(wires.data() + plan.pair.outputs[j] * kWindowLanes, kWindowLanes,
-                      pairs.data() + j * plane_size + q0);
-        }
+      // 3. Pairs: the plane lists at p and p + 1 merged, at every p a window reads. Window
+      // inputs start r before the voxel: at q = p - r, so the windows read from q = 0.
+      const int64_t windows = (rows - 1) * stride + W;  // window q = row * stride + w
+      if (pair_count > 0) {
+        run_flat(plan.pair, 2, plane_length, [&](int32_t x) { return planes.data() + x; }, pairs.data(), size,
+                 windows + k - 3, at.data(), wires.data());
       }
+      // 4. Quads: pairs at q and q + 2 merged, the ranks that can hold the median kept.
+      if (plan.has_quad()) {
+        run_flat(plan.quad, 2, 2 * plane_length, [&](int32_t x) { return pairs.data() + 2 * x; }, quads.data(),
+                 size, windows, at.data(), wires.data());
+      }
+      // 5. Windows, in the wire layout of plan.window: the quad (plane lists q .. q + 3), the
+      // other pairs (plane lists q + 2i, q + 2i + 1), the plane lists in no pair.
+      struct ListSource {
+        const acc_t* base;
+        int32_t length;
+        int64_t shift;
+      };
+      std::vector<ListSource> lists;
+      if (plan.has_quad()) lists.push_back({quads.data(), plan.quad_length, 0});
+      for (int32_t i = plan.has_quad() ? 2 : 0; i < pair_count; ++i) lists.push_back({pairs.data(), 2 * plane_length, 2 * i});
+      for (int32_t x = 2 * pair_count; x < k; ++x) lists.push_back({planes.data(), plane_length, x});
       scalar_t* out_rows = out + ((b * l.depth + d) * H + h_begin) * W;
-      for (int64_t p0 = 0; p0 < positions; p0 += kWindowLanes) {
-        // Window inputs: pair i (the plane lists at p + 2i, p + 2i + 1), then the plane lists
-        // not in a pair, in the wire layout of plan.window.
-        for (int32_t i = 0; i < pair_count; ++i) {
-          for (int32_t j = 0; j < pair_length; ++j) {
-            std::copy_n(pairs.data() + j * plane_size + p0 + 2 * i, kWindowLanes,
-                        wires.data() + (i * pair_length + j) * kWindowLanes);
-          }
+      for (int64_t q0 = 0; q0 < windows; q0 += kLanes) {
+        int32_t wire = 0;
+        for (const ListSource& list : lists) {
+          for (int32_t j = 0; j < list.length; ++j) at[wire++] = list.base + j * size + q0 + list.shift;
         }
-        for (int32_t x = 2 * pair_count; x < k; ++x) {
-          for (int32_t j = 0; j < plane_length; ++j) {
-            std::copy_n(planes.data() + j * plane_size + p0 + x, kWindowLanes,
-                        wires.data() + (x * plane_length + j) * kWindowLanes);
-          }
-        }
-        run_lanes<kWindowLanes>(plan.window, wires.data());
-        const acc_t* median = wires.data() + plan.window.outputs[0] * kWindowLanes;
-        for (int64_t lane = 0, p = p0; lane < kWindowLanes && p < positions; ++lane, ++p) {
-          const int64_t row = p / stride, w = p - row * stride;
+        run_lanes<kLanes>(plan.window, at.data(), wires.data());
+        const acc_t* median = at[plan.window.outputs[0]];
+        for (int64_t lane = 0, q = q0; lane < kLanes && q < windows; ++lane, ++q) {
+          const int64_t row = q / stride, w = q - row * stride;
           if (w < W) out_rows[row * W + w] = static_cast<scalar_t>(median[lane]);
         }
       }
@@ -191,15 +207,43 @@ at::Tensor median_filter_cpu(const at::Tensor& x_in, int64_t kernel_size) {
   return out;
 }
 
+template <bool Minimum>
+inline uint8_t extreme(uint8_t a, uint8_t b) {
+  return Minimum ? (b < a ? b : a) : (a < b ? b : a);
+}
+
+// One row of a box extreme along W. Plain arguments, not captures: a byte store may alias any
+// memory, so bounds read through a closure would be reloaded after each store, unvectorised.
+template <bool Minimum>
+void extreme_along_row(const uint8_t* src, uint8_t* __restrict dst, int64_t width, int64_t radius) {
+  for (int64_t w = radius; w + radius < width; ++w) {
+    uint8_t v = src[w - radius];
+    for (int64_t o = 1 - radius; o <= radius; ++o) v = extreme<Minimum>(v, src[w + o]);
+    dst[w] = v;
+  }
+  auto clamped = [&](int64_t w) {
+    uint8_t v = src[w];
+    for (int64_t o = -radius; o <= radius; ++o) v = extreme<Minimum>(v, src[median::clamp_index(w + o, width)]);
+    dst[w] = v;
+  };
+  for (int64_t w = 0; w < std::min(radius, width); ++w) clamped(w);
+  for (int64_t w = std::max(radius, width - radius); w < width; ++w) clamped(w);
+}
+
+template <bool Minimum>
+void extreme_of_rows(uint8_t* __restrict dst, const uint8_t* other, int64_t width) {
+  for (int64_t w = 0; w < width; ++w) dst[w] = extreme<Minimum>(dst[w], other[w]);
+}
+
 // Box minimum (erode) or maximum (dilate) of a 0/1 byte volume, radius voxels each way along
 // every spatial axis, replicate border: one pass per axis, each a contiguous loop along W.
 // Replaces `volume` by the result; never writes into the tensor it was given (it may be a view
 // of the caller's mask).
-void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool minimum) {
+template <bool Minimum>
+void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius) {
   if (radius == 0 || volume.numel() == 0) return;
   const int64_t W = l.width, H = l.height, D = l.depth;
   at::Tensor spare;  // a buffer of ours that the next pass may overwrite
-  auto combine = [minimum](uint8_t a, uint8_t b) { return minimum ? std::min(a, b) : std::max(a, b); };
   for (int64_t axis = 0; axis < l.dims; ++axis) {
     at::Tensor result = spare.defined() ? spare : at::empty_like(volume);
     const uint8_t* in = volume.const_data_ptr<uint8_t>();
@@ -208,25 +252,14 @@ void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool
       for (int64_t row = begin; row < end; ++row) {
         const uint8_t* src = in + row * W;
         uint8_t* dst = out + row * W;
-        if (axis == 0) {  // along W: clamped ends, a plain sliding loop inside
-          for (int64_t w = 0; w < W; ++w) {
-            if (w >= radius && w + radius < W) continue;
-            uint8_t v = src[w];
-            for (int64_t o = -radius; o <= radius; ++o) v = combine(v, src[median::clamp_index(w + o, W)]);
-            dst[w] = v;
-          }
-          for (int64_t w = radius; w + radius < W; ++w) {
-            uint8_t v = src[w - radius];
-            for (int64_t o = 1 - radius; o <= radius; ++o) v = combine(v, src[w + o]);
-            dst[w] = v;
-          }
+        if (axis == 0) {
+          extreme_along_row<Minimum>(src, dst, W, radius);
         } else {  // along H or D: whole neighbouring rows at once
           const int64_t stride = axis == 1 ? W : W * H, size = axis == 1 ? H : D;
           const int64_t pos = axis == 1 ? row % H : (row / H) % D;
           std::copy_n(src, W, dst);
           for (int64_t o = -radius; o <= radius; ++o) {
-            const uint8_t* other = src + (median::clamp_index(pos + o, size) - pos) * stride;
-            for (int64_t w = 0; w < W; ++w) dst[w] = combine(dst[w], other[w]);
+            extreme_of_rows<Minimum>(dst, src + (median::clamp_index(pos + o, size) - pos) * stride, W);
           }
         }
       }
@@ -236,17 +269,15 @@ void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool
   }
 }
 
-// The non-zero voxels of a mask as 0/1 bytes, contiguous (a view of a contiguous bool mask).
-at::Tensor mask_bytes(const at::Tensor& mask) {
-  if (mask.scalar_type() == at::kBool && mask.is_contiguous()) return mask.view(at::kByte);
-  return (mask != 0).to(at::kByte).contiguous();
-}
-
 at::Tensor binary_morphology(const at::Tensor& mask, int64_t radius, bool erode) {
   const VolumeLayout l = volume_layout(mask, "mask");
   check_radius(radius, "radius");
   at::Tensor bytes = mask_bytes(mask);
-  box_extreme(bytes, l, radius, erode);
+  if (erode) {
+    box_extreme<true>(bytes, l, radius);
+  } else {
+    box_extreme<false>(bytes, l, radius);
+  }
   return bytes.to(at::kBool);
 }
 
@@ -262,27 +293,32 @@ at::Tensor residual_score_cpu(const at::Tensor& x_in, const at::Tensor& phi_in,
   at::Tensor inside;
   if (mask_in.has_value()) {
     inside = mask_bytes(*mask_in);
-    box_extreme(inside, volume_layout(inside, "mask"), erode, true);
+    box_extreme<true>(inside, volume_layout(inside, "mask"), erode);
     inside = inside.expand(x.sizes()).contiguous();
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "residual_score_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     const scalar_t* ps = phi.const_data_ptr<scalar_t>();
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    const int32_t k = static_cast<int32_t>(kernel_size);
-    if (inside.defined()) {
-      const uint8_t* ms = inside.const_data_ptr<uint8_t>();
-      median_volume<scalar_t>(
-          [=](int64_t i) {
-            return median::masked_residual(static_cast<acc_t>(xs[i]), static_cast<acc_t>(ps[i]), ms[i] != 0);
-          },
-          o, l, k);
-    } else {
-      median_volume<scalar_t>(
-          [=](int64_t i) { return median::masked_residual(static_cast<acc_t>(xs[i]), static_cast<acc_t>(ps[i]), true); },
-          o, l, k);
-    }
+    const uint8_t* ms = inside.defined() ? inside.const_data_ptr<uint8_t>() : nullptr;
+    // The masked residual once, in the compute precision: the median reads each voxel about
+    // six times (kz depths, and the rows a task shares with its neighbours), so forming it in
+    // the median's load costs more than one pass that writes it.
+    at::Tensor residual = at::empty(x.sizes(), x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    acc_t* r = residual.mutable_data_ptr<acc_t>();
+    at::parallel_for(0, x.numel(), 1 << 14, [=](int64_t begin, int64_t end) {
+      if (ms != nullptr) {
+        for (int64_t i = begin; i < end; ++i) {
+          r[i] = median::masked_residual(static_cast<acc_t>(xs[i]), static_cast<acc_t>(ps[i]), ms[i] != 0);
+        }
+      } else {
+        for (int64_t i = begin; i < end; ++i) {
+          r[i] = median::masked_residual(static_cast<acc_t>(xs[i]), static_cast<acc_t>(ps[i]), true);
+        }
+      }
+    });
+    median_volume<scalar_t>([r](int64_t i) { return r[i]; }, out.mutable_data_ptr<scalar_t>(), l,
+                            static_cast<int32_t>(kernel_size));
   });
   return out;
 }

@@ -1,9 +1,10 @@
 // CUDA kernels of the scoring ops: median_filter, residual_score, binary_erode, binary_dilate.
 //
 // One thread per output voxel runs the merge networks of dal/median.h on its own window (column
-// sorts, plane merges, pair merges, the pruned window merge): the same steps, in the same order,
-// as the CPU kernel shares between neighbours. The networks' steps are the same for every thread,
-// so a warp never diverges; they live in global memory and are read by all threads at once.
+// sorts, plane merges, pair merges, the trimmed quad, the pruned window merge): the same steps,
+// in the same order, as the CPU kernel shares between neighbours. The networks' steps are the
+// same for every thread, so a warp never diverges; they live in global memory and are read by
+// all threads at once.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -33,13 +34,13 @@ struct DeviceNetwork {
 // The networks of a plan copied to the device in one int32 tensor.
 struct DevicePlan {
   at::Tensor storage;
-  DeviceNetwork column, plane, pair, window;
+  DeviceNetwork column, plane, pair, quad, window;
 };
 
 DevicePlan upload(const median::Plan& plan, const at::Device& device) {
   std::vector<int32_t> flat;
   std::vector<std::pair<int64_t, int64_t>> offsets;  // (ops, outputs) start of each network
-  for (const median::Network* net : {&plan.column, &plan.plane, &plan.pair, &plan.window}) {
+  for (const median::Network* net : {&plan.column, &plan.plane, &plan.pair, &plan.quad, &plan.window}) {
     const int64_t ops_at = static_cast<int64_t>(flat.size());
     for (const median::Op& op : net->ops) flat.insert(flat.end(), {op.kind, op.lo, op.hi});
     const int64_t outputs_at = static_cast<int64_t>(flat.size());
@@ -49,9 +50,9 @@ DevicePlan upload(const median::Plan& plan, const at::Device& device) {
   DevicePlan d;
   d.storage = at::tensor(flat, at::TensorOptions().dtype(at::kInt)).to(device);
   const int32_t* base = d.storage.const_data_ptr<int32_t>();
-  const median::Network* nets[4] = {&plan.column, &plan.plane, &plan.pair, &plan.window};
-  DeviceNetwork* outs[4] = {&d.column, &d.plane, &d.pair, &d.window};
-  for (int i = 0; i < 4; ++i) {
+  const median::Network* nets[5] = {&plan.column, &plan.plane, &plan.pair, &plan.quad, &plan.window};
+  DeviceNetwork* outs[5] = {&d.column, &d.plane, &d.pair, &d.quad, &d.window};
+  for (int i = 0; i < 5; ++i) {
     *outs[i] = {reinterpret_cast<const median::Op*>(base + offsets[i].first),
                 static_cast<int32_t>(nets[i]->ops.size()), base + offsets[i].second};
   }
@@ -64,27 +65,28 @@ struct PlainLoad {
   __device__ at::opmath_type<scalar_t> operator()(int64_t i) const { return static_cast<at::opmath_type<scalar_t>>(x[i]); }
 };
 
+// The masked residual, once per voxel, in the compute precision (the median reads each voxel
+// k^3 times).
 template <typename scalar_t>
-struct ResidualLoad {
-  const scalar_t* x;
-  const scalar_t* phi;
-  const uint8_t* inside;  // null: no mask
-  __device__ at::opmath_type<scalar_t> operator()(int64_t i) const {
-    using acc_t = at::opmath_type<scalar_t>;
-    return median::masked_residual(static_cast<acc_t>(x[i]), static_cast<acc_t>(phi[i]),
-                                   inside == nullptr || inside[i] != 0);
+__global__ void masked_residual_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ phi,
+                                       const uint8_t* __restrict__ inside, at::opmath_type<scalar_t>* __restrict__ out,
+                                       int64_t total) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = median::masked_residual(static_cast<acc_t>(x[i]), static_cast<acc_t>(phi[i]),
+                                     inside == nullptr || inside[i] != 0);
   }
-};
+}
 
 template <typename scalar_t, typename Load>
 __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayout l, int32_t k, int32_t kz,
-                              int32_t pairs, DeviceNetwork column, DeviceNetwork plane, DeviceNetwork pair,
-                              DeviceNetwork window) {
+                              int32_t pairs, int32_t quad_length, DeviceNetwork column, DeviceNetwork plane,
+                              DeviceNetwork pair, DeviceNetwork quad, DeviceNetwork window) {
   using acc_t = at::opmath_type<scalar_t>;
   const int32_t r = k / 2, rz = kz / 2, plane_length = kz * k;
   const int64_t total = l.batch * l.voxels();
   acc_t wires[kMaxWindow];
-  acc_t sorted[2 * kMaxPlane];
+  acc_t sorted[4 * kMaxPlane];
   for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < total; v += int64_t(gridDim.x) * blockDim.x) {
     const int64_t w = v % l.width, h = (v / l.width) % l.height, d = (v / (l.width * l.height)) % l.depth;
     const int64_t volume = (v / l.voxels()) * l.voxels();
@@ -112,8 +114,15 @@ __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayou
       for (int32_t j = 0; j < 2 * plane_length; ++j) sorted[j] = list[pair.outputs[j]];
       for (int32_t j = 0; j < 2 * plane_length; ++j) list[j] = sorted[j];
     }
-    median::run(window.ops, window.count, wires);
-    out[v] = static_cast<scalar_t>(wires[window.outputs[0]]);
+    acc_t* window_wires = wires;
+    if (quad_length > 0) {  // pairs 0 and 1 -> the trimmed quad, moved just before the other lists
+      median::run(quad.ops, quad.count, wires);
+      for (int32_t j = 0; j < quad_length; ++j) sorted[j] = wires[quad.outputs[j]];
+      window_wires = wires + 4 * plane_length - quad_length;
+      for (int32_t j = 0; j < quad_length; ++j) window_wires[j] = sorted[j];
+    }
+    median::run(window.ops, window.count, window_wires);
+    out[v] = static_cast<scalar_t>(window_wires[window.outputs[0]]);
   }
 }
 
@@ -129,8 +138,8 @@ void launch_median(const Load& load, at::Tensor& out, const VolumeLayout& l, int
   const median::Plan plan = median::make_plan(kz, k, k);
   const DevicePlan device_plan = upload(plan, out.device());
   median_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      load, out.mutable_data_ptr<scalar_t>(), l, k, kz, plan.pairs(), device_plan.column, device_plan.plane,
-      device_plan.pair, device_plan.window);
+      load, out.mutable_data_ptr<scalar_t>(), l, k, kz, plan.pairs(), plan.quad_length, device_plan.column,
+      device_plan.plane, device_plan.pair, device_plan.quad, device_plan.window);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -164,13 +173,15 @@ void box_extreme(at::Tensor& volume, const VolumeLayout& l, int64_t radius, bool
   if (radius == 0 || volume.numel() == 0) return;
   const int64_t strides[3] = {1, l.width, l.width * l.height};
   const int64_t sizes[3] = {l.width, l.height, l.depth};
-  at::Tensor scratch = at::empty_like(volume);
+  at::Tensor spare;  // a buffer of ours that the next pass may overwrite (never the caller's mask)
   for (int64_t axis = 0; axis < l.dims; ++axis) {
+    at::Tensor result = spare.defined() ? spare : at::empty_like(volume);
     box_extreme_kernel<<<blocks_for(volume.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        volume.const_data_ptr<uint8_t>(), scratch.mutable_data_ptr<uint8_t>(), volume.numel(), strides[axis],
+        volume.const_data_ptr<uint8_t>(), result.mutable_data_ptr<uint8_t>(), volume.numel(), strides[axis],
         sizes[axis], radius, minimum);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    std::swap(volume, scratch);
+    spare = axis == 0 ? at::Tensor() : volume;
+    volume = result;
   }
 }
 
@@ -178,7 +189,7 @@ at::Tensor binary_morphology(const at::Tensor& mask, int64_t radius, bool erode)
   const VolumeLayout l = volume_layout(mask, "mask");
   check_radius(radius, "radius");
   const c10::cuda::CUDAGuard guard(mask.device());
-  at::Tensor bytes = (mask != 0).to(at::kByte).contiguous();
+  at::Tensor bytes = mask_bytes(mask);
   box_extreme(bytes, l, radius, erode);
   return bytes.to(at::kBool);
 }
@@ -195,14 +206,18 @@ at::Tensor residual_score_cuda(const at::Tensor& x_in, const at::Tensor& phi_in,
   if (x.numel() == 0) return out;
   at::Tensor inside;
   if (mask_in.has_value()) {
-    inside = (*mask_in != 0).to(at::kByte).contiguous();
+    inside = mask_bytes(*mask_in);
     box_extreme(inside, volume_layout(inside, "mask"), erode, true);
     inside = inside.expand(x.sizes()).contiguous();
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "residual_score_cuda", [&] {
-    const ResidualLoad<scalar_t> load{x.const_data_ptr<scalar_t>(), phi.const_data_ptr<scalar_t>(),
-                                      inside.defined() ? inside.const_data_ptr<uint8_t>() : nullptr};
-    launch_median<scalar_t>(load, out, l, kernel_size);
+    using acc_t = at::opmath_type<scalar_t>;
+    at::Tensor residual = at::empty(x.sizes(), x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    masked_residual_kernel<scalar_t><<<blocks_for(x.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.const_data_ptr<scalar_t>(), phi.const_data_ptr<scalar_t>(),
+        inside.defined() ? inside.const_data_ptr<uint8_t>() : nullptr, residual.mutable_data_ptr<acc_t>(), x.numel());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_median<scalar_t>(PlainLoad<acc_t>{residual.const_data_ptr<acc_t>()}, out, l, kernel_size);
   });
   return out;
 }

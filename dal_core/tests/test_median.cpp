@@ -53,10 +53,18 @@ static void check_window(std::mt19937& rng, int32_t kz, int32_t k, bool ties) {
     for (int32_t j = 0; j < 2 * length; ++j) merged[j] = pair[plan.pair.outputs[j]];
     std::copy(merged.begin(), merged.end(), pair);
   }
-  run(plan.window.ops.data(), static_cast<int32_t>(plan.window.ops.size()), planes.data());
+  float* window_wires = planes.data();
+  if (plan.has_quad()) {  // pairs 0 and 1 -> the trimmed quad, just before the other lists
+    run(plan.quad.ops.data(), static_cast<int32_t>(plan.quad.ops.size()), planes.data());
+    std::vector<float> trimmed(static_cast<size_t>(plan.quad_length));
+    for (int32_t j = 0; j < plan.quad_length; ++j) trimmed[j] = planes[plan.quad.outputs[j]];
+    window_wires = planes.data() + 4 * length - plan.quad_length;
+    std::copy(trimmed.begin(), trimmed.end(), window_wires);
+  }
+  run(plan.window.ops.data(), static_cast<int32_t>(plan.window.ops.size()), window_wires);
   std::vector<float> sorted = window;
   std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
-  DAL_CHECK(planes[plan.window.outputs[0]] == sorted[sorted.size() / 2]);
+  DAL_CHECK(window_wires[plan.window.outputs[0]] == sorted[sorted.size() / 2]);
 }
 
 int main() {
@@ -78,6 +86,7 @@ int main() {
   const Network full = merge_network(5, 25, all_ranks(125));
   DAL_CHECK(plan.window.ops.size() < full.ops.size());
   DAL_CHECK(plan.pairs() == 2 && make_plan(3, 3, 3).pairs() == 0 && make_plan(1, 7, 7).pairs() == 3);
+  DAL_CHECK(plan.has_quad() && plan.quad_first == 37 && plan.quad_length == 26);  // ranks 37..62 of 100
   // Lists of unequal lengths merge too.
   {
     const Network net = merge_network(std::vector<int32_t>{4, 1, 6}, all_ranks(11));

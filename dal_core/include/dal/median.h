@@ -6,8 +6,8 @@
 //   2. plane:  the ky sorted columns along height at one w, merged into one sorted list of
 //              kz * ky values (shared by the kx windows of the row);
 //   3. pair:   from kx = 5 on, the plane lists at w and w + 1 merged (shared by two windows);
-//   4. window: the pairs and the last plane list (or the kx plane lists) merged, keeping the
-//              middle rank only.
+//   4. quad:   pairs 0 and 1 merged, keeping only the ranks that can hold the median;
+//   5. window: the quad, the other pairs and plane lists merged, keeping the median only.
 // Each stage is a Batcher odd-even merge tree whose compare-exchanges are pruned twice when the
 // network is built: those that touch the +infinity padding of a list (lists need not be powers
 // of two) and those whose results never reach a wanted output. What is left is a straight list
@@ -153,29 +153,52 @@ inline std::vector<int32_t> all_ranks(int32_t n) {
 
 // The stages of a (kz, ky, kx) median window (kz = 1 for 2D images). From kx = 5 on, the plane
 // lists of neighbouring w are first merged in pairs (pair i: lists 2i and 2i + 1), which the
-// CPU shares between the windows two apart: the window then merges kx / 2 pairs and the last
-// list, a quarter fewer steps than merging kx lists per voxel.
+// CPU shares between the windows two apart. Pairs 0 and 1 are then merged into a "quad" of
+// which only the ranks that can hold the median are kept: a quad value of rank i has i values
+// below it and at most i + (values outside the quad) below it in the window, so only ranks
+// median - outside .. median matter. The window merges that trimmed quad with the other pairs
+// and the last list. The trimming halves the window merge of a 5^3 median.
 struct Plan {
   int32_t kz, ky, kx;
   Network column;  // kz lists of 1 -> all kz ranks
   Network plane;   // ky lists of kz -> all kz * ky ranks
-  Network pair;    // 2 lists of kz * ky -> all ranks (no steps when not paired)
-  Network window;  // kx / 2 pairs and one list, or kx lists -> the middle rank
+  Network pair;    // 2 plane lists -> all ranks (no steps without pairs)
+  Network quad;    // pairs 0 and 1 -> ranks quad_first .. quad_first + quad_length - 1
+  Network window;  // [trimmed quad], the other pairs, the other plane lists -> the median
+  int32_t quad_first = 0, quad_length = 0;
 
   int32_t column_length() const { return kz; }
   int32_t plane_length() const { return kz * ky; }
   int32_t pairs() const { return kx >= 5 ? kx / 2 : 0; }
+  bool has_quad() const { return pairs() >= 2; }
+  // The most wires any stage uses (at most kz * ky * kx).
+  int32_t max_inputs() const {
+    return std::max({column.inputs, plane.inputs, pair.inputs, quad.inputs, window.inputs});
+  }
 };
 
 inline Plan make_plan(int32_t kz, int32_t ky, int32_t kx) {
-  Plan p{kz, ky, kx, {}, {}, {}, {}};
-  const int32_t length = kz * ky;
+  Plan p{kz, ky, kx, {}, {}, {}, {}, {}};
+  const int32_t length = kz * ky, count = length * kx, median = count / 2;
   p.column = merge_network(kz, 1, all_ranks(kz));
   p.plane = merge_network(ky, kz, all_ranks(length));
-  std::vector<int32_t> lists(static_cast<size_t>(p.pairs()), 2 * length);
-  lists.resize(static_cast<size_t>(kx - p.pairs()), length);  // the lists not in a pair
+  std::vector<int32_t> lists;  // the window's input lists
+  int32_t first_pair = 0, rank = median;
   if (p.pairs() > 0) p.pair = merge_network(2, length, all_ranks(2 * length));
-  p.window = merge_network(lists, {length * kx / 2});
+  if (p.has_quad()) {
+    const int32_t outside = count - 4 * length;
+    p.quad_first = std::max(0, median - outside);
+    p.quad_length = std::min(4 * length - 1, median) - p.quad_first + 1;
+    std::vector<int32_t> ranks(static_cast<size_t>(p.quad_length));
+    for (int32_t j = 0; j < p.quad_length; ++j) ranks[j] = p.quad_first + j;
+    p.quad = merge_network(2, 2 * length, ranks);
+    lists.push_back(p.quad_length);
+    first_pair = 2;
+    rank = median - p.quad_first;
+  }
+  for (int32_t i = first_pair; i < p.pairs(); ++i) lists.push_back(2 * length);
+  for (int32_t x = 2 * p.pairs(); x < kx; ++x) lists.push_back(length);
+  p.window = merge_network(lists, {rank});
   return p;
 }
 

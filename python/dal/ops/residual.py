@@ -13,9 +13,11 @@ def residual_score(
 ) -> torch.Tensor:
     """Anomaly score of DAL: the median-filtered residual inside the eroded brain mask, in one op.
 
-    ``median_filter(where(binary_erode(mask, erode), |x - phi|, 0), kernel_size)``, with the
-    residual formed as the median reads it (never stored). Outside the eroded mask the residual
-    is 0 (a select: an inf or NaN there does not leak in). No gradient: backward raises.
+    ``median_filter(where(binary_erode(mask, erode), |x - phi|, 0), kernel_size)`` in one op: the
+    kernel erodes the mask, forms the masked residual once in float32 (float64 for float64
+    input) and filters it, with no intermediate tensor in the input's dtype. Outside the eroded
+    mask the residual is 0 (a select: an inf or NaN there does not leak in). No gradient:
+    backward raises.
 
     Args:
         x: (N, C, H, W) or (N, C, D, H, W) floating scan.

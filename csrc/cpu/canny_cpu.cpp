@@ -45,42 +45,48 @@ void gaussian_row(acc_t* __restrict__ out, const std::vector<acc_t>& taps, int64
   }
 }
 
-// Gaussian along W: each row replicate-padded by the radius into a buffer, then gaussian_row.
+// The input row (b, dz, hy) in acc_t: the row itself when scalar_t is acc_t, else converted into
+// `slot` (W values).
 template <typename scalar_t, typename acc_t>
-void gaussian_along_w(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
+const acc_t* row_in_acc(const scalar_t* in, const EdgeGeometry& g, int64_t b, int64_t dz, int64_t hy, acc_t* slot) {
+  const scalar_t* row = in + ((b * g.depth + dz) * g.rows + hy) * g.cols;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return row;
+  } else {
+    for (int64_t i = 0; i < g.cols; ++i) slot[i] = static_cast<acc_t>(row[i]);
+    return slot;
+  }
+}
+
+// Gaussian along D: each output row combines the rows at the same (h) of other planes.
+template <typename scalar_t, typename acc_t>
+void gaussian_along_d(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
   const int64_t W = g.cols, radius = static_cast<int64_t>(taps.size()) - 1;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
-    thread_local std::vector<acc_t> padded;
-    padded.resize(static_cast<size_t>(W + 2 * radius));
-    const int64_t offset = ((b * g.depth + d) * g.rows + h) * W;
-    const scalar_t* row = in + offset;
-    for (int64_t i = 0; i < W + 2 * radius; ++i) padded[i] = static_cast<acc_t>(row[clamp_index(i - radius, W)]);
-    gaussian_row(out + offset, taps, W, [&](int64_t j) { return padded.data() + radius + j; });
+    thread_local std::vector<acc_t> converted;
+    converted.resize(static_cast<size_t>((2 * radius + 1) * W));
+    gaussian_row(out + ((b * g.depth + d) * g.rows + h) * W, taps, W, [&](int64_t j) {
+      return row_in_acc(in, g, b, clamp_index(d + j, g.depth), h, converted.data() + (j + radius) * W);
+    });
   });
 }
 
-// Gaussian along H (or D): each output row combines whole input rows (of other rows or planes).
+// Gaussian along H then W, fused per output row: the rows around it are combined into a buffer
+// replicate-padded by the radius, which the pass along W reads.
 template <typename scalar_t, typename acc_t>
-void gaussian_across(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps,
-                     bool along_depth) {
-  const int64_t W = g.cols;
+void gaussian_along_h_and_w(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
+  const int64_t W = g.cols, radius = static_cast<int64_t>(taps.size()) - 1;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
-    thread_local std::vector<acc_t> converted;  // the input rows in acc_t, when scalar_t is not
-    const int64_t radius = static_cast<int64_t>(taps.size()) - 1;
-    if constexpr (!std::is_same_v<scalar_t, acc_t>) converted.resize(static_cast<size_t>((2 * radius + 1) * W));
-    auto row_at = [&](int64_t j) -> const acc_t* {
-      const int64_t dz = along_depth ? clamp_index(d + j, g.depth) : d;
-      const int64_t hy = along_depth ? h : clamp_index(h + j, g.rows);
-      const scalar_t* row = in + ((b * g.depth + dz) * g.rows + hy) * W;
-      if constexpr (std::is_same_v<scalar_t, acc_t>) {
-        return row;
-      } else {
-        acc_t* slot = converted.data() + (j + radius) * W;
-        for (int64_t i = 0; i < W; ++i) slot[i] = static_cast<acc_t>(row[i]);
-        return slot;
-      }
-    };
-    gaussian_row(out + ((b * g.depth + d) * g.rows + h) * W, taps, W, row_at);
+    thread_local std::vector<acc_t> converted, padded;
+    converted.resize(static_cast<size_t>((2 * radius + 1) * W));
+    padded.resize(static_cast<size_t>(W + 2 * radius));
+    acc_t* along_h = padded.data() + radius;
+    gaussian_row(along_h, taps, W, [&](int64_t j) {
+      return row_in_acc(in, g, b, d, clamp_index(h + j, g.rows), converted.data() + (j + radius) * W);
+    });
+    std::fill(padded.begin(), padded.begin() + radius, along_h[0]);
+    std::fill(padded.end() - radius, padded.end(), along_h[W - 1]);
+    gaussian_row(out + ((b * g.depth + d) * g.rows + h) * W, taps, W, [&](int64_t j) { return along_h + j; });
   });
 }
 
@@ -133,11 +139,12 @@ void classify(const acc_t* components, const acc_t* magnitude, uint8_t* labels, 
               const std::vector<acc_t>& low_of, const std::vector<acc_t>& high_of) {
   const int64_t volume = g.voxels(), W = g.cols, plane = g.rows * W;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
-    if (h == 0 || h == g.rows - 1 || (kDims == 3 && (d == 0 || d == g.depth - 1))) return;
     const int64_t row = (d * g.rows + h) * W;
+    uint8_t* label = labels + b * volume + row;
+    std::fill(label, label + W, uint8_t(canny::kNone));  // the border stays kNone
+    if (h == 0 || h == g.rows - 1 || (kDims == 3 && (d == 0 || d == g.depth - 1))) return;
     const acc_t* m = magnitude + b * volume + row;
     const acc_t* gx = components + b * kDims * volume + row;
-    uint8_t* label = labels + b * volume + row;
     const acc_t low = low_of[b], high = high_of[b];
     for (int64_t w = 1; w < W - 1; ++w) {
       const acc_t grad[3] = {gx[w], gx[volume + w], kDims == 3 ? gx[2 * volume + w] : acc_t(0)};
@@ -270,19 +277,18 @@ void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double 
   acc_t* scratch = smoothed + n;
   // Axes in scipy's order (D, H, W), which smooths the first axis first.
   if (kDims == 3) {
-    gaussian_across(x, smoothed, g, taps, true);
-    gaussian_across(smoothed, scratch, g, taps, false);
+    gaussian_along_d(x, scratch, g, taps);
+    gaussian_along_h_and_w(scratch, smoothed, g, taps);
   } else {
-    gaussian_across(x, scratch, g, taps, false);
+    gaussian_along_h_and_w(x, smoothed, g, taps);
   }
-  gaussian_along_w(scratch, smoothed, g, taps);
   acc_t* magnitude = scratch;  // free again once smoothed
   acc_t* components = work.mutable_data_ptr<acc_t>() + 2 * n;
   gradient<acc_t, kDims>(smoothed, components, magnitude, g);
 
   std::vector<acc_t> low_of, high_of;
   thresholds(magnitude, g, low, high, use_quantiles, low_of, high_of);
-  at::Tensor labels_tensor = at::zeros({n}, acc_options.dtype(at::kByte));
+  at::Tensor labels_tensor = at::empty({n}, acc_options.dtype(at::kByte));
   uint8_t* labels = labels_tensor.mutable_data_ptr<uint8_t>();
   classify<acc_t, kDims>(components, magnitude, labels, g, low_of, high_of);
   if (use_hysteresis) Hysteresis(labels, g).run();

@@ -21,16 +21,6 @@ namespace {
 
 using namespace cpu;
 
-// Runs body(image, plane, row) for every row of every image, over all threads.
-template <typename Body>
-void for_each_row_index(const EdgeGeometry& g, const Body& body) {
-  const int64_t rows = g.images * g.depth * g.rows;
-  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(g.cols, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) body(r / (g.depth * g.rows), (r / g.rows) % g.depth, r % g.rows);
-  });
-}
-
 // out = taps[0] * centre, then out += taps[j] * (before_j + after_j) for j = radius..1: the
 // order of dal/canny.h's gaussian_step, each step a contiguous loop over the row.
 template <typename acc_t, typename Row>

@@ -161,7 +161,9 @@ class Hysteresis {
       for (int dh = -1; dh <= 1; ++dh)
         for (int dw = -1; dw <= 1; ++dw)
           if (dd || dh || dw) offsets_.push_back((dd * g.rows + dh) * g.cols + dw);
-    const int64_t wanted = (at::get_num_threads() + g.images - 1) / g.images;
+    // Inside a parallel region (one image per thread) the flood runs alone: one slab.
+    const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+    const int64_t wanted = (threads + g.images - 1) / g.images;
     slabs_per_image_ = std::max<int64_t>(1, std::min<int64_t>(wanted, outer_ / 8));
   }
 
@@ -252,19 +254,19 @@ class Hysteresis {
   std::vector<int64_t> offsets_;
 };
 
-template <typename scalar_t, int kDims>
-void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double low, double high, double sigma,
-                  bool use_hysteresis, bool use_quantiles, const at::TensorOptions& acc_options) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int radius = canny::gaussian_radius(sigma);
-  std::vector<double> taps64(static_cast<size_t>(radius + 1));
-  canny::gaussian_taps(sigma, radius, taps64.data());
-  const std::vector<acc_t> taps(taps64.begin(), taps64.end());
+struct CannyParams {
+  double low, high;
+  bool use_hysteresis, use_quantiles;
+};
 
+// The whole pipeline over the images of g, in `work` ((kDims + 2) * g.total() values) and
+// `labels` (g.total()).
+template <typename scalar_t, typename acc_t, int kDims>
+void canny_pipeline(const scalar_t* x, bool* edges, const EdgeGeometry& g, const std::vector<acc_t>& taps,
+                    const CannyParams& p, acc_t* work, uint8_t* labels) {
   const int64_t n = g.total();
-  at::Tensor work = at::empty({(kDims + 2) * n}, acc_options);  // two volumes, then components
-  acc_t* smoothed = work.mutable_data_ptr<acc_t>();
-  acc_t* scratch = smoothed + n;
+  acc_t* smoothed = work;
+  acc_t* scratch = work + n;
   // Axes in scipy's order (D, H, W), which smooths the first axis first.
   if (kDims == 3) {
     gaussian_along_d(x, scratch, g, taps);
@@ -273,19 +275,49 @@ void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double 
     gaussian_along_h_and_w(x, smoothed, g, taps);
   }
   acc_t* magnitude = scratch;  // free again once smoothed
-  acc_t* components = work.mutable_data_ptr<acc_t>() + 2 * n;
+  acc_t* components = work + 2 * n;
   gradient<acc_t, kDims>(smoothed, components, magnitude, g);
 
   std::vector<acc_t> low_of, high_of;
-  thresholds(magnitude, g, low, high, use_quantiles, low_of, high_of);
-  at::Tensor labels_tensor = at::empty({n}, acc_options.dtype(at::kByte));
-  uint8_t* labels = labels_tensor.mutable_data_ptr<uint8_t>();
+  thresholds(magnitude, g, p.low, p.high, p.use_quantiles, low_of, high_of);
   classify<acc_t, kDims>(components, magnitude, labels, g, low_of, high_of);
-  if (use_hysteresis) Hysteresis(labels, g).run();
-  const uint8_t kept = use_hysteresis ? canny::kReached : canny::kWeak;
+  if (p.use_hysteresis) Hysteresis(labels, g).run();
+  const uint8_t kept = p.use_hysteresis ? canny::kReached : canny::kWeak;
   at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) edges[i] = labels[i] >= kept;
   });
+}
+
+// With at least as many images as threads, each thread runs whole images, one after the other,
+// in buffers of one image that stay in its cache (the loops inside then run serially); otherwise
+// every step is split over all threads, down to the rows of one volume.
+template <typename scalar_t, int kDims>
+void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double sigma, const CannyParams& p,
+                  const at::TensorOptions& acc_options) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int radius = canny::gaussian_radius(sigma);
+  std::vector<double> taps64(static_cast<size_t>(radius + 1));
+  canny::gaussian_taps(sigma, radius, taps64.data());
+  const std::vector<acc_t> taps(taps64.begin(), taps64.end());
+
+  if (g.images > 1 && g.images >= at::get_num_threads()) {
+    EdgeGeometry one = g;
+    one.images = 1;
+    const int64_t volume = g.voxels();
+    at::parallel_for(0, g.images, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> work(static_cast<size_t>((kDims + 2) * volume));
+      std::vector<uint8_t> labels(static_cast<size_t>(volume));
+      for (int64_t b = begin; b < end; ++b) {
+        canny_pipeline<scalar_t, acc_t, kDims>(x + b * volume, edges + b * volume, one, taps, p, work.data(),
+                                               labels.data());
+      }
+    });
+  } else {
+    at::Tensor work = at::empty({(kDims + 2) * g.total()}, acc_options);
+    at::Tensor labels = at::empty({g.total()}, acc_options.dtype(at::kByte));
+    canny_pipeline<scalar_t, acc_t, kDims>(x, edges, g, taps, p, work.mutable_data_ptr<acc_t>(),
+                                           labels.mutable_data_ptr<uint8_t>());
+  }
 }
 
 at::Tensor canny_cpu(const at::Tensor& x_in, double low, double high, double sigma, bool use_hysteresis,
@@ -299,12 +331,11 @@ at::Tensor canny_cpu(const at::Tensor& x_in, double low, double high, double sig
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_options = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     bool* out = edges.mutable_data_ptr<bool>();
+    const CannyParams params{low, high, use_hysteresis, use_quantiles};
     if (g.spatial_dims == 3) {
-      canny_kernel<scalar_t, 3>(x.const_data_ptr<scalar_t>(), out, g, low, high, sigma, use_hysteresis,
-                                use_quantiles, acc_options);
+      canny_kernel<scalar_t, 3>(x.const_data_ptr<scalar_t>(), out, g, sigma, params, acc_options);
     } else {
-      canny_kernel<scalar_t, 2>(x.const_data_ptr<scalar_t>(), out, g, low, high, sigma, use_hysteresis,
-                                use_quantiles, acc_options);
+      canny_kernel<scalar_t, 2>(x.const_data_ptr<scalar_t>(), out, g, sigma, params, acc_options);
     }
   });
   return edges;

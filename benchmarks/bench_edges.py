@@ -130,17 +130,22 @@ def test_sobel2d_backward_kornia(run, anatomy):
 
 # ---- Canny, on brain MRI (the MNI152 1 mm template shipped with nilearn) ------------------------
 @pytest.fixture(scope="module")
-def mri_volume():
+def mni_template():
     from nilearn import datasets
 
-    volume = datasets.load_mni152_template(resolution=1).get_fdata()  # (197, 233, 189)
-    return torch.from_numpy(np.ascontiguousarray(volume[18:178, 20:212, 14:174], dtype=np.float32))[None, None]
+    return torch.from_numpy(datasets.load_mni152_template(resolution=1).get_fdata().astype(np.float32))  # (197, 233, 189)
 
 
 @pytest.fixture(scope="module")
-def mri_slices(mri_volume):
-    """64 axial slices of 192x192 (N, 1, H, W)."""
-    return mri_volume[0, 0, :, :, 48:112].permute(2, 1, 0)[:, None, :, 16:176].contiguous()
+def mri_volume(mni_template):
+    """The template cropped to 160x192x160 (1, 1, D, H, W)."""
+    return mni_template[18:178, 20:212, 14:174].contiguous()[None, None]
+
+
+@pytest.fixture(scope="module")
+def mri_slices(mni_template):
+    """64 axial slices of 192x192 from the middle of the brain (64, 1, H, W)."""
+    return mni_template[2:194, 20:212, 62:126].permute(2, 1, 0).contiguous()[:, None]
 
 
 def _thresholds(x, quantiles=(0.8, 0.9)):

@@ -255,3 +255,12 @@ def test_bad_input_names_the_argument(device, args, error, words):
         full = list(call) + [1.0, True, False][len(call) - 3 :]
         with pytest.raises(RuntimeError, match=words):
             torch.ops.dal.canny(*full)
+
+
+def test_torch_compile_fullgraph(device):
+    def edges(x):
+        return ops.canny(x * 2.0, 0.02, 0.1) & (x > 0)
+
+    x = _smooth_random((2, 1, 24, 24), 8, torch.float32, device)
+    compiled = torch.compile(edges, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x), edges(x))

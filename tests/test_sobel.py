@@ -174,3 +174,13 @@ def test_backward_kernel_checks_grad(device):
         pytest.skip("no compiled kernel on this device")
     with pytest.raises(RuntimeError, match="grad must have the shape of sobel's output"):
         torch.ops.dal.sobel_backward(torch.zeros(1, 1, 4, 4, device=device), x, True, False)
+
+
+def test_cpu_autocast_bfloat16():
+    x = _image((2, 3, 8, 8), torch.float32, "cpu")
+    conv = torch.nn.Conv2d(3, 4, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x)
+        out = ops.sobel(h)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, reference.sobel(h), **TOLERANCE[torch.bfloat16])

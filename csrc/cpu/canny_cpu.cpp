@@ -21,16 +21,6 @@ namespace {
 
 using namespace cpu;
 
-// Runs body(image, plane, row) for every row of every image, over all threads.
-template <typename Body>
-void for_each_row_index(const EdgeGeometry& g, const Body& body) {
-  const int64_t rows = g.images * g.depth * g.rows;
-  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(g.cols, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) body(r / (g.depth * g.rows), (r / g.rows) % g.depth, r % g.rows);
-  });
-}
-
 // out = taps[0] * centre, then out += taps[j] * (before_j + after_j) for j = radius..1: the
 // order of dal/canny.h's gaussian_step, each step a contiguous loop over the row.
 template <typename acc_t, typename Row>
@@ -45,42 +35,48 @@ void gaussian_row(acc_t* __restrict__ out, const std::vector<acc_t>& taps, int64
   }
 }
 
-// Gaussian along W: each row replicate-padded by the radius into a buffer, then gaussian_row.
+// The input row (b, dz, hy) in acc_t: the row itself when scalar_t is acc_t, else converted into
+// `slot` (W values).
 template <typename scalar_t, typename acc_t>
-void gaussian_along_w(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
+const acc_t* row_in_acc(const scalar_t* in, const EdgeGeometry& g, int64_t b, int64_t dz, int64_t hy, acc_t* slot) {
+  const scalar_t* row = in + ((b * g.depth + dz) * g.rows + hy) * g.cols;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return row;
+  } else {
+    for (int64_t i = 0; i < g.cols; ++i) slot[i] = static_cast<acc_t>(row[i]);
+    return slot;
+  }
+}
+
+// Gaussian along D: each output row combines the rows at the same (h) of other planes.
+template <typename scalar_t, typename acc_t>
+void gaussian_along_d(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
   const int64_t W = g.cols, radius = static_cast<int64_t>(taps.size()) - 1;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
-    thread_local std::vector<acc_t> padded;
-    padded.resize(static_cast<size_t>(W + 2 * radius));
-    const int64_t offset = ((b * g.depth + d) * g.rows + h) * W;
-    const scalar_t* row = in + offset;
-    for (int64_t i = 0; i < W + 2 * radius; ++i) padded[i] = static_cast<acc_t>(row[clamp_index(i - radius, W)]);
-    gaussian_row(out + offset, taps, W, [&](int64_t j) { return padded.data() + radius + j; });
+    thread_local std::vector<acc_t> converted;
+    converted.resize(static_cast<size_t>((2 * radius + 1) * W));
+    gaussian_row(out + ((b * g.depth + d) * g.rows + h) * W, taps, W, [&](int64_t j) {
+      return row_in_acc(in, g, b, clamp_index(d + j, g.depth), h, converted.data() + (j + radius) * W);
+    });
   });
 }
 
-// Gaussian along H (or D): each output row combines whole input rows (of other rows or planes).
+// Gaussian along H then W, fused per output row: the rows around it are combined into a buffer
+// replicate-padded by the radius, which the pass along W reads.
 template <typename scalar_t, typename acc_t>
-void gaussian_across(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps,
-                     bool along_depth) {
-  const int64_t W = g.cols;
+void gaussian_along_h_and_w(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
+  const int64_t W = g.cols, radius = static_cast<int64_t>(taps.size()) - 1;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
-    thread_local std::vector<acc_t> converted;  // the input rows in acc_t, when scalar_t is not
-    const int64_t radius = static_cast<int64_t>(taps.size()) - 1;
-    if constexpr (!std::is_same_v<scalar_t, acc_t>) converted.resize(static_cast<size_t>((2 * radius + 1) * W));
-    auto row_at = [&](int64_t j) -> const acc_t* {
-      const int64_t dz = along_depth ? clamp_index(d + j, g.depth) : d;
-      const int64_t hy = along_depth ? h : clamp_index(h + j, g.rows);
-      const scalar_t* row = in + ((b * g.depth + dz) * g.rows + hy) * W;
-      if constexpr (std::is_same_v<scalar_t, acc_t>) {
-        return row;
-      } else {
-        acc_t* slot = converted.data() + (j + radius) * W;
-        for (int64_t i = 0; i < W; ++i) slot[i] = static_cast<acc_t>(row[i]);
-        return slot;
-      }
-    };
-    gaussian_row(out + ((b * g.depth + d) * g.rows + h) * W, taps, W, row_at);
+    thread_local std::vector<acc_t> converted, padded;
+    converted.resize(static_cast<size_t>((2 * radius + 1) * W));
+    padded.resize(static_cast<size_t>(W + 2 * radius));
+    acc_t* along_h = padded.data() + radius;
+    gaussian_row(along_h, taps, W, [&](int64_t j) {
+      return row_in_acc(in, g, b, d, clamp_index(h + j, g.rows), converted.data() + (j + radius) * W);
+    });
+    std::fill(padded.begin(), padded.begin() + radius, along_h[0]);
+    std::fill(padded.end() - radius, padded.end(), along_h[W - 1]);
+    gaussian_row(out + ((b * g.depth + d) * g.rows + h) * W, taps, W, [&](int64_t j) { return along_h + j; });
   });
 }
 
@@ -133,11 +129,12 @@ void classify(const acc_t* components, const acc_t* magnitude, uint8_t* labels, 
               const std::vector<acc_t>& low_of, const std::vector<acc_t>& high_of) {
   const int64_t volume = g.voxels(), W = g.cols, plane = g.rows * W;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
-    if (h == 0 || h == g.rows - 1 || (kDims == 3 && (d == 0 || d == g.depth - 1))) return;
     const int64_t row = (d * g.rows + h) * W;
+    uint8_t* label = labels + b * volume + row;
+    std::fill(label, label + W, uint8_t(canny::kNone));  // the border stays kNone
+    if (h == 0 || h == g.rows - 1 || (kDims == 3 && (d == 0 || d == g.depth - 1))) return;
     const acc_t* m = magnitude + b * volume + row;
     const acc_t* gx = components + b * kDims * volume + row;
-    uint8_t* label = labels + b * volume + row;
     const acc_t low = low_of[b], high = high_of[b];
     for (int64_t w = 1; w < W - 1; ++w) {
       const acc_t grad[3] = {gx[w], gx[volume + w], kDims == 3 ? gx[2 * volume + w] : acc_t(0)};
@@ -164,7 +161,9 @@ class Hysteresis {
       for (int dh = -1; dh <= 1; ++dh)
         for (int dw = -1; dw <= 1; ++dw)
           if (dd || dh || dw) offsets_.push_back((dd * g.rows + dh) * g.cols + dw);
-    const int64_t wanted = (at::get_num_threads() + g.images - 1) / g.images;
+    // Inside a parallel region (one image per thread) the flood runs alone: one slab.
+    const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+    const int64_t wanted = (threads + g.images - 1) / g.images;
     slabs_per_image_ = std::max<int64_t>(1, std::min<int64_t>(wanted, outer_ / 8));
   }
 
@@ -255,41 +254,70 @@ class Hysteresis {
   std::vector<int64_t> offsets_;
 };
 
+struct CannyParams {
+  double low, high;
+  bool use_hysteresis, use_quantiles;
+};
+
+// The whole pipeline over the images of g, in `work` ((kDims + 2) * g.total() values) and
+// `labels` (g.total()).
+template <typename scalar_t, typename acc_t, int kDims>
+void canny_pipeline(const scalar_t* x, bool* edges, const EdgeGeometry& g, const std::vector<acc_t>& taps,
+                    const CannyParams& p, acc_t* work, uint8_t* labels) {
+  const int64_t n = g.total();
+  acc_t* smoothed = work;
+  acc_t* scratch = work + n;
+  // Axes in scipy's order (D, H, W), which smooths the first axis first.
+  if (kDims == 3) {
+    gaussian_along_d(x, scratch, g, taps);
+    gaussian_along_h_and_w(scratch, smoothed, g, taps);
+  } else {
+    gaussian_along_h_and_w(x, smoothed, g, taps);
+  }
+  acc_t* magnitude = scratch;  // free again once smoothed
+  acc_t* components = work + 2 * n;
+  gradient<acc_t, kDims>(smoothed, components, magnitude, g);
+
+  std::vector<acc_t> low_of, high_of;
+  thresholds(magnitude, g, p.low, p.high, p.use_quantiles, low_of, high_of);
+  classify<acc_t, kDims>(components, magnitude, labels, g, low_of, high_of);
+  if (p.use_hysteresis) Hysteresis(labels, g).run();
+  const uint8_t kept = p.use_hysteresis ? canny::kReached : canny::kWeak;
+  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) edges[i] = labels[i] >= kept;
+  });
+}
+
+// With at least as many images as threads, each thread runs whole images, one after the other,
+// in buffers of one image that stay in its cache (the loops inside then run serially); otherwise
+// every step is split over all threads, down to the rows of one volume.
 template <typename scalar_t, int kDims>
-void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double low, double high, double sigma,
-                  bool use_hysteresis, bool use_quantiles, const at::TensorOptions& acc_options) {
+void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double sigma, const CannyParams& p,
+                  const at::TensorOptions& acc_options) {
   using acc_t = at::opmath_type<scalar_t>;
   const int radius = canny::gaussian_radius(sigma);
   std::vector<double> taps64(static_cast<size_t>(radius + 1));
   canny::gaussian_taps(sigma, radius, taps64.data());
   const std::vector<acc_t> taps(taps64.begin(), taps64.end());
 
-  const int64_t n = g.total();
-  at::Tensor work = at::empty({(kDims + 2) * n}, acc_options);  // two volumes, then components
-  acc_t* smoothed = work.mutable_data_ptr<acc_t>();
-  acc_t* scratch = smoothed + n;
-  // Axes in scipy's order (D, H, W), which smooths the first axis first.
-  if (kDims == 3) {
-    gaussian_across(x, smoothed, g, taps, true);
-    gaussian_across(smoothed, scratch, g, taps, false);
+  if (g.images > 1 && g.images >= at::get_num_threads()) {
+    EdgeGeometry one = g;
+    one.images = 1;
+    const int64_t volume = g.voxels();
+    at::parallel_for(0, g.images, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> work(static_cast<size_t>((kDims + 2) * volume));
+      std::vector<uint8_t> labels(static_cast<size_t>(volume));
+      for (int64_t b = begin; b < end; ++b) {
+        canny_pipeline<scalar_t, acc_t, kDims>(x + b * volume, edges + b * volume, one, taps, p, work.data(),
+                                               labels.data());
+      }
+    });
   } else {
-    gaussian_across(x, scratch, g, taps, false);
+    at::Tensor work = at::empty({(kDims + 2) * g.total()}, acc_options);
+    at::Tensor labels = at::empty({g.total()}, acc_options.dtype(at::kByte));
+    canny_pipeline<scalar_t, acc_t, kDims>(x, edges, g, taps, p, work.mutable_data_ptr<acc_t>(),
+                                           labels.mutable_data_ptr<uint8_t>());
   }
-  gaussian_along_w(scratch, smoothed, g, taps);
-  acc_t* magnitude = scratch;  // free again once smoothed
-  acc_t* components = work.mutable_data_ptr<acc_t>() + 2 * n;
-  gradient<acc_t, kDims>(smoothed, components, magnitude, g);
-
-  std::vector<acc_t> low_of, high_of;
-  thresholds(magnitude, g, low, high, use_quantiles, low_of, high_of);
-  at::Tensor labels_tensor = at::zeros({n}, acc_options.dtype(at::kByte));
-  uint8_t* labels = labels_tensor.mutable_data_ptr<uint8_t>();
-  classify<acc_t, kDims>(components, magnitude, labels, g, low_of, high_of);
-  if (use_hysteresis) Hysteresis(labels, g).run();
-  const uint8_t kept = use_hysteresis ? canny::kReached : canny::kWeak;
-  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) edges[i] = labels[i] >= kept;
-  });
 }
 
 at::Tensor canny_cpu(const at::Tensor& x_in, double low, double high, double sigma, bool use_hysteresis,
@@ -303,12 +331,11 @@ at::Tensor canny_cpu(const at::Tensor& x_in, double low, double high, double sig
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_options = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     bool* out = edges.mutable_data_ptr<bool>();
+    const CannyParams params{low, high, use_hysteresis, use_quantiles};
     if (g.spatial_dims == 3) {
-      canny_kernel<scalar_t, 3>(x.const_data_ptr<scalar_t>(), out, g, low, high, sigma, use_hysteresis,
-                                use_quantiles, acc_options);
+      canny_kernel<scalar_t, 3>(x.const_data_ptr<scalar_t>(), out, g, sigma, params, acc_options);
     } else {
-      canny_kernel<scalar_t, 2>(x.const_data_ptr<scalar_t>(), out, g, low, high, sigma, use_hysteresis,
-                                use_quantiles, acc_options);
+      canny_kernel<scalar_t, 2>(x.const_data_ptr<scalar_t>(), out, g, sigma, params, acc_options);
     }
   });
   return edges;

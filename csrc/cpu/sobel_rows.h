@@ -25,8 +25,11 @@ inline int64_t clamp_index(int64_t i, int64_t n) { return std::min(std::max(i, i
 template <typename acc_t>
 struct RowBuffers {
   std::vector<acc_t> storage;
-  int64_t stride;
-  explicit RowBuffers(int64_t cols) : storage(static_cast<size_t>(3 * (cols + 2))), stride(cols + 2) {}
+  int64_t stride = 0;
+  void resize(int64_t cols) {
+    stride = cols + 2;
+    storage.resize(static_cast<size_t>(3 * stride));
+  }
   acc_t* row(int k) { return storage.data() + k * stride + 1; }
 };
 
@@ -82,16 +85,23 @@ void steps_along_w(const acc_t* __restrict__ x_part, const acc_t* __restrict__ y
   }
 }
 
-// Runs body(image, plane, row, task_buffers) for every output row, over all threads.
-template <typename acc_t, typename Body>
-void for_each_row(const EdgeGeometry& g, const Body& body) {
+// Runs body(image, plane, row) for every row of every image, split over all threads.
+template <typename Body>
+void for_each_row_index(const EdgeGeometry& g, const Body& body) {
   const int64_t rows = g.images * g.depth * g.rows;
   const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(g.cols, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    RowBuffers<acc_t> buffers(g.cols);
-    for (int64_t r = begin; r < end; ++r) {
-      body(r / (g.depth * g.rows), (r / g.rows) % g.depth, r % g.rows, buffers);
-    }
+    for (int64_t r = begin; r < end; ++r) body(r / (g.depth * g.rows), (r / g.rows) % g.depth, r % g.rows);
+  });
+}
+
+// The same, handing the body the calling thread's row buffers.
+template <typename acc_t, typename Body>
+void for_each_row(const EdgeGeometry& g, const Body& body) {
+  for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
+    thread_local RowBuffers<acc_t> buffers;
+    buffers.resize(g.cols);
+    body(b, d, h, buffers);
   });
 }
 

@@ -24,9 +24,11 @@ def canny(
     bilinearly on a face in 3D), double threshold, and hysteresis with full connectivity (8 in
     2D, 26 in 3D) run to convergence. Voxels on the image border are never edges.
 
-    Differences from scikit-image: float32 input is computed in float32 (scikit-image smooths in
-    float64 internally), so a few pixels whose magnitude ties with a neighbour's may differ;
-    quantile thresholds are taken per (n, c) image.
+    Differences from scikit-image: float32 input is computed in float32 (scipy accumulates in
+    float64), and scikit-image rounds ``low`` to float32, so a few pixels whose magnitude ties
+    with a neighbour's or a threshold may differ; quantile thresholds are taken per (n, c)
+    image. Sums are ordered as scipy orders them (centre, then symmetric pairs), so mirror-
+    symmetric images give exact ties, kept on both sides as scikit-image keeps them.
 
     Args:
         x: (N, C, H, W) or (N, C, D, H, W) floating tensor.

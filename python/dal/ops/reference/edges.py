@@ -170,10 +170,9 @@ def canny(
     g = _components(smoothed, normalized=False)
     mag = (g * g).sum(2).sqrt()
     if use_quantiles:
-        per_image = mag.flatten(2).double()
         q = torch.tensor([low, high], dtype=torch.float64, device=x.device)
-        low_t, high_t = torch.quantile(per_image, q, dim=2, keepdim=True).to(mag.dtype).unsqueeze(-1).unbind(0)
-        low_t, high_t = low_t.view(*mag.shape[:2], *([1] * dims)), high_t.view(*mag.shape[:2], *([1] * dims))
+        per_image = torch.quantile(mag.flatten(2).double(), q, dim=2).to(mag.dtype)  # (2, N, C)
+        low_t, high_t = (t.view(*t.shape, *[1] * dims) for t in per_image)
     else:
         low_t, high_t = low, high
     interior = torch.zeros_like(mag, dtype=torch.bool)

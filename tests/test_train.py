@@ -104,6 +104,11 @@ def test_cli_trains_with_flags_over_the_yaml(tmp_path, cache):
     assert "trained 2 steps" in result.output
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert saved.model.kind == "ae" and saved.train.seed == 3 and saved.train.max_steps == 2
+    # --resume without --config continues with the run's own settings.
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "3",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "trained 3 steps" in result.output
 
 
 @pytest.mark.parametrize("section, values, message", [

@@ -106,14 +106,19 @@ def test_trained_decoder_keeps_anatomy_when_the_code_is_swapped():
     assert (from_b - b).abs().mean() < 0.5 * (a - b).abs().mean()
 
 
-def test_tissue_statistics_are_masked_mean_and_spread():
+def test_tissue_statistics_are_masked_median_and_deviation_and_resist_a_lesion():
     anatomy, image = _phantom([0.0, 0.3, 0.6, 1.0])
     image = image + torch.linspace(0, 0.1, 20).view(1, 1, 1, 20)
-    mean, spread = tissue_statistics(image, anatomy)
+    image[0, 0, 3:6, 3:6] = 3.0  # a bright lesion inside white matter
+    median, spread = tissue_statistics(image, anatomy)
     for k in range(4):
-        values = image[0, 0][anatomy[0, k] > 0]
-        assert mean[0, k] == pytest.approx(float(values.mean()), abs=1e-6)
-        assert spread[0, k] == pytest.approx(float(values.std(unbiased=False)), abs=1e-3)
+        values = image[0, 0][anatomy[0, k] > 0].double().sort().values
+        lower_median = values[(values.numel() - 1) // 2]
+        assert median[0, k] == pytest.approx(float(lower_median), abs=1e-6)
+        assert spread[0, k] == pytest.approx(float((values - lower_median).abs().mean()), abs=1e-5)
+    assert median[0, 3] < 1.2  # the white matter's median ignores the lesion; its mean would not
+    absent = tissue_statistics(image, torch.cat([anatomy, torch.zeros_like(anatomy[:, :1])], 1))
+    assert absent[0][0, 4] == 0 and absent[1][0, 4] == 0
 
 
 def test_edge_dropout_zeroes_whole_blocks_and_keeps_the_rest():

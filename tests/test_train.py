@@ -104,6 +104,11 @@ def test_cli_trains_with_flags_over_the_yaml(tmp_path, cache):
     assert "trained 2 steps" in result.output
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert saved.model.kind == "ae" and saved.train.seed == 3 and saved.train.max_steps == 2
+    # --resume without --config continues with the run's own settings.
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "3",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "trained 3 steps" in result.output
 
 
 @pytest.mark.parametrize("section, values, message", [
@@ -151,3 +156,23 @@ def test_data_folder_without_scans_is_a_clear_error(tmp_path):
 def test_the_shipped_default_yaml_is_the_default_config():
     shipped = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
     assert load_config(shipped) == Config()
+
+
+def test_registered_scans_without_tissue_maps_get_the_mni152_prior():
+    import numpy as np
+
+    from dal.data import ModelVolume, PreprocessConfig, Preprocessor
+    from dal.engine.sources import with_template_tissue
+
+    preprocessor = Preprocessor(PreprocessConfig(register=True, spacing=4.0, shape=(40, 48, 40)))
+    mask = np.zeros((40, 48, 40), bool)
+    mask[12:28, 14:34, 12:28] = True
+    volume = ModelVolume(np.zeros(mask.shape, np.float32), mask, None, "registered")
+    (done,) = with_template_tissue([volume], preprocessor)
+    assert done.tissue.shape == (3, 40, 48, 40)
+    assert np.all(done.tissue[:, ~mask] == 0)
+    total = done.tissue.sum(0)[mask]
+    assert np.mean(np.abs(total - 1) < 1e-5) > 0.99  # one inside the template brain; no prior outside it
+    assert np.all((np.abs(total - 1) < 1e-5) | (total < 0.05))
+    csf, gm, wm = done.tissue[:, mask].mean(1)
+    assert gm > 0.3 and wm > 0.3 and csf < 0.25  # the deep brain: grey (thalamus, cortex) and white matter

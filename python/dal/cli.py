@@ -1,6 +1,8 @@
 """The `dal` command line: a thin Click layer over the public Python API."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from dal._version import __version__
@@ -97,6 +99,8 @@ def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_s
     from dal.engine.config import ConfigError, load_config
     from dal.engine.train import TrainingError, train as run_training
 
+    if resume and config_path is None and (Path(out) / "config.yaml").is_file():
+        config_path = str(Path(out) / "config.yaml")  # a resumed run keeps its own settings
     try:
         config = load_config(config_path)
         overrides = {"data.data": data, "data.contrast": contrast, "data.val": val, "model.kind": model_kind,
@@ -105,7 +109,7 @@ def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_s
         config = config.replace({key: value for key, value in overrides.items() if value is not None})
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="--config") from None
-    if data is not None and not __import__("os").path.isdir(data):
+    if data is not None and not Path(data).is_dir():
         raise click.BadParameter(f"{data}: no such folder", param_hint="--data")
     try:
         summary = run_training(config, out, resume=resume, progress=not quiet)

@@ -78,8 +78,9 @@ class TrainConfig:
         minutes: stop after this much training time (None: no time limit).
         seed: the seed of everything random (data, initialisation, noise).
         deterministic: deterministic algorithms (a resumed run then ends with the same weights).
-        amp: mixed precision: "off", "bf16" (bfloat16 autocast) or "auto" (bf16 on CUDA, off on
-            the CPU, where it measured slower for these small convolutions: see bench_models).
+        amp: mixed precision of the training step: "off", "bf16" (bfloat16 autocast) or "auto"
+            (bf16 on CUDA and on CPUs with native bfloat16, where it measured faster: see
+            bench_models). Scoring always runs in float32.
         device: "auto" (CUDA when present), "cpu" or "cuda[:N]".
         threads: torch intra-op threads on the CPU (0: torch's default).
         log_every: steps between TensorBoard scalars.

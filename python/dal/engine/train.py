@@ -91,11 +91,19 @@ def resolve_device(name: str, rank: int = 0) -> torch.device:
 
 
 def autocast_context(amp: str, device: torch.device):
-    """bfloat16 autocast when asked ("bf16"), or "auto" on CUDA. On this CPU the small
-    convolutions measured slower in bfloat16 (benchmarks/bench_models.py), so "auto" leaves
-    the CPU in float32."""
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    """bfloat16 autocast when asked ("bf16"), or with "auto" on CUDA and on CPUs with native
+    bfloat16 (oneDNN reports it: AVX512-BF16 or AMX). On this machine's CPU (avx512_bf16) a
+    training step measured 2.2x faster for dae and 1.25x for dal in bfloat16
+    (benchmarks/bench_models.py)."""
+    use = amp == "bf16" or (amp == "auto" and (device.type == "cuda" or cpu_has_bf16()))
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _collate(items: list[dict], device: torch.device) -> dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ class ModelConfig:
     second_view_grad: bool = False
     edge_dropout: float = 0.5
     edge_dropout_block: int = 8
-    ae_latent: int = 16
+    ae_latent: int = 4
     dae_noise_std: float = 0.2
     dae_noise_cells: int = 12
 

@@ -4,12 +4,12 @@ Choices made where the paper is silent, chosen to keep the training step cheap o
 
 - Anatomy encoder: a small U-Net (``channels`` 16, 3 levels) to K logits; the anatomy ``A`` is
   the straight-through one-hot of them (``dal.ops.onehot_st``: hard forward, softmax backward).
-- Imaging code ``z``: the per-tissue mean and spread of ``x`` over ``A`` (2K numbers, nearly free,
-  interpretable) and the global-average-pooled features of a 3-layer strided CNN (``code_channels``).
-- Decoder ``D(A, z)``: the per-tissue mean image ``sum_k A_k mean_k`` (the piecewise-constant
+- Imaging code ``z``: the per-tissue median and spread of ``x`` over ``A`` (2K numbers, nearly
+  free, interpretable; the median is robust to a lesion inside a tissue) and the global-average-pooled features of a 3-layer strided CNN (``code_channels``).
+- Decoder ``D(A, z)``: the per-tissue median image ``sum_k A_k median_k`` (the piecewise-constant
   image that ``A`` and ``z`` already describe) plus a light correction: a conv net on ``A`` and two
   coordinate channels (for bias fields), each block modulated by FiLM from ``z``. The correction's
-  last layer starts at zero, so an untrained decoder paints each tissue with its mean.
+  last layer starts at zero, so an untrained decoder paints each tissue with its median.
 - Restoration: a U-Net (half the anatomy encoder's width by default) from the Sobel edges of ``A`` (``dal.ops.sobel``, one
   channel per tissue) to anatomy logits, trained to rebuild ``A`` with random blocks of the edge
   map dropped, so it learns to fill regions from their surroundings. ``A_hat`` = one-hot of its
@@ -32,17 +32,28 @@ from dal.ops import onehot_st, sobel
 
 
 def tissue_statistics(x: torch.Tensor, anatomy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of ``x`` (N, 1, H, W) over each anatomy channel (N, K, H, W):
-    two (N, K) tensors (0 for a tissue absent from the slice)."""
-    weight = anatomy.sum((2, 3))
-    count = weight.clamp_min(1.0)
-    mean = (anatomy * x).sum((2, 3)) / count
-    variance = (anatomy * (x - mean[..., None, None]) ** 2).sum((2, 3)) / count
-    return mean, (variance + 1e-6).sqrt() * (weight > 0)
+    """Weighted median and mean absolute deviation from it of ``x`` (N, 1, H, W) over each
+    anatomy channel (N, K, H, W): two (N, K) tensors (0 for a tissue absent from the slice).
+
+    The median, not the mean: a lesion that the anatomy files under some tissue (a bright
+    tumour taken for grey matter) would drag that tissue's mean, and with it the whole
+    pseudo-healthy tissue, towards the lesion; the median of the tissue's bulk stays healthy.
+    The gradient reaches ``x`` (through the selected values), not the anatomy.
+    """
+    n, k = anatomy.shape[:2]
+    values, order = x.flatten(2).sort(-1)                                   # (N, 1, P)
+    weights = anatomy.flatten(2).gather(-1, order.expand(n, k, -1))         # (N, K, P), in value order
+    cumulative = weights.cumsum(-1)
+    total = cumulative[..., -1:]
+    index = (cumulative < 0.5 * total).sum(-1, keepdim=True).clamp(max=values.shape[-1] - 1)
+    present = (total > 0).to(x.dtype)
+    median = values.expand(n, k, -1).gather(-1, index) * present             # (N, K, 1)
+    deviation = (weights * (values - median).abs()).sum(-1, keepdim=True) / total.clamp_min(1e-6)
+    return median[..., 0], deviation[..., 0] * present[..., 0]
 
 
 class ImagingEncoder(nn.Module):
-    """``z`` = [per-tissue mean (K), per-tissue spread (K), pooled CNN features (code_channels)]."""
+    """``z`` = [per-tissue median (K), per-tissue spread (K), pooled CNN features (code_channels)]."""
 
     def __init__(self, classes: int, code_channels: int):
         super().__init__()
@@ -71,7 +82,7 @@ class FiLMBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """``x_hat = sum_k A_k mean_k(z) + correction(A, coords; FiLM(z))``."""
+    """``x_hat = sum_k A_k median_k(z) + correction(A, coords; FiLM(z))``."""
 
     def __init__(self, classes: int, code_size: int, channels: int, blocks: int):
         super().__init__()

@@ -1,0 +1,67 @@
+"""Images per second of each model: one training step (forward, backward, AdamW) and inference
+(pseudo_healthy), at the default sizes, batch 32 of 96 x 112 slices (2 mm model space).
+
+images/s = 32 / the mean time of a round (pytest-benchmark's "OPS" column times 32). DAL's
+step does several networks' work; the groups put it beside the baselines and its ablations, and
+bfloat16 autocast beside float32 (the CPU default follows what this measures).
+"""
+import pytest
+import torch
+
+from dal.models import LossConfig, ModelConfig, build_model
+
+BATCH, H, W = 32, 96, 112
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(BATCH, 1, H, W, generator=g)
+    return {"image": image, "view1": image, "view2": torch.rand(BATCH, 1, H, W, generator=g),
+            "mask": torch.ones(BATCH, 1, H, W),
+            "tissue": torch.softmax(torch.randn(BATCH, 4, H, W, generator=g), 1)}
+
+
+def step_function(model, batch, bf16=False):
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+    model.train()
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            losses = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+
+    return step
+
+
+VARIANTS = {
+    "dal": ModelConfig(kind="dal"),
+    "ae": ModelConfig(kind="ae"),
+    "dae": ModelConfig(kind="dae"),
+    "dal-second-view-grad": ModelConfig(kind="dal", second_view_grad=True),
+    "dal-no-restoration": ModelConfig(kind="dal", restoration=False),
+}
+
+
+@pytest.mark.benchmark(group=f"train step, batch {BATCH} x {H}x{W}, float32")
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_train_step(run, batch, name):
+    torch.manual_seed(0)
+    run(step_function(build_model(VARIANTS[name], LossConfig()), batch), rounds=3)
+
+
+@pytest.mark.benchmark(group=f"train step, batch {BATCH} x {H}x{W}, bfloat16 autocast")
+@pytest.mark.parametrize("name", ["dal", "ae", "dae"])
+def test_train_step_bf16(run, batch, name):
+    torch.manual_seed(0)
+    run(step_function(build_model(VARIANTS[name], LossConfig()), batch, bf16=True), rounds=3)
+
+
+@pytest.mark.benchmark(group=f"inference (pseudo_healthy), batch {BATCH} x {H}x{W}")
+@pytest.mark.parametrize("name", ["dal", "ae", "dae"])
+def test_inference(run, batch, name):
+    torch.manual_seed(0)
+    model = build_model(VARIANTS[name]).eval()
+    run(lambda: model.pseudo_healthy(batch["image"]), rounds=3)

@@ -156,6 +156,9 @@ def test_data_folder_without_scans_is_a_clear_error(tmp_path):
 def test_the_shipped_default_yaml_is_the_default_config():
     shipped = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
     assert load_config(shipped) == Config()
+    # "every setting": no key left to its default by omission
+    written = yaml.safe_load(shipped.read_text())
+    assert {s: set(v) for s, v in written.items()} == {s: set(v) for s, v in Config().to_dict().items()}
 
 
 def test_registered_scans_without_tissue_maps_get_the_mni152_prior():

@@ -62,6 +62,46 @@ def test_every_model_trains_end_to_end_and_writes_a_loadable_run(tmp_path, cache
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
 
 
+def test_the_intensity_baseline_trains_nothing_and_calibrates_its_thresholds(tmp_path, cache):
+    config = tiny_config(cache, **{"model.kind": "intensity", "train.max_steps": 5})
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["steps"] == 0 and summary["best_step"] == 0
+    best = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert best.model_kind == "intensity" and set(best.thresholds) == {"fpr_0.01", "fpr_0.05"}
+    assert 0 < best.thresholds["fpr_0.05"] <= best.thresholds["fpr_0.01"]
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(best.model.pseudo_healthy(x)["phi"], torch.zeros_like(x))  # the score is the scan itself
+
+
+def test_validation_every_few_minutes_of_training(tmp_path, cache, monkeypatch):
+    clock = {"now": 0.0}
+
+    def perf_counter():  # every call is 10 s later: each step takes at least 10 s of "training"
+        clock["now"] += 10.0
+        return clock["now"]
+
+    monkeypatch.setattr(train_module.time, "perf_counter", perf_counter)
+    config = tiny_config(cache, **{"model.kind": "ae", "train.max_steps": 6, "train.val_minutes": 1.0})
+    train(config, tmp_path / "run", progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 6 and 1 < len(steps) < 6  # by the clock, neither every step nor only at the end
+    with pytest.raises(ConfigError, match="train.val_minutes: expected a positive number"):
+        config.replace({"train.val_minutes": 0})
+
+
+@pytest.mark.parametrize("name, changed", [
+    ("ablation-no-restoration.yaml", {"model": {"restoration": False}}),
+    ("ablation-no-onehot.yaml", {"model": {"onehot": False}}),
+    ("t1-only.yaml", {"data": {"synthetic_contrasts": ["t1"], "val_contrasts": ["t1"]}}),
+])
+def test_the_shipped_experiment_configs_change_only_what_they_say(name, changed):
+    config = load_config(Path(__file__).parents[1] / "configs" / name).to_dict()
+    default = Config().to_dict()
+    for section, values in changed.items():
+        default[section].update(values)
+    assert config == default
+
+
 def _weights(path):
     return load_checkpoint(path).model.state_dict()
 
@@ -99,11 +139,13 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, c
 def test_cli_trains_with_flags_over_the_yaml(tmp_path, cache):
     path = write_yaml(tmp_path / "tiny.yaml", cache)
     result = CliRunner().invoke(main, ["train", "--config", str(path), "--out", str(tmp_path / "run"),
-                                       "--model", "ae", "--max-steps", "2", "--seed", "3", "--quiet"])
+                                       "--model", "ae", "--max-steps", "2", "--seed", "3", "--threads", "2",
+                                       "--val-minutes", "5", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "trained 2 steps" in result.output
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert saved.model.kind == "ae" and saved.train.seed == 3 and saved.train.max_steps == 2
+    assert saved.train.threads == 2 and saved.train.val_minutes == 5
     # --resume without --config continues with the run's own settings.
     result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "3",
                                        "--quiet"])

@@ -80,17 +80,21 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite):
               help="YAML file of settings (see configs/default.yaml); the flags below override it.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder, e.g. runs/NAME.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--model", "model_kind", type=click.Choice(["dal", "ae", "dae"]), default=None,
-              help="dal (default), ae (autoencoder) or dae (denoising autoencoder).")
+@click.option("--model", "model_kind", type=click.Choice(["dal", "ae", "dae", "intensity"]), default=None,
+              help="dal (default), ae (autoencoder), dae (denoising autoencoder) or intensity (raw-intensity "
+                   "thresholding: nothing to train, its thresholds are calibrated).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of everything random.")
 @click.option("--max-steps", type=click.IntRange(min=0), default=None, help="Stop after this many steps.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Training time budget.")
+@click.option("--val-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Validate every this many minutes of training (default: once per epoch).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Slices per step (per process).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option("--register", is_flag=True, default=None, help="Work in MNI152 space (affine registration).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_steps, minutes, batch_size, device,
-          register, quiet):
+def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_steps, minutes, val_minutes, batch_size,
+          device, threads, register, quiet):
     """Train DAL (or a baseline) on healthy scans; validate on labelled ones; keep the best
     checkpoint by validation AP, with thresholds at 1% and 5% false positives. Under torchrun,
     one process per device with DistributedDataParallel."""
@@ -104,8 +108,9 @@ def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_s
     try:
         config = load_config(config_path)
         overrides = {"data.data": data, "data.contrast": contrast, "data.val": val, "model.kind": model_kind,
-                     "train.seed": seed, "train.max_steps": max_steps, "train.minutes": minutes,
-                     "train.batch_size": batch_size, "train.device": device, "preprocessing.register": register}
+                     "train.seed": seed, "train.max_steps": max_steps, "train.minutes": minutes, "train.val_minutes": val_minutes,
+                     "train.batch_size": batch_size, "train.device": device, "train.threads": threads,
+                     "preprocessing.register": register}
         config = config.replace({key: value for key, value in overrides.items() if value is not None})
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="--config") from None

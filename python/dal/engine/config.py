@@ -85,6 +85,9 @@ class TrainConfig:
         threads: torch intra-op threads on the CPU (0: torch's default).
         log_every: steps between TensorBoard scalars.
         val_every: steps between validations (0: once per epoch of the training slices).
+        val_minutes: minutes of training between validations, instead of ``val_every`` (None:
+            use ``val_every``). Under a time budget, models of different speed then spend the
+            same share of it on validation.
         checkpoint_every: steps between resumable checkpoints (0: at each validation only).
     """
 
@@ -100,6 +103,7 @@ class TrainConfig:
     threads: int = 0
     log_every: int = 10
     val_every: int = 0
+    val_minutes: float | None = None
     checkpoint_every: int = 50
 
     def __post_init__(self):
@@ -111,6 +115,8 @@ class TrainConfig:
             raise ConfigError(f"train.max_steps: expected at least 0, got {self.max_steps}")
         if self.minutes is not None and not self.minutes > 0:
             raise ConfigError(f"train.minutes: expected a positive number, got {self.minutes}")
+        if self.val_minutes is not None and not self.val_minutes > 0:
+            raise ConfigError(f"train.val_minutes: expected a positive number, got {self.val_minutes}")
         if self.amp not in ("off", "bf16", "auto"):
             raise ConfigError(f"train.amp: expected off, bf16 or auto, got {self.amp!r}")
         for name in ("log_every", "val_every", "checkpoint_every", "threads", "seed"):

@@ -274,7 +274,7 @@ class Detector:
         scoring = dict(checkpoint.config.get("scoring") or {})
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
-        self.model = checkpoint.model.to(self.device).eval()
+        self.model = checkpoint.model.to(self.device, memory_format=torch.channels_last).eval()  # as in training
         self.preprocessor = Preprocessor(preprocessing)
         self.median_mm = float(scoring.get("median_mm", 5.0))
         self.erode_mm = float(scoring.get("erode_mm", 2.0))

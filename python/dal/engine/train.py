@@ -254,8 +254,12 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
                             f"{len(dataset)} training slices")
 
     torch.manual_seed(tc.seed)
-    model = build_model(config.model, config.loss).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    # channels-last: oneDNN's convolutions of few channels run 1.4-3x faster in it on the CPU
+    # (DAL's step 1.31 -> 0.72 s, DAE's 0.36 -> 0.27 s, batch 32, 1 thread); inputs of one
+    # channel are channels-last already.
+    model = build_model(config.model, config.loss).to(device, memory_format=torch.channels_last)
+    learns = any(parameter.requires_grad for parameter in model.parameters())  # not the intensity baseline
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay) if learns else None
     state = RunState()
     thresholds: dict = {}
     if resume:
@@ -263,7 +267,8 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
         if checkpoint.config["model"] != config.to_dict()["model"]:
             raise TrainingError(f"--resume: the model settings differ from those of {last_path}")
         model.load_state_dict(checkpoint.model.state_dict())
-        optimizer.load_state_dict(checkpoint.optimizer_state)
+        if optimizer is not None:
+            optimizer.load_state_dict(checkpoint.optimizer_state)
         torch.set_rng_state(checkpoint.rng_state)
         state = RunState.from_dict(checkpoint.training["state"])
         thresholds = checkpoint.thresholds
@@ -274,7 +279,7 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(dump_config(config), out / "config.yaml")
     net = model
-    if world > 1:
+    if world > 1 and learns:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     writer = None
@@ -330,7 +335,13 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
     images_per_second = float("nan")
     window_start, window_images = time.perf_counter(), 0
     last_validated = state.step if resume else -1
-    stop = (tc.max_steps is not None and state.step >= tc.max_steps)
+    validated_at = state.seconds
+
+    def validation_due() -> bool:
+        if tc.val_minutes is not None:
+            return state.seconds - validated_at >= 60 * tc.val_minutes
+        return state.step % val_every == 0
+    stop = not learns or (tc.max_steps is not None and state.step >= tc.max_steps)
     while not stop:
         dataset.set_epoch(state.epoch)
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(tc.seed * 100003 + state.epoch))
@@ -368,10 +379,10 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
                 stop = bool(flag.item())
             if state.position == steps_per_epoch:
                 state.epoch, state.position = state.epoch + 1, 0
-            if stop or state.step % val_every == 0:
+            if stop or validation_due():
                 run_validation()
                 last_validated = state.step
-                state.seconds = time.perf_counter() - started
+                state.seconds = validated_at = time.perf_counter() - started
             elif tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                 save(last_path)
             if stop:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from dal.models.autoencoders import AutoEncoder, DenoisingAutoEncoder
+from dal.models.autoencoders import AutoEncoder, DenoisingAutoEncoder, IntensityBaseline
 from dal.models.config import MODEL_KINDS, LossConfig, ModelConfig
 from dal.models.dal import DAL
 
-__all__ = ["AutoEncoder", "DAL", "DenoisingAutoEncoder", "LossConfig", "MODEL_KINDS", "ModelConfig", "build_model"]
+__all__ = ["AutoEncoder", "DAL", "DenoisingAutoEncoder", "IntensityBaseline", "LossConfig", "MODEL_KINDS", "ModelConfig", "build_model"]
 
 
 def build_model(config: ModelConfig, losses: LossConfig | None = None) -> nn.Module:
@@ -19,4 +19,6 @@ def build_model(config: ModelConfig, losses: LossConfig | None = None) -> nn.Mod
         return AutoEncoder(config)
     if config.kind == "dae":
         return DenoisingAutoEncoder(config)
+    if config.kind == "intensity":
+        return IntensityBaseline(config)
     raise ValueError(f"model.kind: expected one of {MODEL_KINDS}, got {config.kind!r}")

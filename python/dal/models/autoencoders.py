@@ -1,5 +1,6 @@
 """The baselines in the same framework: a plain bottleneck autoencoder and a denoising
-autoencoder (Kascenas et al. 2022), on the U-Net backbone DAL uses.
+autoencoder (Kascenas et al. 2022), on the U-Net backbone DAL uses, and raw-intensity
+thresholding.
 
 Both train on the scans as they are (``batch["image"]``): they need no imaging invariance, and
 the augmented views of DAL would only widen what they learn to rebuild.
@@ -67,3 +68,24 @@ class DenoisingAutoEncoder(nn.Module):
     @torch.no_grad()
     def pseudo_healthy(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"phi": self.net(x)}
+
+
+class IntensityBaseline(nn.Module):
+    """Raw-intensity thresholding, the simple baseline of DESIGN.md: the PHI is zero, so the
+    score is the scan's own intensity, median-filtered inside the eroded brain mask like every
+    model's residual. Lesions brighter than all healthy tissue (FLAIR, T2) are found; dark ones
+    (T1) are not. Nothing to learn: ``dal train --model intensity`` only calibrates its thresholds
+    on the healthy validation volumes."""
+
+    kind = "intensity"
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig(kind="intensity")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise RuntimeError("IntensityBaseline has nothing to train")
+
+    @torch.no_grad()
+    def pseudo_healthy(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"phi": torch.zeros_like(x)}

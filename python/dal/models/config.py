@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODEL_KINDS = ("dal", "ae", "dae")
+MODEL_KINDS = ("dal", "ae", "dae", "intensity")
 
 
 @dataclass
@@ -11,7 +11,8 @@ class ModelConfig:
     """Sizes and switches of the three models (each reads the fields it needs).
 
     Attributes:
-        kind: "dal", "ae" (plain bottleneck autoencoder) or "dae" (denoising U-Net, coarse noise).
+        kind: "dal", "ae" (plain bottleneck autoencoder), "dae" (denoising U-Net, coarse noise) or
+            "intensity" (raw-intensity thresholding; nothing to train).
         classes: anatomy channels K (background, CSF, GM, WM by default).
         channels: width of the first level of every U-Net (doubles per level).
         levels: resolution levels of every U-Net.

@@ -109,6 +109,17 @@ def test_empty_input(device, shape, magnitude):
     assert g.shape == shape
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 9, 37), (1, 2, 5, 9, 37), (1, 1, 128, 160, 208), (1, 1, 128, 161, 205)])
+def test_float32_magnitude_over_vector_rows_and_streamed_outputs(device, shape):
+    """Rows of 16 floats and more take the CPU's vector square root (rsqrt and a Newton step),
+    outputs of 16 MB and more its streaming stores, on rows aligned to a cache line and not."""
+    x = _image(shape, torch.float32, device)
+    x[..., :24] = 1.0  # a flat band: its magnitude must be exactly 0, not NaN from rsqrt(0)
+    out = ops.sobel(x)
+    torch.testing.assert_close(out, reference.sobel(x.double()).float(), rtol=1e-5, atol=1e-5)
+    assert torch.all(out[..., 1:-1, 1:22] == 0) if len(shape) == 4 else torch.all(out[..., 1:-1, 1:-1, 1:22] == 0)
+
+
 def test_float16(device):
     x = _image((2, 2, 7, 8), torch.float16, device)
     torch.testing.assert_close(ops.sobel(x), reference.sobel(x), rtol=2e-3, atol=2e-2)

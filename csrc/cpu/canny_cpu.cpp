@@ -84,16 +84,16 @@ void gaussian_along_h_and_w(const scalar_t* in, acc_t* out, const EdgeGeometry& 
 template <typename acc_t, int kDims>
 void gradient(const acc_t* smoothed, acc_t* components, acc_t* magnitude, const EdgeGeometry& g) {
   const int64_t volume = g.voxels();
-  for_each_row<acc_t>(g, [&](int64_t b, int64_t d, int64_t h, RowBuffers<acc_t>& buf) {
-    thread_local std::vector<acc_t> plane_steps;
-    h_and_d_steps<acc_t, acc_t, kDims>(smoothed, g, b, d, h, buf, plane_steps);
-    const int64_t row = (d * g.rows + h) * g.cols;
-    acc_t* gx = components + b * kDims * volume + row;
-    steps_along_w<acc_t, acc_t, kDims, false>(buf.row(0), buf.row(1), buf.row(2), gx, volume, acc_t(1), g.cols);
-    const acc_t* gy = gx + volume;
-    const acc_t* gz = gy + volume;
-    acc_t* m = magnitude + b * volume + row;
-    for (int64_t w = 0; w < g.cols; ++w) m[w] = sobel::magnitude(gx[w], gy[w], kDims == 3 ? gz[w] : acc_t(0));
+  for_each_row_block<acc_t, acc_t, kDims>(g, [&](int64_t b, int64_t d, int64_t h0, int64_t h1, auto& rows) {
+    rows.sweep(smoothed, b, d, h0, h1, [&](int64_t h, const SobelParts<acc_t>& parts) {
+      const int64_t row = (d * g.rows + h) * g.cols;
+      acc_t* gx = components + b * kDims * volume + row;
+      components_row<acc_t, acc_t, kDims>(parts, gx, volume, acc_t(1), g.cols);
+      const acc_t* gy = gx + volume;
+      const acc_t* gz = gy + volume;
+      acc_t* m = magnitude + b * volume + row;
+      for (int64_t w = 0; w < g.cols; ++w) m[w] = sobel::magnitude(gx[w], gy[w], kDims == 3 ? gz[w] : acc_t(0));
+    });
   });
 }
 

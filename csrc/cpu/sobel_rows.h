@@ -1,7 +1,12 @@
-// The row steps of the Sobel operator on CPU, shared by the sobel and canny kernels: for one
-// output row (image, plane, row), the separable steps of dal/sobel.h along D and H over the 3x3
-// input rows around it go into three short buffers (L1-resident), then the step along W writes
-// the output row. All inner loops run along W, contiguous, and vectorise.
+// The row steps of the Sobel operator on CPU, shared by the sobel and canny kernels.
+//
+// Work is split into blocks of rows of one plane (image, plane, rows h0..h1), over all threads,
+// so that one volume uses every core. A block sweeps its rows once (SobelRows): the steps along D
+// and W of each input row position are computed once per block, not once per output row that
+// reads them, and the H step that finishes an output row reads its three ring rows at the same
+// column. The op is bound by the loads and stores of the L1 buffers, not by arithmetic, so the
+// fewer passes over them the better. All buffers are a few rows long (L1-resident), and every
+// inner loop runs along W, contiguous, and vectorises.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -21,69 +26,9 @@ using sobel::smooth;
 
 inline int64_t clamp_index(int64_t i, int64_t n) { return std::min(std::max(i, int64_t(0)), n - 1); }
 
-// Three row buffers of W + 2 values each, indices -1 and W kept for the border along W.
-template <typename acc_t>
-struct RowBuffers {
-  std::vector<acc_t> storage;
-  int64_t stride = 0;
-  void resize(int64_t cols) {
-    stride = cols + 2;
-    storage.resize(static_cast<size_t>(3 * stride));
-  }
-  acc_t* row(int k) { return storage.data() + k * stride + 1; }
-};
-
-// Smoothing and derivative along H of one plane's three rows.
-template <typename scalar_t, typename acc_t>
-void steps_along_h(const scalar_t* __restrict__ above, const scalar_t* __restrict__ at,
-                   const scalar_t* __restrict__ below, acc_t* __restrict__ smoothed,
-                   acc_t* __restrict__ derived, int64_t cols) {
-  for (int64_t w = 0; w < cols; ++w) {
-    const acc_t a = static_cast<acc_t>(above[w]), b = static_cast<acc_t>(at[w]),
-                c = static_cast<acc_t>(below[w]);
-    smoothed[w] = smooth(a, b, c);
-    derived[w] = diff(a, c);
-  }
-}
-
-// Steps along D of the H-steps of three planes: the parts of gx, gy, gz still to be done along W.
-template <typename acc_t>
-void steps_along_d(const acc_t* __restrict__ s0, const acc_t* __restrict__ s1,
-                   const acc_t* __restrict__ s2, const acc_t* __restrict__ d0,
-                   const acc_t* __restrict__ d1, const acc_t* __restrict__ d2,
-                   acc_t* __restrict__ x_part, acc_t* __restrict__ y_part,
-                   acc_t* __restrict__ z_part, int64_t cols) {
-  for (int64_t w = 0; w < cols; ++w) {
-    x_part[w] = smooth(s0[w], s1[w], s2[w]);
-    y_part[w] = smooth(d0[w], d1[w], d2[w]);
-    z_part[w] = diff(s0[w], s2[w]);
-  }
-}
-
-template <typename acc_t>
-void replicate_ends(acc_t* row, int64_t cols) {
-  row[-1] = row[0];
-  row[cols] = row[cols - 1];
-}
-
-// The step along W and the output: magnitude, or components `component_stride` apart.
-template <typename scalar_t, typename acc_t, int kDims, bool kMagnitude>
-void steps_along_w(const acc_t* __restrict__ x_part, const acc_t* __restrict__ y_part,
-                   const acc_t* __restrict__ z_part, scalar_t* __restrict__ out,
-                   int64_t component_stride, acc_t scale, int64_t cols) {
-  for (int64_t w = 0; w < cols; ++w) {
-    const acc_t gx = diff(x_part[w - 1], x_part[w + 1]);
-    const acc_t gy = smooth(y_part[w - 1], y_part[w], y_part[w + 1]);
-    const acc_t gz = kDims == 3 ? smooth(z_part[w - 1], z_part[w], z_part[w + 1]) : acc_t(0);
-    if (kMagnitude) {
-      out[w] = static_cast<scalar_t>(scale * sobel::magnitude(gx, gy, gz));
-    } else {
-      out[w] = static_cast<scalar_t>(scale * gx);
-      out[component_stride + w] = static_cast<scalar_t>(scale * gy);
-      if (kDims == 3) out[2 * component_stride + w] = static_cast<scalar_t>(scale * gz);
-    }
-  }
-}
+// Rows per work block: long enough that the two extra D steps at its start cost little, short
+// enough that a single 2D image still splits over the cores.
+constexpr int64_t kBlockRows = 32;
 
 // Runs body(image, plane, row) for every row of every image, split over all threads.
 template <typename Body>
@@ -95,40 +40,139 @@ void for_each_row_index(const EdgeGeometry& g, const Body& body) {
   });
 }
 
-// The same, handing the body the calling thread's row buffers.
-template <typename acc_t, typename Body>
-void for_each_row(const EdgeGeometry& g, const Body& body) {
-  for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
-    thread_local RowBuffers<acc_t> buffers;
-    buffers.resize(g.cols);
-    body(b, d, h, buffers);
+// The three rows around output row h of the parts that the H step finishes: x (to smooth along H
+// into gx), y (to differentiate along H into gy), z (to smooth along H into gz); index 0 is row
+// h - 1, 1 is row h, 2 is row h + 1. y[1] is unused (the derivative skips the centre), and in 2D z
+// is unused.
+template <typename acc_t>
+struct SobelParts {
+  const acc_t* x[3];
+  const acc_t* y[3];
+  const acc_t* z[3];
+};
+
+// Sweeps blocks of rows and hands each output row's parts to a callback. Each input row position
+// is stepped once along D (smooth and differentiate: three planes in) and then along W (the
+// differentiated-along-W and smoothed-along-W rows), into rings of three rows; every output row
+// is then the H step of the ring rows around it, read at the same column, so the caller's last
+// loop can keep gx, gy, gz in registers. The steps along D, W, H in this order are those of
+// dal/sobel.h's gradient_2d / gradient_3d.
+template <typename scalar_t, typename acc_t, int kDims>
+class SobelRows {
+ public:
+  explicit SobelRows(const EdgeGeometry& g) : g_(g), stride_(g.cols + 2) {
+    storage_.resize(static_cast<size_t>(11 * stride_));
+  }
+
+  // emit(h, parts) for rows h0 <= h < h1 of plane d of image b.
+  template <typename Emit>
+  void sweep(const scalar_t* x, int64_t b, int64_t d, int64_t h0, int64_t h1, const Emit& emit) {
+    for (int64_t h = h0 - 1; h <= h0; ++h) input_row(x, b, d, h);
+    for (int64_t h = h0; h < h1; ++h) {
+      input_row(x, b, d, h + 1);
+      SobelParts<acc_t> parts;
+      for (int k = 0; k < 3; ++k) {
+        parts.x[k] = ring(0, h + k - 1);
+        parts.y[k] = ring(1, h + k - 1);
+        parts.z[k] = ring(2, h + k - 1);
+      }
+      emit(h, parts);
+    }
+  }
+
+ private:
+  // Buffer k of 11: rings 0-2 (x, y, z parts) of three rows each, then the D-smoothed and
+  // D-differentiated input row, with room at -1 and W for the replicated ends.
+  acc_t* buffer(int k) { return storage_.data() + k * stride_ + 1; }
+  acc_t* ring(int part, int64_t h) { return buffer(3 * part + static_cast<int>((h + 3) % 3)); }
+
+  // Input row h (clamped: replicate border along H and D) stepped along D, then along W.
+  void input_row(const scalar_t* x, int64_t b, int64_t d, int64_t h) {
+    const int64_t W = g_.cols, hy = clamp_index(h, g_.rows);
+    auto row_ptr = [&](int64_t dz) {
+      return x + ((b * g_.depth + clamp_index(dz, g_.depth)) * g_.rows + hy) * W;
+    };
+    acc_t* smoothed = buffer(9);
+    acc_t* derived = buffer(10);
+    if (kDims == 2) {
+      convert(row_ptr(d), smoothed, W);
+    } else {
+      d_steps(row_ptr(d - 1), row_ptr(d), row_ptr(d + 1), smoothed, derived, W);
+      replicate_ends(derived);
+    }
+    replicate_ends(smoothed);
+    w_steps(smoothed, derived, ring(0, h), ring(1, h), ring(2, h), W);
+  }
+
+  void replicate_ends(acc_t* row) const {
+    row[-1] = row[0];
+    row[g_.cols] = row[g_.cols - 1];
+  }
+
+  static void convert(const scalar_t* __restrict__ in, acc_t* __restrict__ out, int64_t cols) {
+    for (int64_t w = 0; w < cols; ++w) out[w] = static_cast<acc_t>(in[w]);
+  }
+
+  static void d_steps(const scalar_t* __restrict__ before, const scalar_t* __restrict__ at,
+                      const scalar_t* __restrict__ after, acc_t* __restrict__ smoothed,
+                      acc_t* __restrict__ derived, int64_t cols) {
+    for (int64_t w = 0; w < cols; ++w) {
+      const acc_t a = static_cast<acc_t>(before[w]), c = static_cast<acc_t>(after[w]);
+      smoothed[w] = smooth(a, static_cast<acc_t>(at[w]), c);
+      derived[w] = diff(a, c);
+    }
+  }
+
+  // x = d/dw of the D-smoothed row, y = its smoothing along W, z = the smoothing along W of the
+  // D-differentiated row (3D only).
+  static void w_steps(const acc_t* __restrict__ smoothed, const acc_t* __restrict__ derived,
+                      acc_t* __restrict__ x_part, acc_t* __restrict__ y_part, acc_t* __restrict__ z_part,
+                      int64_t cols) {
+    for (int64_t w = 0; w < cols; ++w) {
+      x_part[w] = diff(smoothed[w - 1], smoothed[w + 1]);
+      y_part[w] = smooth(smoothed[w - 1], smoothed[w], smoothed[w + 1]);
+      if (kDims == 3) z_part[w] = smooth(derived[w - 1], derived[w], derived[w + 1]);
+    }
+  }
+
+  EdgeGeometry g_;
+  int64_t stride_;
+  std::vector<acc_t> storage_;
+};
+
+// The H step of output row `parts` at column w: the components gx, gy, gz (gz = 0 in 2D).
+template <typename acc_t, int kDims>
+inline void sobel_components(const SobelParts<acc_t>& parts, int64_t w, acc_t& gx, acc_t& gy, acc_t& gz) {
+  gx = smooth(parts.x[0][w], parts.x[1][w], parts.x[2][w]);
+  gy = diff(parts.y[0][w], parts.y[2][w]);
+  gz = kDims == 3 ? smooth(parts.z[0][w], parts.z[1][w], parts.z[2][w]) : acc_t(0);
+}
+
+// Runs body(image, plane, h0, h1, rows) over blocks of kBlockRows rows, split over all threads;
+// `rows` is the calling thread's SobelRows.
+template <typename scalar_t, typename acc_t, int kDims, typename Body>
+void for_each_row_block(const EdgeGeometry& g, const Body& body) {
+  const int64_t blocks_per_plane = (g.rows + kBlockRows - 1) / kBlockRows;
+  at::parallel_for(0, g.images * g.depth * blocks_per_plane, 1, [&](int64_t begin, int64_t end) {
+    SobelRows<scalar_t, acc_t, kDims> rows(g);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t plane = i / blocks_per_plane, h0 = (i % blocks_per_plane) * kBlockRows;
+      body(plane / g.depth, plane % g.depth, h0, std::min(h0 + kBlockRows, g.rows), rows);
+    }
   });
 }
 
-// Computes the unscaled H/D steps of the output row (b, d, h) into buffers 0 (x), 1 (y), 2 (z),
-// with their ends replicated, ready for steps_along_w.
+// The components of output row `parts`, scaled, `component_stride` apart.
 template <typename scalar_t, typename acc_t, int kDims>
-void h_and_d_steps(const scalar_t* x, const EdgeGeometry& g, int64_t b, int64_t d, int64_t h,
-                   RowBuffers<acc_t>& buf, std::vector<acc_t>& plane_steps) {
-  const int64_t W = g.cols;
-  auto row_ptr = [&](int64_t dz, int64_t hy) {
-    return x + ((b * g.depth + clamp_index(dz, g.depth)) * g.rows + clamp_index(hy, g.rows)) * W;
-  };
-  if (kDims == 2) {
-    steps_along_h(row_ptr(0, h - 1), row_ptr(0, h), row_ptr(0, h + 1), buf.row(0), buf.row(1), W);
-  } else {
-    plane_steps.resize(static_cast<size_t>(6 * W));
-    acc_t* s = plane_steps.data();
-    acc_t* dv = s + 3 * W;
-    for (int k = 0; k < 3; ++k) {
-      steps_along_h(row_ptr(d + k - 1, h - 1), row_ptr(d + k - 1, h), row_ptr(d + k - 1, h + 1),
-                    s + k * W, dv + k * W, W);
-    }
-    steps_along_d(s, s + W, s + 2 * W, dv, dv + W, dv + 2 * W, buf.row(0), buf.row(1), buf.row(2), W);
-    replicate_ends(buf.row(2), W);
+void components_row(const SobelParts<acc_t>& parts, scalar_t* __restrict__ out, int64_t component_stride,
+                    acc_t scale, int64_t cols) {
+  for (int64_t w = 0; w < cols; ++w) {
+    acc_t gx, gy, gz;
+    sobel_components<acc_t, kDims>(parts, w, gx, gy, gz);
+    out[w] = static_cast<scalar_t>(scale * gx);
+    out[component_stride + w] = static_cast<scalar_t>(scale * gy);
+    if (kDims == 3) out[2 * component_stride + w] = static_cast<scalar_t>(scale * gz);
   }
-  replicate_ends(buf.row(0), W);
-  replicate_ends(buf.row(1), W);
 }
 
 }  // namespace cpu

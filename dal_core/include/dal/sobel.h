@@ -5,9 +5,9 @@
 // ordered as kornia orders them: 0 = along W (x), 1 = along H (y), 2 = along D (z).
 // `normalized` divides by the kernel's absolute sum (8 in 2D, 32 in 3D), as kornia does.
 //
-// The forward is separable; CPU loops apply the 1D steps row by row (smooth, diff), the CUDA
-// kernels gather a voxel's 3x3(x3) neighbourhood and call gradient_2d / gradient_3d, which are
-// the same steps in the same order.
+// The forward is separable; CPU loops apply the 1D steps row by row, the CUDA kernels gather a
+// voxel's 3x3(x3) neighbourhood and call gradient_2d / gradient_3d, which are the same steps in
+// the same order.
 //
 // The backward is the adjoint of that linear map. Along one axis of length n, the replicate
 // border folds the taps that fall outside onto the end voxels, so the transposed 1D operator
@@ -39,34 +39,37 @@ DAL_HOST_DEVICE inline Acc scale(int spatial_dims, bool normalized) {
   return normalized ? Acc(1) / (spatial_dims == 3 ? Acc(32) : Acc(8)) : Acc(1);
 }
 
+// The steps run along D, then W, then H, in the order the CPU row sweep takes them
+// (csrc/cpu/sobel_rows.h), so that CPU and CUDA round alike.
+
 // Components (gx, gy) from the 3x3 neighbourhood n[h][w] (index 1 = the pixel).
 template <typename Acc>
 DAL_HOST_DEVICE inline void gradient_2d(const Acc n[3][3], Acc g[2]) {
-  Acc along_w[3], along_h[3];  // per column w: d/dh of that column; per column: smoothed along h
-  for (int w = 0; w < 3; ++w) {
-    along_h[w] = diff(n[0][w], n[2][w]);
-    along_w[w] = smooth(n[0][w], n[1][w], n[2][w]);
+  Acc x_part[3], y_part[3];  // per row h: d/dw of the row; the row smoothed along w
+  for (int h = 0; h < 3; ++h) {
+    x_part[h] = diff(n[h][0], n[h][2]);
+    y_part[h] = smooth(n[h][0], n[h][1], n[h][2]);
   }
-  g[0] = diff(along_w[0], along_w[2]);
-  g[1] = smooth(along_h[0], along_h[1], along_h[2]);
+  g[0] = smooth(x_part[0], x_part[1], x_part[2]);
+  g[1] = diff(y_part[0], y_part[2]);
 }
 
 // Components (gx, gy, gz) from the 3x3x3 neighbourhood n[d][h][w].
 template <typename Acc>
 DAL_HOST_DEVICE inline void gradient_3d(const Acc n[3][3][3], Acc g[3]) {
-  Acc z_part[3], y_part[3], x_part[3];  // per column w, the d/h steps of each component
-  for (int w = 0; w < 3; ++w) {
-    Acc smooth_h[3], diff_h[3];
-    for (int d = 0; d < 3; ++d) {
-      smooth_h[d] = smooth(n[d][0][w], n[d][1][w], n[d][2][w]);
-      diff_h[d] = diff(n[d][0][w], n[d][2][w]);
+  Acc x_part[3], y_part[3], z_part[3];  // per row h, the D and W steps of each component
+  for (int h = 0; h < 3; ++h) {
+    Acc smooth_d[3], diff_d[3];
+    for (int w = 0; w < 3; ++w) {
+      smooth_d[w] = smooth(n[0][h][w], n[1][h][w], n[2][h][w]);
+      diff_d[w] = diff(n[0][h][w], n[2][h][w]);
     }
-    z_part[w] = diff(smooth_h[0], smooth_h[2]);
-    y_part[w] = smooth(diff_h[0], diff_h[1], diff_h[2]);
-    x_part[w] = smooth(smooth_h[0], smooth_h[1], smooth_h[2]);
+    x_part[h] = diff(smooth_d[0], smooth_d[2]);
+    y_part[h] = smooth(smooth_d[0], smooth_d[1], smooth_d[2]);
+    z_part[h] = smooth(diff_d[0], diff_d[1], diff_d[2]);
   }
-  g[0] = diff(x_part[0], x_part[2]);
-  g[1] = smooth(y_part[0], y_part[1], y_part[2]);
+  g[0] = smooth(x_part[0], x_part[1], x_part[2]);
+  g[1] = diff(y_part[0], y_part[2]);
   g[2] = smooth(z_part[0], z_part[1], z_part[2]);
 }
 

@@ -2,8 +2,9 @@
 (pseudo_healthy), at the default sizes, batch 32 of 96 x 112 slices (2 mm model space).
 
 images/s = 32 / the mean time of a round (pytest-benchmark's "OPS" column times 32). DAL's
-step does several networks' work; the groups put it beside the baselines and its ablations, and
-bfloat16 autocast beside float32 (the CPU default follows what this measures).
+step does several networks' work; the groups put it beside the baselines and its ablations,
+bfloat16 autocast beside float32 (the CPU default follows what this measures), and the
+channels-last memory format that training and inference use beside torch's default layout.
 """
 import pytest
 import torch
@@ -42,26 +43,32 @@ VARIANTS = {
     "dae": ModelConfig(kind="dae"),
     "dal-second-view-grad": ModelConfig(kind="dal", second_view_grad=True),
     "dal-no-restoration": ModelConfig(kind="dal", restoration=False),
+    "dal-no-onehot": ModelConfig(kind="dal", onehot=False),
 }
+
+
+def build(name, channels_last=True):
+    """The model as `dal train` and `dal.Detector` run it: channels-last (unless told otherwise)."""
+    torch.manual_seed(0)
+    model = build_model(VARIANTS[name], LossConfig())
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 @pytest.mark.benchmark(group=f"train step, batch {BATCH} x {H}x{W}, float32")
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_train_step(run, batch, name):
-    torch.manual_seed(0)
-    run(step_function(build_model(VARIANTS[name], LossConfig()), batch), rounds=3)
+    run(step_function(build(name), batch), rounds=3)
 
 
 @pytest.mark.benchmark(group=f"train step, batch {BATCH} x {H}x{W}, bfloat16 autocast")
+@pytest.mark.parametrize("layout", ["channels-last", "contiguous"])
 @pytest.mark.parametrize("name", ["dal", "ae", "dae"])
-def test_train_step_bf16(run, batch, name):
-    torch.manual_seed(0)
-    run(step_function(build_model(VARIANTS[name], LossConfig()), batch, bf16=True), rounds=3)
+def test_train_step_bf16(run, batch, name, layout):
+    run(step_function(build(name, layout == "channels-last"), batch, bf16=True), rounds=3)
 
 
 @pytest.mark.benchmark(group=f"inference (pseudo_healthy), batch {BATCH} x {H}x{W}")
 @pytest.mark.parametrize("name", ["dal", "ae", "dae"])
 def test_inference(run, batch, name):
-    torch.manual_seed(0)
-    model = build_model(VARIANTS[name]).eval()
+    model = build(name).eval()
     run(lambda: model.pseudo_healthy(batch["image"]), rounds=3)

@@ -87,6 +87,18 @@ def test_a_pickled_checkpoint_is_refused_without_running_it(tmp_path, writer):
     assert not marker.exists()
 
 
+def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path):
+    """The safetensors header length is little-endian: its first byte is 0x80, pickle's first
+    byte, for one header length in 256. Such a checkpoint is not a pickle and must load."""
+    path = tmp_path / "m.safetensors"
+    for pad in range(256):
+        _save(path, metrics={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert load_checkpoint(path).metrics == {"pad": "x" * pad}
+
+
 def test_corrupt_and_truncated_files_raise_a_clear_error_naming_the_file(tmp_path):
     _save(tmp_path / "good.safetensors")
     data = (tmp_path / "good.safetensors").read_bytes()

@@ -28,24 +28,31 @@ using sobel::smooth;
 // time on 160x192x160. Smaller ones stay in the cache for the op that reads them next.
 constexpr int64_t kStreamingBytes = int64_t(16) << 20;
 
-// The scaled magnitude of output row `parts`, through a row of squared magnitudes. With AVX-512
-// in float, sqrt(s) is s * rsqrt(s): the 14-bit estimate of vrsqrt14ps refined by one Newton step
-// (within 3 float ulp of sqrt, exactly 0 at 0), at a third of vsqrtps's cost. Canny keeps the
-// exact sqrt: its non-maximum suppression compares magnitudes.
+// The scaled magnitude of output row `parts`. With AVX-512 in float, 16 voxels at a time in
+// registers, and sqrt(s) as s * rsqrt(s): the 14-bit estimate of vrsqrt14ps refined by one Newton
+// step (within 3 float ulp of sqrt, exactly 0 at 0), at a third of vsqrtps's cost. Elsewhere, and
+// for the last columns, the exact sqrt of dal/sobel.h. Canny keeps the exact sqrt everywhere: its
+// non-maximum suppression compares magnitudes.
 template <typename scalar_t, typename acc_t, int kDims>
-void magnitude_row(const SobelParts<acc_t>& parts, acc_t* __restrict__ squares, scalar_t* __restrict__ out,
-                   acc_t scale, int64_t cols, bool stream) {
-  for (int64_t w = 0; w < cols; ++w) {
-    acc_t gx, gy, gz;
-    sobel_components<acc_t, kDims>(parts, w, gx, gy, gz);
-    squares[w] = gx * gx + gy * gy + gz * gz;
-  }
+void magnitude_row(const SobelParts<acc_t>& parts, scalar_t* __restrict__ out, acc_t scale, int64_t cols,
+                   bool stream) {
   int64_t w = 0;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const __m512 half = _mm512_set1_ps(0.5f), three_halves = _mm512_set1_ps(1.5f), s = _mm512_set1_ps(scale);
+    const __m512 two = _mm512_set1_ps(2.0f), half = _mm512_set1_ps(0.5f), three_halves = _mm512_set1_ps(1.5f);
+    const __m512 s = _mm512_set1_ps(scale);
+    auto smooth16 = [&](const float* const rows[3], int64_t i) {  // sobel::smooth: 2 * at + (before + after)
+      return _mm512_fmadd_ps(two, _mm512_loadu_ps(rows[1] + i),
+                             _mm512_add_ps(_mm512_loadu_ps(rows[0] + i), _mm512_loadu_ps(rows[2] + i)));
+    };
     for (; w + 16 <= cols; w += 16) {
-      const __m512 v = _mm512_loadu_ps(squares + w);
+      const __m512 gx = smooth16(parts.x, w);
+      const __m512 gy = _mm512_sub_ps(_mm512_loadu_ps(parts.y[2] + w), _mm512_loadu_ps(parts.y[0] + w));
+      __m512 v = _mm512_fmadd_ps(gy, gy, _mm512_mul_ps(gx, gx));
+      if (kDims == 3) {
+        const __m512 gz = smooth16(parts.z, w);
+        v = _mm512_fmadd_ps(gz, gz, v);
+      }
       __m512 r = _mm512_rsqrt14_ps(v);  // +inf at 0: masked below
       r = _mm512_mul_ps(r, _mm512_fnmadd_ps(_mm512_mul_ps(half, v), _mm512_mul_ps(r, r), three_halves));
       const __mmask16 positive = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
@@ -58,7 +65,11 @@ void magnitude_row(const SobelParts<acc_t>& parts, acc_t* __restrict__ squares, 
     }
   }
 #endif
-  for (; w < cols; ++w) out[w] = static_cast<scalar_t>(scale * sobel::sqrt_(squares[w]));
+  for (; w < cols; ++w) {
+    acc_t gx, gy, gz;
+    sobel_components<acc_t, kDims>(parts, w, gx, gy, gz);
+    out[w] = static_cast<scalar_t>(scale * sobel::magnitude(gx, gy, gz));
+  }
 }
 
 template <typename scalar_t, int kDims, bool kMagnitude>
@@ -68,11 +79,10 @@ void sobel_forward(const scalar_t* x, scalar_t* out, const EdgeGeometry& g, bool
   const int64_t plane = g.rows * g.cols;
   const bool stream = kMagnitude && g.total() * int64_t(sizeof(scalar_t)) >= kStreamingBytes;
   for_each_row_block<scalar_t, acc_t, kDims>(g, [&](int64_t b, int64_t d, int64_t h0, int64_t h1, auto& rows) {
-    std::vector<acc_t> squares(kMagnitude ? g.cols : 0);
     rows.sweep(x, b, d, h0, h1, [&](int64_t h, const SobelParts<acc_t>& parts) {
       if (kMagnitude) {
-        magnitude_row<scalar_t, acc_t, kDims>(parts, squares.data(), out + ((b * g.depth + d) * g.rows + h) * g.cols,
-                                              scale, g.cols, stream);
+        magnitude_row<scalar_t, acc_t, kDims>(parts, out + ((b * g.depth + d) * g.rows + h) * g.cols, scale, g.cols,
+                                              stream);
       } else {
         components_row<scalar_t, acc_t, kDims>(parts, out + ((b * kDims * g.depth + d) * g.rows + h) * g.cols,
                                                g.depth * plane, scale, g.cols);

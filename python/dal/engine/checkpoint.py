@@ -30,7 +30,8 @@ from dal._version import __version__
 FORMAT = "dal-checkpoint"
 FORMAT_VERSION = 1
 THRESHOLD_KEYS = ("fpr_0.01", "fpr_0.05")
-_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, torch.save's zip archive
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive
+_PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")  # after pickle's 0x80 (protocol 2 and later)
 
 
 class CheckpointError(RuntimeError):
@@ -131,14 +132,15 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint {path}: no such file")
     with open(path, "rb") as handle:
         head = handle.read(8)
-        if any(head.startswith(magic) for magic in _PICKLE_MAGIC):
-            raise CheckpointError(f"checkpoint {path}: holds a pickled object (torch.save or pickle); dal refuses "
-                                  "to load it, since unpickling can run code. dal checkpoints are safetensors files.")
-        if len(head) < 8:
+        size = int.from_bytes(head, "little") if len(head) == 8 else 0
+        # A safetensors file: an 8-byte header length, then the JSON header. Its first byte can be
+        # 0x80, pickle's first byte, so a file is called pickled only when it is not safetensors.
+        if not (0 < size <= min(100_000_000, os.path.getsize(path) - 8) and handle.read(1) == b"{"):
+            if head.startswith(_ZIP_MAGIC) or (head[:1] == b"\x80" and head[1:2] in _PICKLE_PROTOCOLS):
+                raise CheckpointError(f"checkpoint {path}: holds a pickled object (torch.save or pickle); dal refuses "
+                                      "to load it, since unpickling can run code. dal checkpoints are safetensors files.")
             raise CheckpointError(f"checkpoint {path}: truncated or corrupt (not a safetensors file)")
-        size = int.from_bytes(head, "little")
-        if size > 100_000_000 or size > os.path.getsize(path) - 8:
-            raise CheckpointError(f"checkpoint {path}: corrupt or truncated (not a safetensors file)")
+        handle.seek(8)
         try:
             header = json.loads(handle.read(size))
         except (UnicodeDecodeError, json.JSONDecodeError):

@@ -3,6 +3,8 @@
 #
 #   bash scripts/compare.sh [WORKDIR]      (run from an environment where `dal` is installed)
 #
+# MINUTES=1 bash scripts/compare.sh smoke  runs the same steps with a 1-minute budget.
+#
 # Every trained model gets 30 minutes of training at one thread, validated every 3 minutes of
 # training, and the runs go two side by side so that each has one core. The raw-intensity
 # baseline has nothing to train: its run only calibrates its thresholds. Then every best
@@ -13,7 +15,8 @@ configs=$(cd "$(dirname "$0")/../configs" && pwd)
 scripts=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work" && cd "$work"
 
-budget=(--minutes 30 --threads 1 --val-minutes 3 --quiet)
+minutes=${MINUTES:-30}
+budget=(--minutes "$minutes" --threads 1 --val-minutes "$(python -c "print($minutes / 10)")" --quiet)
 pair() {  # two training runs side by side: "NAME ARGS..." "NAME ARGS..."
   local first=($1) second=($2)
   dal train --out "runs/${first[0]}" "${first[@]:1}" "${budget[@]}" > "runs-${first[0]}.log" 2>&1 &

@@ -24,13 +24,13 @@ using namespace cpu;
 using sobel::smooth;
 
 // Outputs at least this large are written with streaming stores, which skip the read of each
-// output line before its write and leave the input in the cache: about a third of the 3D op's
-// time on 160x192x160. Smaller ones stay in the cache for the op that reads them next.
+// output line before its write and leave the input in the cache. Smaller ones stay in the cache
+// for the op that reads them next.
 constexpr int64_t kStreamingBytes = int64_t(16) << 20;
 
 // The scaled magnitude of output row `parts`. With AVX-512 in float, 16 voxels at a time in
 // registers, and sqrt(s) as s * rsqrt(s): the 14-bit estimate of vrsqrt14ps refined by one Newton
-// step (within 3 float ulp of sqrt, exactly 0 at 0), at a third of vsqrtps's cost. Elsewhere, and
+// step (within 3 float ulp of sqrt, exactly 0 at 0), cheaper than vsqrtps. Elsewhere, and
 // for the last columns, the exact sqrt of dal/sobel.h. Canny keeps the exact sqrt everywhere: its
 // non-maximum suppression compares magnitudes.
 template <typename scalar_t, typename acc_t, int kDims>

@@ -125,7 +125,7 @@ class SobelRows {
     };
     column(0, 0, std::min<int64_t>(1, cols - 1));
     // The interior, written out so that it vectorises; ivdep: the rows never overlap, but GCC's
-    // run-time overlap check fell back to scalar code on every row (3x slower).
+    // run-time overlap check fell back to scalar code on every row.
     if constexpr (kDims == 3) {
 #pragma GCC ivdep
       for (int64_t w = 1; w < cols - 1; ++w) {

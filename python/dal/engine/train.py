@@ -254,9 +254,9 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
                             f"{len(dataset)} training slices")
 
     torch.manual_seed(tc.seed)
-    # channels-last: oneDNN's convolutions of few channels run 1.4-3x faster in it on the CPU
-    # (DAL's step 1.31 -> 0.72 s, DAE's 0.36 -> 0.27 s, batch 32, 1 thread); inputs of one
-    # channel are channels-last already.
+    # channels-last: oneDNN's convolutions of few channels are faster in it on the CPU (the bf16
+    # step of DAL 1.56x, of DAE 1.35x: benchmarks/bench_models.py); inputs of one channel are
+    # channels-last already.
     model = build_model(config.model, config.loss).to(device, memory_format=torch.channels_last)
     learns = any(parameter.requires_grad for parameter in model.parameters())  # not the intensity baseline
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay) if learns else None

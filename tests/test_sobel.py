@@ -111,13 +111,30 @@ def test_empty_input(device, shape, magnitude):
 
 @pytest.mark.parametrize("shape", [(2, 3, 9, 37), (1, 2, 5, 9, 37), (1, 1, 128, 160, 208), (1, 1, 128, 161, 205)])
 def test_float32_magnitude_over_vector_rows_and_streamed_outputs(device, shape):
-    """Rows of 16 floats and more take the CPU's vector square root (rsqrt and a Newton step),
-    outputs of 16 MB and more its streaming stores, on rows aligned to a cache line and not."""
+    """The float32 magnitude's own CPU path (AVX-512 strips of 32 columns), with outputs of 16 MB
+    and more written by streaming stores, on rows of whole cache lines (208) and not (205)."""
     x = _image(shape, torch.float32, device)
-    x[..., :24] = 1.0  # a flat band: its magnitude must be exactly 0, not NaN from rsqrt(0)
+    x[..., :24] = 1.0  # a flat band: its magnitude must be exactly 0
     out = ops.sobel(x)
     torch.testing.assert_close(out, reference.sobel(x.double()).float(), rtol=1e-5, atol=1e-5)
     assert torch.all(out[..., 1:-1, 1:22] == 0) if len(shape) == 4 else torch.all(out[..., 1:-1, 1:-1, 1:22] == 0)
+
+
+@pytest.mark.parametrize("spatial", [2, 3])
+@pytest.mark.parametrize("normalized", [False, True])
+def test_float32_magnitude_every_row_length(device, spatial, normalized):
+    """Rows of 1 to 100 columns: every way a row splits into strips of 32 columns, interior and
+    at the borders, with whole and partial vectors of 16."""
+    for cols in range(1, 101):
+        shape = (1, 2, 3, 4, cols) if spatial == 3 else (2, 1, 5, cols)
+        x = _image(shape, torch.float32, device, seed=cols)
+        torch.testing.assert_close(
+            ops.sobel(x, normalized=normalized),
+            reference.sobel(x.double(), normalized=normalized).float(),
+            rtol=1e-5,
+            atol=1e-5,
+            msg=lambda m: f"{cols} columns: {m}",
+        )
 
 
 def test_float16(device):

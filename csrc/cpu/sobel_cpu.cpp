@@ -1,6 +1,7 @@
-// CPU kernels of dal::sobel: one fused pass over blocks of output rows (sobel_rows.h), split over
-// images, planes and rows so that one volume uses every core. The backward gathers the weights around
-// each output row with the adjoint taps of dal/sobel.h.
+// CPU kernels of dal::sobel: one fused pass over blocks of output rows (sobel_rows.h; the float32
+// magnitude on AVX-512 CPUs in registers, sobel_avx512.h), split over images, planes and rows so
+// that one volume uses every core. The backward gathers the weights around each output row with
+// the adjoint taps of dal/sobel.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -11,11 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
-#include "sobel_rows.h"
+#include "sobel_avx512.h"
 
 namespace dal {
 namespace {
@@ -23,49 +20,10 @@ namespace {
 using namespace cpu;
 using sobel::smooth;
 
-// Outputs at least this large are written with streaming stores, which skip the read of each
-// output line before its write and leave the input in the cache. Smaller ones stay in the cache
-// for the op that reads them next.
-constexpr int64_t kStreamingBytes = int64_t(16) << 20;
-
-// The scaled magnitude of output row `parts`. With AVX-512 in float, 16 voxels at a time in
-// registers, and sqrt(s) as s * rsqrt(s): the 14-bit estimate of vrsqrt14ps refined by one Newton
-// step (within 3 float ulp of sqrt, exactly 0 at 0), cheaper than vsqrtps. Elsewhere, and
-// for the last columns, the exact sqrt of dal/sobel.h. Canny keeps the exact sqrt everywhere: its
-// non-maximum suppression compares magnitudes.
+// The scaled magnitude of output row `parts`, with the exact sqrt of dal/sobel.h.
 template <typename scalar_t, typename acc_t, int kDims>
-void magnitude_row(const SobelParts<acc_t>& parts, scalar_t* __restrict__ out, acc_t scale, int64_t cols,
-                   bool stream) {
-  int64_t w = 0;
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    const __m512 two = _mm512_set1_ps(2.0f), half = _mm512_set1_ps(0.5f), three_halves = _mm512_set1_ps(1.5f);
-    const __m512 s = _mm512_set1_ps(scale);
-    auto smooth16 = [&](const float* const rows[3], int64_t i) {  // sobel::smooth: 2 * at + (before + after)
-      return _mm512_fmadd_ps(two, _mm512_loadu_ps(rows[1] + i),
-                             _mm512_add_ps(_mm512_loadu_ps(rows[0] + i), _mm512_loadu_ps(rows[2] + i)));
-    };
-    for (; w + 16 <= cols; w += 16) {
-      const __m512 gx = smooth16(parts.x, w);
-      const __m512 gy = _mm512_sub_ps(_mm512_loadu_ps(parts.y[2] + w), _mm512_loadu_ps(parts.y[0] + w));
-      __m512 v = _mm512_fmadd_ps(gy, gy, _mm512_mul_ps(gx, gx));
-      if (kDims == 3) {
-        const __m512 gz = smooth16(parts.z, w);
-        v = _mm512_fmadd_ps(gz, gz, v);
-      }
-      __m512 r = _mm512_rsqrt14_ps(v);  // +inf at 0: masked below
-      r = _mm512_mul_ps(r, _mm512_fnmadd_ps(_mm512_mul_ps(half, v), _mm512_mul_ps(r, r), three_halves));
-      const __mmask16 positive = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
-      const __m512 m = _mm512_maskz_mul_ps(positive, _mm512_mul_ps(v, r), s);
-      if (stream && reinterpret_cast<uintptr_t>(out + w) % 64 == 0) {
-        _mm512_stream_ps(out + w, m);
-      } else {
-        _mm512_storeu_ps(out + w, m);
-      }
-    }
-  }
-#endif
-  for (; w < cols; ++w) {
+void magnitude_row(const SobelParts<acc_t>& parts, scalar_t* __restrict__ out, acc_t scale, int64_t cols) {
+  for (int64_t w = 0; w < cols; ++w) {
     acc_t gx, gy, gz;
     sobel_components<acc_t, kDims>(parts, w, gx, gy, gz);
     out[w] = static_cast<scalar_t>(scale * sobel::magnitude(gx, gy, gz));
@@ -76,21 +34,30 @@ template <typename scalar_t, int kDims, bool kMagnitude>
 void sobel_forward(const scalar_t* x, scalar_t* out, const EdgeGeometry& g, bool normalized) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = sobel::scale<acc_t>(kDims, normalized);
+#if defined(__AVX512F__)
+  if constexpr (kMagnitude && std::is_same_v<scalar_t, float>) {
+    const bool stream = g.total() * int64_t(sizeof(float)) >= avx512::kStreamingBytes;
+    const RowBlocks blocks{g};
+    blocks.parallel([&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        blocks.block(i, [&](int64_t b, int64_t d, int64_t h0, int64_t h1) {
+          avx512::magnitude_block<kDims>(x, out, g, b, d, h0, h1, scale, stream);
+        });
+      }
+    });
+    return;
+  }
+#endif
   const int64_t plane = g.rows * g.cols;
-  const bool stream = kMagnitude && g.total() * int64_t(sizeof(scalar_t)) >= kStreamingBytes;
   for_each_row_block<scalar_t, acc_t, kDims>(g, [&](int64_t b, int64_t d, int64_t h0, int64_t h1, auto& rows) {
     rows.sweep(x, b, d, h0, h1, [&](int64_t h, const SobelParts<acc_t>& parts) {
       if (kMagnitude) {
-        magnitude_row<scalar_t, acc_t, kDims>(parts, out + ((b * g.depth + d) * g.rows + h) * g.cols, scale, g.cols,
-                                              stream);
+        magnitude_row<scalar_t, acc_t, kDims>(parts, out + ((b * g.depth + d) * g.rows + h) * g.cols, scale, g.cols);
       } else {
         components_row<scalar_t, acc_t, kDims>(parts, out + ((b * kDims * g.depth + d) * g.rows + h) * g.cols,
                                                g.depth * plane, scale, g.cols);
       }
     });
-#if defined(__AVX512F__)
-    _mm_sfence();  // order the streaming stores before the join
-#endif
   });
 }
 

@@ -163,16 +163,32 @@ inline void sobel_components(const SobelParts<acc_t>& parts, int64_t w, acc_t& g
   gz = kDims == 3 ? smooth(parts.z[0][w], parts.z[1][w], parts.z[2][w]) : acc_t(0);
 }
 
-// Runs body(image, plane, h0, h1, rows) over blocks of kBlockRows rows, split over all threads;
-// `rows` is the calling thread's SobelRows.
+// Runs chunk(begin, end) over ranges of the blocks of kBlockRows rows of every plane, split over
+// all threads; block(i, body) runs body(image, plane, h0, h1) for block i.
+struct RowBlocks {
+  const EdgeGeometry& g;
+  int64_t per_plane = (g.rows + kBlockRows - 1) / kBlockRows;
+
+  template <typename Chunk>
+  void parallel(const Chunk& chunk) const {
+    at::parallel_for(0, g.images * g.depth * per_plane, 1, chunk);
+  }
+  template <typename Body>
+  void block(int64_t i, const Body& body) const {
+    const int64_t plane = i / per_plane, h0 = (i % per_plane) * kBlockRows;
+    body(plane / g.depth, plane % g.depth, h0, std::min(h0 + kBlockRows, g.rows));
+  }
+};
+
+// Runs body(image, plane, h0, h1, rows) over the row blocks; `rows` is the calling thread's
+// SobelRows.
 template <typename scalar_t, typename acc_t, int kDims, typename Body>
 void for_each_row_block(const EdgeGeometry& g, const Body& body) {
-  const int64_t blocks_per_plane = (g.rows + kBlockRows - 1) / kBlockRows;
-  at::parallel_for(0, g.images * g.depth * blocks_per_plane, 1, [&](int64_t begin, int64_t end) {
+  const RowBlocks blocks{g};
+  blocks.parallel([&](int64_t begin, int64_t end) {
     SobelRows<scalar_t, acc_t, kDims> rows(g);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t plane = i / blocks_per_plane, h0 = (i % blocks_per_plane) * kBlockRows;
-      body(plane / g.depth, plane % g.depth, h0, std::min(h0 + kBlockRows, g.rows), rows);
+      blocks.block(i, [&](int64_t b, int64_t d, int64_t h0, int64_t h1) { body(b, d, h0, h1, rows); });
     }
   });
 }

@@ -1,0 +1,197 @@
+// The float32 Sobel magnitude on CPUs with AVX-512: every step in registers, nothing stored but
+// the output.
+//
+// A block of rows (sobel_rows.h's blocks) is swept in column strips of kStripVectors vectors of 16
+// floats. Down a strip, each new input row is stepped along D and W in registers: one D step per
+// vector, plus one on the 16 columns around the strip, and the W neighbours taken from the
+// adjacent vectors by valignd. The parts of the three rows around the output row stay in
+// registers, so the H step, the magnitude and the square root (vsqrtps, exact) run with no L1
+// traffic, where the row sweep of sobel_rows.h stores three ring rows and loads eight per output
+// vector. The steps are those of dal/sobel.h, in its order (D, W, H).
+//
+// A strip walks down its rows, which hardware prefetchers do not follow well: each row also
+// prefetches the newest input plane kBlockRows rows ahead, where the next block will read it.
+#pragma once
+
+#include "sobel_rows.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+namespace dal {
+namespace cpu {
+namespace avx512 {
+
+constexpr int kStripVectors = 2;  // 32 columns, 12 parts in registers: more spill
+// Outputs at least this large are written with streaming stores, which skip the read of each
+// output line before its write and leave the input in the cache. Smaller ones stay in the cache
+// for the op that reads them next.
+constexpr int64_t kStreamingBytes = int64_t(16) << 20;
+
+// GCC 12 warns that the unmasked forms of valignd and vsqrtps read an uninitialised register (its
+// bug 105593): the all-lanes masked forms below are the same instructions.
+constexpr __mmask16 kAllLanes = 0xffff;
+
+inline __m512 smooth(__m512 before, __m512 at, __m512 after) {  // dal/sobel.h smooth: 2 * at + (before + after)
+  return _mm512_fmadd_ps(_mm512_set1_ps(2.0f), at, _mm512_add_ps(before, after));
+}
+
+// Lanes 15 of `before` and 0-14 of `at`: each lane's left neighbour.
+inline __m512 from_left(__m512 before, __m512 at) {
+  return _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(kAllLanes, _mm512_castps_si512(at), _mm512_castps_si512(before), 15));
+}
+
+// Lanes 1-15 of `at` and 0 of `after`: each lane's right neighbour.
+inline __m512 from_right(__m512 at, __m512 after) {
+  return _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(kAllLanes, _mm512_castps_si512(after), _mm512_castps_si512(at), 1));
+}
+
+// The columns a strip of vectors v0 to v0 + kStripVectors - 1 reads around it, in one vector:
+// lanes 0-7 the 8 columns right of the strip, lanes 8-15 the 8 columns left of it, so that lane 15
+// is the left neighbour of the strip's first column and lane 0 the right neighbour of its last
+// (from_left, from_right). One D step on it serves both sides.
+
+// For strips whose vectors and both neighbours lie inside the row.
+struct InteriorVectors {
+  static constexpr bool kWhole = true;  // every output vector of the strip lies inside the row
+  __m512 operator()(const float* row, int64_t v) const { return _mm512_loadu_ps(row + 16 * v); }
+  __m512 around(const float* row, int64_t v0) const {
+    const __m512 right = _mm512_maskz_loadu_ps(0x00ff, row + 16 * (v0 + kStripVectors));
+    return _mm512_mask_loadu_ps(right, 0xff00, row + 16 * v0 - 16);
+  }
+};
+
+// For the strips at the ends of a row of `cols` columns: the row extended by its end columns
+// (the replicate border), so that the columns past an end read as that end's column.
+struct BorderVectors {
+  static constexpr bool kWhole = false;
+  int64_t cols;
+  __m512 operator()(const float* row, int64_t v) const {
+    const int64_t first = 16 * v;
+    if (first < 0) return _mm512_set1_ps(row[0]);
+    if (first + 16 <= cols) return _mm512_loadu_ps(row + first);
+    const int64_t inside = std::max<int64_t>(cols - first, 0);
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(row[cols - 1]), static_cast<__mmask16>((1u << inside) - 1), row + first);
+  }
+  __m512 around(const float* row, int64_t v0) const {
+    return _mm512_mask_blend_ps(0xff00, (*this)(row, v0 + kStripVectors), (*this)(row, v0 - 1));
+  }
+};
+
+// The magnitude of rows h0 <= h < h1 of plane d of image b, columns of vectors v0 to
+// v0 + kStripVectors - 1, times `scale` if kScaled. `stream`: write with streaming stores where a
+// vector fills a cache line.
+template <int kDims, bool kScaled, typename Vectors>
+inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, int64_t b, int64_t d, int64_t h0,
+                            int64_t h1, float scale, bool stream, int64_t v0, const Vectors& vectors) {
+  constexpr int K = kStripVectors;
+  const int64_t W = g.cols, rows = g.rows, plane_size = rows * W;
+  const float* const image = x + b * g.depth * plane_size;
+  const float* const before = image + clamp_index(d - 1, g.depth) * plane_size;
+  const float* const at = image + d * plane_size;
+  const float* const after = image + clamp_index(d + 1, g.depth) * plane_size;
+  auto row_offset = [&](int64_t h) __attribute__((always_inline)) { return clamp_index(h, rows) * W; };
+  // The parts of input row h for the strip (sobel_rows.h SobelParts, here per vector): px = d/dw
+  // of the D-smoothed row, py = its smoothing along W, pz = the W smoothing of the D derivative.
+  auto row_parts = [&](int64_t h, __m512* px, __m512* py, __m512* pz) __attribute__((always_inline)) {
+    const int64_t row = row_offset(h);
+    // D steps of the strip's vectors (0 to K - 1) and of the columns around it (K).
+    __m512 smoothed[K + 1], derived[K + 1];
+    auto d_steps = [&](int k, auto load) __attribute__((always_inline)) {
+      if constexpr (kDims == 3) {
+        const __m512 a = load(before + row), c = load(after + row);
+        smoothed[k] = smooth(a, load(at + row), c);
+        derived[k] = _mm512_sub_ps(c, a);
+      } else {
+        smoothed[k] = load(at + row);
+      }
+    };
+#pragma GCC unroll 8
+    for (int k = 0; k < K; ++k) d_steps(k, [&](const float* r) { return vectors(r, v0 + k); });
+    d_steps(K, [&](const float* r) { return vectors.around(r, v0); });
+#pragma GCC unroll 8
+    for (int k = 0; k < K; ++k) {
+      const int left_of = k == 0 ? K : k - 1, right_of = k == K - 1 ? K : k + 1;
+      const __m512 left = from_left(smoothed[left_of], smoothed[k]), right = from_right(smoothed[k], smoothed[right_of]);
+      px[k] = _mm512_sub_ps(right, left);
+      py[k] = smooth(left, smoothed[k], right);
+      if constexpr (kDims == 3) {
+        pz[k] = smooth(from_left(derived[left_of], derived[k]), derived[k], from_right(derived[k], derived[right_of]));
+      }
+    }
+  };
+  // The lanes of each output vector inside the row; with rows of whole lines, every whole vector
+  // is a cache line.
+  __mmask16 inside[K];
+  for (int k = 0; k < K; ++k) {
+    const int64_t lanes = std::clamp<int64_t>(W - 16 * (v0 + k), 0, 16);
+    inside[k] = static_cast<__mmask16>((1u << lanes) - 1);
+  }
+  const bool streamed = stream && W % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 64 == 0;
+  // Prefetches read `after` kBlockRows rows ahead of the newest row, flat: past the plane's last
+  // row, into the next planes and images, up to the end of x.
+  const int64_t prefetch_end = g.total() - (after - x) - 16 * (v0 + K);
+  const __m512 scale16 = _mm512_set1_ps(scale);
+  // Parts of rows h - 1 (0), h (1) and h + 1 (2) around output row h.
+  __m512 x0[K], y0[K], z0[K], x1[K], y1[K], z1[K];
+  row_parts(h0 - 1, x0, y0, z0);
+  row_parts(h0, x1, y1, z1);
+  float* o = out + (at - x) + h0 * W + 16 * v0;
+  for (int64_t h = h0; h < h1; ++h, o += W) {
+    __m512 x2[K], y2[K], z2[K];
+    row_parts(h + 1, x2, y2, z2);
+    const int64_t ahead = (h + 1 + kBlockRows) * W;
+    if (ahead <= prefetch_end) {
+#pragma GCC unroll 8
+      for (int k = 0; k < K; ++k) _mm_prefetch(reinterpret_cast<const char*>(after + ahead + 16 * (v0 + k)), _MM_HINT_T0);
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < K; ++k) {
+      const __m512 gx = smooth(x0[k], x1[k], x2[k]), gy = _mm512_sub_ps(y2[k], y0[k]);
+      __m512 squares = _mm512_fmadd_ps(gy, gy, _mm512_mul_ps(gx, gx));
+      if constexpr (kDims == 3) {
+        const __m512 gz = smooth(z0[k], z1[k], z2[k]);
+        squares = _mm512_fmadd_ps(gz, gz, squares);
+      }
+      __m512 magnitude = _mm512_maskz_sqrt_ps(kAllLanes, squares);
+      if constexpr (kScaled) magnitude = _mm512_mul_ps(scale16, magnitude);
+      if (!Vectors::kWhole && inside[k] != kAllLanes) {
+        _mm512_mask_storeu_ps(o + 16 * k, inside[k], magnitude);
+      } else if (streamed) {
+        _mm512_stream_ps(o + 16 * k, magnitude);
+      } else {
+        _mm512_storeu_ps(o + 16 * k, magnitude);
+      }
+      x0[k] = x1[k], y0[k] = y1[k], z0[k] = z1[k];
+      x1[k] = x2[k], y1[k] = y2[k], z1[k] = z2[k];
+    }
+  }
+}
+
+// The magnitude of rows h0 <= h < h1 of plane d of image b, all columns.
+template <int kDims>
+void magnitude_block(const float* x, float* out, const EdgeGeometry& g, int64_t b, int64_t d, int64_t h0, int64_t h1,
+                     float scale, bool stream) {
+  const int64_t W = g.cols, vector_count = (W + 15) / 16;
+  auto strip = [&](auto scaled, int64_t v0, const auto& vectors) {
+    magnitude_strip<kDims, decltype(scaled)::value>(x, out, g, b, d, h0, h1, scale, stream, v0, vectors);
+  };
+  for (int64_t v0 = 0; v0 < vector_count; v0 += kStripVectors) {
+    const bool interior = v0 >= 1 && 16 * (v0 + kStripVectors) + 8 <= W;  // what InteriorVectors reads
+    if (scale == 1.0f) {  // the multiply by 1 skipped: it costs 5% here
+      interior ? strip(std::false_type{}, v0, InteriorVectors{}) : strip(std::false_type{}, v0, BorderVectors{W});
+    } else {
+      interior ? strip(std::true_type{}, v0, InteriorVectors{}) : strip(std::true_type{}, v0, BorderVectors{W});
+    }
+  }
+  if (stream) _mm_sfence();  // order the streaming stores before the threads join
+}
+
+}  // namespace avx512
+}  // namespace cpu
+}  // namespace dal
+#endif

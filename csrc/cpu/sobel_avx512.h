@@ -1,7 +1,7 @@
 // The float32 Sobel magnitude on CPUs with AVX-512: every step in registers, nothing stored but
 // the output.
 //
-// A block of rows (sobel_rows.h's blocks) is swept in column strips of kStripVectors vectors of 16
+// A block of rows (sobel_rows.h's blocks) is swept in column strips of 2 or 3 vectors of 16
 // floats. Down a strip, each new input row is stepped along D and W in registers: one D step per
 // vector, plus one on the 16 columns around the strip, and the W neighbours taken from the
 // adjacent vectors by valignd. The parts of the three rows around the output row stay in
@@ -26,7 +26,6 @@ namespace dal {
 namespace cpu {
 namespace avx512 {
 
-constexpr int kStripVectors = 2;  // 32 columns, 12 parts in registers: more spill
 // Outputs at least this large are written with streaming stores, which skip the read of each
 // output line before its write and leave the input in the cache. Smaller ones stay in the cache
 // for the op that reads them next.
@@ -50,45 +49,48 @@ inline __m512 from_right(__m512 at, __m512 after) {
   return _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(kAllLanes, _mm512_castps_si512(after), _mm512_castps_si512(at), 1));
 }
 
-// The columns a strip of vectors v0 to v0 + kStripVectors - 1 reads around it, in one vector:
-// lanes 0-7 the 8 columns right of the strip, lanes 8-15 the 8 columns left of it, so that lane 15
-// is the left neighbour of the strip's first column and lane 0 the right neighbour of its last
-// (from_left, from_right). One D step on it serves both sides.
+// The input columns of a strip of K vectors from vector v0, in a row of `cols` columns extended
+// by its end columns (the replicate border). kBorder: the strip holds column 0 or reaches within 8
+// columns of the row's end; other strips load whole vectors only.
+template <int K, bool kBorder>
+struct StripColumns {
+  int64_t first, cols;  // first = the strip's first column
+  __mmask16 inside[K];  // the lanes of each vector inside the row
+  __mmask16 right_inside;  // those of the 8 columns right of the strip
 
-// For strips whose vectors and both neighbours lie inside the row.
-struct InteriorVectors {
-  static constexpr bool kWhole = true;  // every output vector of the strip lies inside the row
-  __m512 operator()(const float* row, int64_t v) const { return _mm512_loadu_ps(row + 16 * v); }
-  __m512 around(const float* row, int64_t v0) const {
-    const __m512 right = _mm512_maskz_loadu_ps(0x00ff, row + 16 * (v0 + kStripVectors));
-    return _mm512_mask_loadu_ps(right, 0xff00, row + 16 * v0 - 16);
+  StripColumns(int64_t v0, int64_t cols_) : first(16 * v0), cols(cols_) {
+    auto lanes = [&](int64_t column, int64_t most) {
+      return static_cast<__mmask16>((1u << std::clamp<int64_t>(cols - column, 0, most)) - 1);
+    };
+    for (int k = 0; k < K; ++k) inside[k] = lanes(first + 16 * k, 16);
+    right_inside = lanes(first + 16 * K, 8);
+  }
+
+  __m512 vector(const float* row, int k) const {
+    if (!kBorder || inside[k] == kAllLanes) return _mm512_loadu_ps(row + first + 16 * k);
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(row[cols - 1]), inside[k], row + first + 16 * k);
+  }
+
+  // The 16 columns around the strip in one vector: lanes 0-7 the 8 right of it, lanes 8-15 the 8
+  // left of it, so that lane 15 is the left neighbour of its first column and lane 0 the right
+  // neighbour of its last (from_left, from_right). One D step on it serves both sides.
+  __m512 around(const float* row) const {
+    if (!kBorder) {
+      return _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00ff, row + first + 16 * K), 0xff00, row + first - 16);
+    }
+    const __m512 right = _mm512_mask_loadu_ps(_mm512_set1_ps(row[cols - 1]), right_inside, row + first + 16 * K);
+    if (first == 0) return _mm512_mask_blend_ps(0xff00, right, _mm512_set1_ps(row[0]));
+    return _mm512_mask_loadu_ps(right, 0xff00, row + first - 16);
   }
 };
 
-// For the strips at the ends of a row of `cols` columns: the row extended by its end columns
-// (the replicate border), so that the columns past an end read as that end's column.
-struct BorderVectors {
-  static constexpr bool kWhole = false;
-  int64_t cols;
-  __m512 operator()(const float* row, int64_t v) const {
-    const int64_t first = 16 * v;
-    if (first < 0) return _mm512_set1_ps(row[0]);
-    if (first + 16 <= cols) return _mm512_loadu_ps(row + first);
-    const int64_t inside = std::max<int64_t>(cols - first, 0);
-    return _mm512_mask_loadu_ps(_mm512_set1_ps(row[cols - 1]), static_cast<__mmask16>((1u << inside) - 1), row + first);
-  }
-  __m512 around(const float* row, int64_t v0) const {
-    return _mm512_mask_blend_ps(0xff00, (*this)(row, v0 + kStripVectors), (*this)(row, v0 - 1));
-  }
-};
-
-// The magnitude of rows h0 <= h < h1 of plane d of image b, columns of vectors v0 to
-// v0 + kStripVectors - 1, times `scale` if kScaled. `stream`: write with streaming stores where a
-// vector fills a cache line.
-template <int kDims, bool kScaled, typename Vectors>
+// The magnitude of rows h0 <= h < h1 of plane d of image b, columns of vectors v0 to v0 + K - 1,
+// times `scale` if kScaled. `stream`: write with streaming stores where a vector fills a cache
+// line.
+template <int kDims, int K, bool kScaled, bool kBorder>
 inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, int64_t b, int64_t d, int64_t h0,
-                            int64_t h1, float scale, bool stream, int64_t v0, const Vectors& vectors) {
-  constexpr int K = kStripVectors;
+                            int64_t h1, float scale, bool stream, int64_t v0) {
+  const StripColumns<K, kBorder> columns(v0, g.cols);
   const int64_t W = g.cols, rows = g.rows, plane_size = rows * W;
   const float* const image = x + b * g.depth * plane_size;
   const float* const before = image + clamp_index(d - 1, g.depth) * plane_size;
@@ -111,8 +113,8 @@ inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, i
       }
     };
 #pragma GCC unroll 8
-    for (int k = 0; k < K; ++k) d_steps(k, [&](const float* r) { return vectors(r, v0 + k); });
-    d_steps(K, [&](const float* r) { return vectors.around(r, v0); });
+    for (int k = 0; k < K; ++k) d_steps(k, [&](const float* r) { return columns.vector(r, k); });
+    d_steps(K, [&](const float* r) { return columns.around(r); });
 #pragma GCC unroll 8
     for (int k = 0; k < K; ++k) {
       const int left_of = k == 0 ? K : k - 1, right_of = k == K - 1 ? K : k + 1;
@@ -124,13 +126,7 @@ inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, i
       }
     }
   };
-  // The lanes of each output vector inside the row; with rows of whole lines, every whole vector
-  // is a cache line.
-  __mmask16 inside[K];
-  for (int k = 0; k < K; ++k) {
-    const int64_t lanes = std::clamp<int64_t>(W - 16 * (v0 + k), 0, 16);
-    inside[k] = static_cast<__mmask16>((1u << lanes) - 1);
-  }
+  // With rows of whole cache lines, every whole output vector is one.
   const bool streamed = stream && W % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 64 == 0;
   // Prefetches read `after` kBlockRows rows ahead of the newest row, flat: past the plane's last
   // row, into the next planes and images, up to the end of x.
@@ -159,8 +155,8 @@ inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, i
       }
       __m512 magnitude = _mm512_maskz_sqrt_ps(kAllLanes, squares);
       if constexpr (kScaled) magnitude = _mm512_mul_ps(scale16, magnitude);
-      if (!Vectors::kWhole && inside[k] != kAllLanes) {
-        _mm512_mask_storeu_ps(o + 16 * k, inside[k], magnitude);
+      if (kBorder && columns.inside[k] != kAllLanes) {
+        _mm512_mask_storeu_ps(o + 16 * k, columns.inside[k], magnitude);
       } else if (streamed) {
         _mm512_stream_ps(o + 16 * k, magnitude);
       } else {
@@ -177,16 +173,28 @@ template <int kDims>
 void magnitude_block(const float* x, float* out, const EdgeGeometry& g, int64_t b, int64_t d, int64_t h0, int64_t h1,
                      float scale, bool stream) {
   const int64_t W = g.cols, vector_count = (W + 15) / 16;
-  auto strip = [&](auto scaled, int64_t v0, const auto& vectors) {
-    magnitude_strip<kDims, decltype(scaled)::value>(x, out, g, b, d, h0, h1, scale, stream, v0, vectors);
-  };
-  for (int64_t v0 = 0; v0 < vector_count; v0 += kStripVectors) {
-    const bool interior = v0 >= 1 && 16 * (v0 + kStripVectors) + 8 <= W;  // what InteriorVectors reads
-    if (scale == 1.0f) {  // the multiply by 1 skipped: it costs 5% here
-      interior ? strip(std::false_type{}, v0, InteriorVectors{}) : strip(std::false_type{}, v0, BorderVectors{W});
+  auto strip = [&](auto width, auto scaled, int64_t v0) {
+    constexpr int K = decltype(width)::value;
+    if (v0 >= 1 && 16 * (v0 + K) + 8 <= W) {
+      magnitude_strip<kDims, K, decltype(scaled)::value, false>(x, out, g, b, d, h0, h1, scale, stream, v0);
     } else {
-      interior ? strip(std::true_type{}, v0, InteriorVectors{}) : strip(std::true_type{}, v0, BorderVectors{W});
+      magnitude_strip<kDims, K, decltype(scaled)::value, true>(x, out, g, b, d, h0, h1, scale, stream, v0);
     }
+  };
+  // Strips of 3 vectors, the most whose 18 parts fit in the 32 registers, and of 2 where 3 do not
+  // divide the row (10 vectors: 3 + 3 + 2 + 2): a wider strip spends less on the D step around it.
+  for (int64_t v0 = 0; v0 < vector_count;) {
+    const int64_t left = vector_count - v0;
+    const bool three = left == 3 || left >= 5;
+    const bool scaled = scale != 1.0f;  // the multiply by 1 skipped: it costs 5% here
+    using Two = std::integral_constant<int, 2>;
+    using Three = std::integral_constant<int, 3>;
+    if (three) {
+      scaled ? strip(Three{}, std::true_type{}, v0) : strip(Three{}, std::false_type{}, v0);
+    } else {
+      scaled ? strip(Two{}, std::true_type{}, v0) : strip(Two{}, std::false_type{}, v0);
+    }
+    v0 += three ? 3 : 2;
   }
   if (stream) _mm_sfence();  // order the streaming stores before the threads join
 }

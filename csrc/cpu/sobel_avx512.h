@@ -186,7 +186,7 @@ void magnitude_block(const float* x, float* out, const EdgeGeometry& g, int64_t 
   for (int64_t v0 = 0; v0 < vector_count;) {
     const int64_t left = vector_count - v0;
     const bool three = left == 3 || left >= 5;
-    const bool scaled = scale != 1.0f;  // the multiply by 1 skipped: it costs 5% here
+    const bool scaled = scale != 1.0f;  // unnormalized: no multiply by 1
     using Two = std::integral_constant<int, 2>;
     using Three = std::integral_constant<int, 3>;
     if (three) {

@@ -51,9 +51,21 @@ def _comma_list(_ctx, _param, value: str) -> tuple[str, ...]:
 @click.option("--spacing", default=1.0, show_default=True, type=click.FloatRange(0.25, 8), help="Voxel size, mm.")
 @click.option("--shape", default="160,192,160", show_default=True, help="Grid size in voxels, X,Y,Z (RAS).")
 @click.option("--overwrite", is_flag=True, help="Replace cases already in --out.")
-def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite):
+@click.option("--anatomy", "anatomy_path", type=click.Path(dir_okay=False), default=None,
+              help="A real healthy scan (NIfTI) to implant the lesions into instead of the template; the cases "
+                   "keep its grid (--spacing and --shape are ignored).")
+@click.option("--tissue", "tissue_path", type=click.Path(dir_okay=False), default=None,
+              help="With --anatomy: its tissue maps (4D CSF, GM, WM) or labels (1 CSF, 2 GM, 3 WM); "
+                   "default: a 3-class fit of the scan.")
+@click.option("--anatomy-mask", type=click.Path(dir_okay=False), default=None,
+              help="With --anatomy: its brain mask (default: its non-zero voxels, or the labelled ones).")
+@click.option("--anatomy-contrast", default="t1", show_default=True,
+              type=click.Choice(["t1", "t2", "flair", "pd"]), help="With --anatomy: the scan's contrast.")
+def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite, anatomy_path, tissue_path, anatomy_mask,
+          anatomy_contrast):
     """Write synthetic brain MRI cases (scans, brain masks, lesion labels, tissue maps) from the
-    MNI152 template, in a BraTS-like layout with a manifest.json."""
+    MNI152 template, or lesions implanted into a real scan (--anatomy), in a BraTS-like layout
+    with a manifest.json."""
     from dal.data.synthetic import write_dataset
 
     try:
@@ -62,9 +74,16 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite):
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"expected three integers X,Y,Z; got {shape!r}", param_hint="--shape") from None
+    if anatomy_path is None and (tissue_path or anatomy_mask):
+        raise click.UsageError("--tissue and --anatomy-mask go with --anatomy")
     try:
+        anatomy = None
+        if anatomy_path is not None:
+            from dal.data.anatomy import load_anatomy
+
+            anatomy = load_anatomy(anatomy_path, tissue=tissue_path, mask=anatomy_mask, contrast=anatomy_contrast)
         manifest = write_dataset(out, count, contrasts, lesions, seed, spacing=spacing, shape=grid,
-                                 overwrite=overwrite, progress=True)
+                                 overwrite=overwrite, progress=True, anatomy=anatomy)
     except (FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {count} case(s) to {out} ({manifest.name})")
@@ -80,9 +99,10 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite):
               help="YAML file of settings (see configs/default.yaml); the flags below override it.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder, e.g. runs/NAME.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--model", "model_kind", type=click.Choice(["dal", "ae", "dae", "intensity"]), default=None,
-              help="dal (default), ae (autoencoder), dae (denoising autoencoder) or intensity (raw-intensity "
-                   "thresholding: nothing to train, its thresholds are calibrated).")
+@click.option("--model", "model_kind", type=click.Choice(["dal", "ae", "dae", "intensity", "zscore"]), default=None,
+              help="dal (default), ae (autoencoder), dae (denoising autoencoder), intensity (raw-intensity "
+                   "thresholding: nothing to train, its thresholds are calibrated) or zscore (voxel-wise z-score "
+                   "against the healthy training scans in MNI152 space: fitted, then calibrated).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of everything random.")
 @click.option("--max-steps", type=click.IntRange(min=0), default=None, help="Stop after this many steps.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Training time budget.")

@@ -159,6 +159,8 @@ class _Warp:
     linear: np.ndarray         # 3x3 rotation and scaling about the brain centre
     shift: np.ndarray          # translation (mm)
     displacement: np.ndarray   # (n0, n1, n2, 3) smooth displacement (mm)
+    ventricle_scale: float = 0.0   # > 0 enlarges the ventricles and deep structures, < 0 shrinks them
+    ventricle_radius: float = 25.0  # mm
 
 
 @dataclass
@@ -170,71 +172,115 @@ class _LesionPlan:
     blobs: list = field(default_factory=list)  # (centre mm, radii mm, rotation, kind) of each lesion
 
 
-def _template_distances() -> np.ndarray:
-    """(2, X, Y, Z): distance (mm) to the brain surface and to the ventricles, on the 2 mm template grid."""
-    if not hasattr(_template_distances, "cache"):
+def distance_maps(mask: np.ndarray, csf: np.ndarray, spacing) -> np.ndarray:
+    """(2, X, Y, Z) float32: distance (mm) to the brain surface and to the ventricles (CSF more
+    than 60% and 18 mm deep, opened), on any grid of ``spacing`` mm per axis."""
+    depth = ndi.distance_transform_edt(mask, sampling=spacing)
+    ventricles = ndi.binary_opening((csf > 0.6) & (depth > 18))
+    if not ventricles.any():  # a small or thin brain: its deepest CSF stands in
+        ventricles = (csf > 0.5) & (depth >= np.percentile(depth[mask], 90)) if mask.any() else mask
+    to_ventricle = ndi.distance_transform_edt(~ventricles, sampling=spacing) if ventricles.any() else depth * 0 + 1e3
+    return np.stack([depth, to_ventricle]).astype(np.float32)
+
+
+@dataclass
+class SamplingSource:
+    """Where a subject's anatomy is sampled from: channels CSF, GM, WM, brain mask (and, for a real
+    anatomy, its scan) with the distance maps, on the source's own voxel grid."""
+
+    channels: torch.Tensor     # (1, C, X, Y, Z) float32
+    distances: torch.Tensor    # (1, 2, X, Y, Z): depth and distance to the ventricles (mm)
+    affine: np.ndarray
+    ventricle_centre: np.ndarray  # world mm: the centre of the ventricle enlargement
+
+
+def make_source(tissue: np.ndarray, mask: np.ndarray, affine: np.ndarray, image: np.ndarray | None = None) -> SamplingSource:
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    distances = distance_maps(mask, tissue[0], spacing)
+    near = distances[1] < 1e-3
+    centre_index = np.argwhere(near).mean(axis=0) if near.any() else np.argwhere(mask).mean(axis=0)
+    parts = [tissue, mask[None].astype(np.float32)] + ([image[None].astype(np.float32)] if image is not None else [])
+    return SamplingSource(channels=torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))[None],
+                   distances=torch.from_numpy(distances)[None], affine=np.asarray(affine, np.float64),
+                   ventricle_centre=affine[:3, :3] @ centre_index + affine[:3, 3])
+
+
+def _template_source() -> SamplingSource:
+    if not hasattr(_template_source, "cache"):
         template = load_mni152(2)
-        depth = ndi.distance_transform_edt(template.mask) * template.spacing
-        ventricles = ndi.binary_opening((template.tissue[0] > 0.6) & (depth > 18))
-        to_ventricle = ndi.distance_transform_edt(~ventricles) * template.spacing
-        _template_distances.cache = np.stack([depth, to_ventricle]).astype(np.float32)
-    return _template_distances.cache
+        _template_source.cache = make_source(np.asarray(template.tissue), np.asarray(template.mask), template.affine)
+    return _template_source.cache
 
 
 def _draw_warp(rng: np.random.Generator, shape, affine) -> _Warp:
-    """Random small rotation (up to 8 degrees per axis), scaling (6%), shift (4 mm) and a smooth
-    deformation (1.5 to 3.5 mm), drawn in a fixed order so the anatomy does not depend on the lesion."""
+    """A subject's anatomy from the template's: rotation (up to 12 degrees per axis), anisotropic
+    scaling (up to 12%), shift (6 mm), a smooth deformation at two scales (2 to 6 mm over about
+    35 mm, 0.5 to 2 mm over about 15 mm) and an enlargement or shrinking of the ventricles and
+    deep structures (strength -0.25 to 0.4): one brain made many. Drawn in a fixed order so the
+    anatomy does not depend on the lesion."""
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     axes = _coarse_axes([(s, COARSE_SPACING_MM / sp) for s, sp in zip(shape, spacing)])
     subject = _world_points(affine, axes)
-    angles = np.deg2rad(rng.uniform(-8, 8, 3))
-    scale = rng.uniform(0.94, 1.06, 3)
-    shift = rng.uniform(-4, 4, 3)
-    amplitude = rng.uniform(1.5, 3.5)
-    displacement = amplitude * np.stack([_smooth_field(rng, (5, 6, 5), subject.shape[:3]) for _ in range(3)], axis=-1)
-    return _Warp(axes=axes, subject=subject, linear=_rotation(angles) * scale, shift=shift, displacement=displacement)
+    angles = np.deg2rad(rng.uniform(-12, 12, 3))
+    scale = rng.uniform(0.88, 1.12, 3)
+    shift = rng.uniform(-6, 6, 3)
+    coarse, fine = rng.uniform(2, 6), rng.uniform(0.5, 2)
+    displacement = np.stack([coarse * _smooth_field(rng, (5, 6, 5), subject.shape[:3])
+                             + fine * _smooth_field(rng, (11, 13, 11), subject.shape[:3]) for _ in range(3)], axis=-1)
+    return _Warp(axes=axes, subject=subject, linear=_rotation(angles) * scale, shift=shift, displacement=displacement,
+                 ventricle_scale=rng.uniform(-0.25, 0.4), ventricle_radius=rng.uniform(18, 30))
 
 
-def _template_grid(warp: _Warp, plan: _LesionPlan | None) -> torch.Tensor:
-    """For each coarse point, where to sample the template, as grid_sample coordinates (n0, n1, n2, 3)."""
-    template = load_mni152(2)
+def _identity_warp(shape, affine) -> _Warp:
+    """A real anatomy's own: no change but what a lesion's mass effect brings."""
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    axes = _coarse_axes([(s, COARSE_SPACING_MM / sp) for s, sp in zip(shape, spacing)])
+    subject = _world_points(affine, axes)
+    return _Warp(axes=axes, subject=subject, linear=np.eye(3), shift=np.zeros(3), displacement=np.zeros_like(subject))
+
+
+def _radial(points: np.ndarray, centre: np.ndarray, strength: float, radius: float) -> np.ndarray:
+    """A point at distance r from ``centre`` shows what lies at r (1 - a exp(-r^2 / 2R^2)):
+    monotonic in r for a < 1, so the middle is enlarged (a > 0) or shrunk (a < 0), never folded."""
+    offset = points - centre
+    r2 = (offset ** 2).sum(axis=-1, keepdims=True)
+    return centre + offset * (1 - strength * np.exp(-r2 / (2 * radius ** 2)))
+
+
+def _source_grid(warp: _Warp, plan: _LesionPlan | None, source: SamplingSource) -> torch.Tensor:
+    """For each coarse point, where to sample the source, as grid_sample coordinates (n0, n1, n2, 3)."""
     points = warp.subject
-    if plan is not None and plan.mass_centre is not None:
-        # Mass effect: a point at distance r from the tumour centre shows the anatomy found at
-        # r (1 - a exp(-r^2 / 2R^2)); monotonic in r for a < 1, so tissue is pushed out, not folded.
-        offset = points - plan.mass_centre
-        r2 = (offset ** 2).sum(axis=-1, keepdims=True)
-        points = plan.mass_centre + offset * (1 - plan.mass_strength * np.exp(-r2 / (2 * plan.mass_radius ** 2)))
+    if plan is not None and plan.mass_centre is not None:  # the tumour pushes tissue out
+        points = _radial(points, plan.mass_centre, plan.mass_strength, plan.mass_radius)
     centre = brain_centre()
     points = (points - centre) @ warp.linear.T + centre + warp.shift + warp.displacement
-    voxels = (points - template.affine[:3, 3]) @ np.linalg.inv(template.affine[:3, :3]).T
-    grid = 2 * voxels / (np.array(template.mask.shape) - 1) - 1  # align_corners=True normalisation
+    if warp.ventricle_scale:
+        points = _radial(points, source.ventricle_centre, warp.ventricle_scale, warp.ventricle_radius)
+    voxels = (points - source.affine[:3, 3]) @ np.linalg.inv(source.affine[:3, :3]).T
+    grid = 2 * voxels / (np.array(source.channels.shape[2:]) - 1) - 1  # align_corners=True normalisation
     return torch.from_numpy(np.ascontiguousarray(grid[..., ::-1], dtype=np.float32))  # grid_sample wants (z, y, x)
 
 
-def _template_channels() -> torch.Tensor:
-    template = load_mni152(2)
-    return torch.from_numpy(np.concatenate([template.tissue, template.mask[None].astype(np.float32)]))[None]
-
-
-def _coarse_maps(grid: torch.Tensor) -> np.ndarray:
+def _coarse_maps(grid: torch.Tensor, source: SamplingSource) -> np.ndarray:
     """(6, n0, n1, n2) at the coarse points: CSF, GM, WM, mask, depth (mm), distance to the ventricles (mm)."""
-    source = torch.cat([_template_channels(), torch.from_numpy(_template_distances())[None]], 1)
-    return F.grid_sample(source, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True)[0].numpy()
+    maps = torch.cat([source.channels[:, :4], source.distances], 1)
+    return F.grid_sample(maps, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True)[0].numpy()
 
 
-def _sample_anatomy(grid: torch.Tensor, shape) -> tuple[np.ndarray, np.ndarray]:
-    """Tissue maps (3, X, Y, Z) summing to one in the mask, and the mask, on the full output grid."""
+def _sample_anatomy(grid: torch.Tensor, shape, source: SamplingSource) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Tissue maps (3, X, Y, Z) summing to one in the mask, the mask, and the source's scan if it
+    has one, on the full output grid."""
     full = F.interpolate(grid.permute(3, 0, 1, 2)[None], size=tuple(shape), mode="trilinear",
                          align_corners=True)[0].permute(1, 2, 3, 0)
-    sampled = F.grid_sample(_template_channels(), full[None], mode="bilinear", padding_mode="zeros",
+    sampled = F.grid_sample(source.channels, full[None], mode="bilinear", padding_mode="zeros",
                             align_corners=True)[0].numpy()
     mask = sampled[3] > 0.5
     tissue = sampled[:3]
     total = tissue.sum(axis=0)
     csf_only = np.array([1, 0, 0], np.float32)[:, None, None, None]
     tissue = np.where(total > 1e-3, tissue / np.maximum(total, 1e-3), csf_only)
-    return (tissue * mask).astype(np.float32), mask
+    image = sampled[4] * mask if sampled.shape[0] > 4 else None
+    return (tissue * mask).astype(np.float32), mask, image
 
 
 def _pick(rng: np.random.Generator, candidates: np.ndarray, world: np.ndarray, what: str) -> np.ndarray:
@@ -335,39 +381,102 @@ def _paint_lesions(rng: np.random.Generator, plan: _LesionPlan, tissue: np.ndarr
     return fractions, label
 
 
-def _render(rng: np.random.Generator, contrast: str, tissue: np.ndarray, mask: np.ndarray, coarse_shape,
-            fractions: dict, affine, lesion_texture: np.ndarray | None, with_healthy: bool):
-    """One contrast: tissue mixing, bias field and texture, blur, Rician noise. Returns
-    (scan, healthy scan or None); both share every random draw."""
+def _upsample(coarse: np.ndarray, shape) -> np.ndarray:
+    return F.interpolate(torch.from_numpy(np.ascontiguousarray(coarse, dtype=np.float32))[None, None], size=tuple(shape),
+                         mode="trilinear", align_corners=True)[0, 0].numpy()
+
+
+def _draw_acquisition(rng: np.random.Generator, spacing: np.ndarray) -> tuple[int, float]:
+    """(axis, slab thickness in mm): half the scans as acquired on the grid, half in thick slabs of
+    3 to 6 mm (mostly axial) resampled back to it, as clinical 2D scans are (0 thickness: none)."""
+    axis = int(rng.choice(3, p=[0.15, 0.15, 0.7]))
+    thickness = rng.uniform(3, 6)
+    return (axis, thickness) if rng.random() < 0.5 and thickness > 1.4 * spacing[axis] else (axis, 0.0)
+
+
+def _acquire_slabs(volume: np.ndarray, axis: int, thickness: float, spacing: np.ndarray) -> np.ndarray:
+    """A scan acquired in slabs of ``thickness`` mm along ``axis``, resampled back to its grid:
+    the slab profile (a Gaussian of that full width at half maximum) and linear interpolation."""
+    if thickness <= 0:
+        return volume
+    sigma = np.zeros(3)
+    sigma[axis] = thickness / 2.355 / spacing[axis]
+    blurred = torch.from_numpy(ndi.gaussian_filter(volume, sigma, truncate=3.0).astype(np.float32))[None, None]
+    size = list(volume.shape)
+    size[axis] = max(2, int(round(volume.shape[axis] * spacing[axis] / thickness)))
+    coarse = F.interpolate(blurred, size=size, mode="trilinear", align_corners=True)
+    return F.interpolate(coarse, size=volume.shape, mode="trilinear", align_corners=True)[0, 0].numpy()
+
+
+def _render(rng: np.random.Generator, contrast: str, tissue: np.ndarray, mask: np.ndarray, depth: np.ndarray,
+            coarse_shape, fractions: dict, affine, lesion_texture: np.ndarray | None, with_healthy: bool):
+    """One contrast over tissue maps: each tissue's intensity varied by region (a smooth field per
+    tissue, and deep grey matter drawn towards white matter, as thalamus and basal ganglia are),
+    bias field and texture, blur, Rician noise and, for half the scans, thick slabs. Returns
+    (scan, healthy scan or None, acquisition); both scans share every random draw."""
     means = {name: value * rng.uniform(0.9, 1.1) for name, value in TISSUE_INTENSITY[contrast].items()}
     gain = rng.uniform(300, 1500)  # arbitrary scanner units: preprocessing must not rely on them
     shape = mask.shape
     bias = rng.uniform(0.05, 0.2) * _smooth_field(rng, (3, 3, 3), coarse_shape)
     texture = 0.03 * _smooth_field(rng, tuple(max(2, s // 3) for s in coarse_shape), coarse_shape)
-    multiplier = F.interpolate(torch.from_numpy(np.exp(bias + texture).astype(np.float32))[None, None], size=tuple(shape),
-                               mode="trilinear", align_corners=True)[0, 0].numpy()
+    multiplier = _upsample(np.exp(bias + texture), shape)
+    regional = [_upsample(np.exp(rng.uniform(0.02, 0.1) * _smooth_field(rng, (4, 5, 4), coarse_shape)), shape)
+                for _ in TISSUES]
+    deep = rng.uniform(0.1, 0.5) * np.clip((depth - 15) / 10, 0, 1)  # mm from the brain's surface
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     blur_mm = rng.uniform(0.3, 0.9)
     noise_level = rng.uniform(0.01, 0.04) * max(means["csf"], means["gm"], means["wm"])
     mask_index = np.flatnonzero(mask)
     noise = rng.standard_normal((2, mask_index.size), dtype=np.float32) * noise_level
+    axis, thickness = _draw_acquisition(rng, spacing)
 
-    healthy = sum(tissue[k] * means[name] for k, name in enumerate(TISSUES))
+    gm = means["gm"] + deep * (means["wm"] - means["gm"])
+    healthy = (tissue[0] * means["csf"] * regional[0] + tissue[1] * gm * regional[1]
+               + tissue[2] * means["wm"] * regional[2])
 
     def finish(clean):
         clean = ndi.gaussian_filter(clean * multiplier, blur_mm / spacing, truncate=3.0)
         values = clean.ravel()[mask_index]
         out = np.zeros(clean.size, np.float32)
         out[mask_index] = np.sqrt((values + noise[0]) ** 2 + noise[1] ** 2)  # Rician magnitude
-        return (out * gain).reshape(shape)
+        return _acquire_slabs(out.reshape(shape), axis, thickness, spacing) * mask * gain
 
+    acquisition = {"slab_axis": axis, "slab_mm": round(float(thickness), 2)} if thickness else {}
     if not fractions:
         scan = finish(healthy)
-        return scan, (scan.copy() if with_healthy else None)
+        return scan, (scan.copy() if with_healthy else None), acquisition
     lesion_total = sum(fractions.values())
     lesion_intensity = sum(value * means[name] for name, value in fractions.items()) * lesion_texture
     scan = finish(healthy * (1 - lesion_total) + lesion_intensity)
-    return scan, (finish(healthy) if with_healthy else None)
+    return scan, (finish(healthy) if with_healthy else None), acquisition
+
+
+def _render_real(rng: np.random.Generator, contrast: str, image: np.ndarray, tissue: np.ndarray, mask: np.ndarray,
+                 fractions: dict, lesion_texture: np.ndarray | None, with_healthy: bool):
+    """The real scan itself with the lesions painted in: each lesion tissue's intensity is the
+    contrast's (``TISSUE_INTENSITY``, jittered by 10%) on the scale of this scan's own tissue
+    medians, with noise like the scan's (the spread of its white matter about a 3-voxel median)."""
+    if not fractions:
+        return image, (image.copy() if with_healthy else None), {}
+    reference = TISSUE_INTENSITY[contrast]
+    medians, expected, weights = [], [], []
+    for k, name in enumerate(TISSUES):
+        inside = (tissue[k] > 0.8) & mask
+        if inside.sum() > 20:
+            medians.append(np.median(image[inside]))
+            expected.append(reference[name])
+            weights.append(inside.sum())
+    medians, expected, weights = (np.array(v, np.float64) for v in (medians, expected, weights))
+    scale = float((weights * medians * expected).sum() / max((weights * expected ** 2).sum(), 1e-12))
+    wm = (tissue[2] > 0.8) & mask
+    residual = (image - ndi.median_filter(image, 3))[wm if wm.sum() > 20 else mask]
+    noise_level = 1.4826 * np.median(np.abs(residual)) if residual.size else 0.0
+    lesion_total = sum(fractions.values())
+    lesion_intensity = sum(value * reference[name] * rng.uniform(0.9, 1.1) for name, value in fractions.items())
+    noise = rng.standard_normal(image.shape).astype(np.float32) * noise_level
+    lesion_intensity = scale * lesion_intensity * lesion_texture + noise * np.minimum(lesion_total, 1)
+    scan = np.maximum(image * (1 - lesion_total) + lesion_intensity, 0) * mask
+    return scan.astype(np.float32), (image.copy() if with_healthy else None), {}
 
 
 def _seed_key(seed) -> tuple[int, ...]:
@@ -379,16 +488,21 @@ def _seed_key(seed) -> tuple[int, ...]:
 
 def generate_case(seed: int | tuple[int, ...], contrasts: str | tuple[str, ...] = ("t1",), lesion: str = "none", *,
                   spacing: float | None = None, shape: tuple[int, int, int] | None = None,
-                  return_healthy: bool = False) -> SyntheticCase:
-    """Generate one synthetic subject.
+                  return_healthy: bool = False, anatomy: "dal.data.anatomy.RealAnatomy | None" = None) -> SyntheticCase:
+    """Generate one synthetic subject, or lesions in a real one.
 
     Args:
         seed: the case's seed: a non-negative int or a tuple of them (``dal synth`` uses
-            (its seed, case number)); the case is a pure function of it.
+            (its seed, case number)); the case is a pure function of it (and of ``anatomy``).
         contrasts: one or several of "t1", "t2", "flair", "pd".
         lesion: "none", "tumour", "stroke" or "wmh".
         spacing, shape: the output grid (mm, voxels); by default the template's 2 mm grid.
         return_healthy: also return the scans without the lesion (pseudo-healthy truth).
+        anatomy: a real subject (:func:`dal.data.anatomy.load_anatomy`) instead of a warped
+            template: the case lies on its grid (``spacing`` and ``shape`` must be None), the
+            lesions are placed by its own tissue maps, its scan is kept for its own contrast (with
+            the lesions painted in, and a tumour's mass effect), other contrasts are rendered
+            from its tissue maps.
 
     Returns:
         The :class:`SyntheticCase`.
@@ -401,11 +515,23 @@ def generate_case(seed: int | tuple[int, ...], contrasts: str | tuple[str, ...] 
     if lesion not in LESIONS:
         raise ValueError(f"lesion: expected one of {LESIONS}, got {lesion!r}")
     key = _seed_key(seed)
-    grid_shape, affine = output_grid(spacing, shape)
     lesion_rng = np.random.default_rng([*key, 1])
-    warp = _draw_warp(np.random.default_rng([*key, 0]), grid_shape, affine)
-    plan = _plan_lesion(lesion_rng, lesion, warp, _coarse_maps(_template_grid(warp, None)), affine)
-    tissue, mask = _sample_anatomy(_template_grid(warp, plan), grid_shape)
+    if anatomy is None:
+        grid_shape, affine = output_grid(spacing, shape)
+        source = _template_source()
+        warp = _draw_warp(np.random.default_rng([*key, 0]), grid_shape, affine)
+    else:
+        if spacing is not None or shape is not None:
+            raise ValueError("spacing, shape: a real anatomy keeps its own grid; give neither")
+        grid_shape, affine = anatomy.mask.shape, anatomy.affine
+        source = anatomy.source
+        warp = _identity_warp(grid_shape, affine)
+    coarse = _coarse_maps(_source_grid(warp, None, source), source)
+    plan = _plan_lesion(lesion_rng, lesion, warp, coarse, affine)
+    if anatomy is not None and plan.mass_centre is None:  # nothing moves: the subject as it is
+        tissue, mask, real = anatomy.tissue, anatomy.mask, anatomy.image
+    else:
+        tissue, mask, real = _sample_anatomy(_source_grid(warp, plan, source), grid_shape, source)
     fractions, label = _paint_lesions(lesion_rng, plan, tissue, mask, affine)
     texture = None
     if fractions:
@@ -413,15 +539,26 @@ def generate_case(seed: int | tuple[int, ...], contrasts: str | tuple[str, ...] 
         lattice = tuple(max(2, int(round(s * sp / 8))) for s, sp in zip(grid_shape, spacing_mm))
         texture = 1 + 0.12 * _smooth_field(lesion_rng, lattice, grid_shape)
         texture = texture.astype(np.float32)
-    images, healthy = {}, {}
+    depth = _upsample(coarse[4], grid_shape)
+    images, healthy, acquisitions = {}, {}, {}
     for contrast in contrasts:
         rng = np.random.default_rng([*key, 2, CONTRASTS.index(contrast)])
-        images[contrast], healthy[contrast] = _render(rng, contrast, tissue, mask, tuple(len(a) for a in warp.axes),
-                                                      fractions, affine, texture, return_healthy)
+        if anatomy is not None and contrast == anatomy.contrast:
+            rendered = _render_real(rng, contrast, real, tissue, mask, fractions, texture, return_healthy)
+        else:
+            rendered = _render(rng, contrast, tissue, mask, depth, tuple(len(a) for a in warp.axes), fractions, affine,
+                               texture, return_healthy)
+        images[contrast], healthy[contrast], acquisition = rendered
+        if acquisition:
+            acquisitions[contrast] = acquisition
+    info = {"lesion_voxels": int((label > 0).sum()),
+            "lesion_volume_ml": float((label > 0).sum() * abs(np.linalg.det(affine[:3, :3])) / 1000)}
+    if acquisitions:
+        info["acquisition"] = acquisitions
+    if anatomy is not None:
+        info["anatomy"] = anatomy.name
     return SyntheticCase(images=images, mask=mask, label=label, tissue=tissue, affine=affine,
-                         lesion=lesion, seed=key, healthy=healthy if return_healthy else None,
-                         info={"lesion_voxels": int((label > 0).sum()),
-                               "lesion_volume_ml": float((label > 0).sum() * abs(np.linalg.det(affine[:3, :3])) / 1000)})
+                         lesion=lesion, seed=key, healthy=healthy if return_healthy else None, info=info)
 
 
 def generate_healthy(seed: int | tuple[int, ...], contrast: str = "t1") -> SyntheticCase:
@@ -465,12 +602,15 @@ def write_case(case: SyntheticCase, folder: Path, case_id: str) -> dict[str, str
 def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] = ("t1", "t2", "flair"),
                   lesions: Sequence[str] = ("none", "tumour", "stroke", "wmh"), seed: int = 0, *,
                   spacing: float | None = SYNTH_SPACING, shape: tuple[int, int, int] | None = SYNTH_SHAPE,
-                  overwrite: bool = False, progress: bool = False) -> Path:
+                  overwrite: bool = False, progress: bool = False,
+                  anatomy: "dal.data.anatomy.RealAnatomy | None" = None) -> Path:
     """Write ``count`` synthetic cases in a BraTS-like layout with a ``manifest.json``.
 
     Case ``i`` (``synth-0000``, ...) has seed ``(seed, i)`` and lesion ``lesions[i % len(lesions)]``,
     and holds one scan per contrast, so the folder is the same for a seed whatever else runs. Each
     case is written into a hidden temporary folder and renamed into place; the manifest last.
+    With ``anatomy`` every case is that real subject with the case's lesion (see
+    :func:`generate_case`), on its grid (``spacing`` and ``shape`` are ignored).
 
     Returns:
         The manifest's path.
@@ -493,11 +633,15 @@ def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] =
         raise FileExistsError(f"{out}: already holds {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
                               "choose another folder or overwrite them (dal synth --overwrite)")
     out.mkdir(parents=True, exist_ok=True)
-    grid_shape, affine = output_grid(spacing, shape)
+    if anatomy is not None:
+        spacing = shape = None
+        grid_shape, affine = anatomy.mask.shape, anatomy.affine
+    else:
+        grid_shape, affine = output_grid(spacing, shape)
     cases = []
     for i in tqdm(range(count), desc="dal synth", unit="case", disable=not progress):
         lesion = lesions[i % len(lesions)]
-        case = generate_case((seed, i), contrasts, lesion, spacing=spacing, shape=shape)
+        case = generate_case((seed, i), contrasts, lesion, spacing=spacing, shape=shape, anatomy=anatomy)
         staging = Path(tempfile.mkdtemp(prefix=f".{ids[i]}.", suffix=".tmp", dir=out))
         staging.chmod(default_mode(directory=True))
         try:
@@ -514,4 +658,6 @@ def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] =
                 "contrasts": list(contrasts), "lesions": list(lesions), "shape": list(grid_shape),
                 "affine": affine.tolist(), "tissues": list(TISSUES),
                 "labels": {"any non-zero": "lesion", "tumour": TUMOUR_LABELS}, "cases": cases}
+    if anatomy is not None:
+        manifest["anatomy"] = {"name": anatomy.name, "contrast": anatomy.contrast}
     return write_text_atomic(json.dumps(manifest, indent=1), out / "manifest.json")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from dal.engine.scoring import erosion_voxels, median_kernel_voxels, score_volume
 from dal.models import DAL, AutoEncoder, DenoisingAutoEncoder, LossConfig, ModelConfig, build_model
 from dal.models.autoencoders import coarse_noise
-from dal.models.dal import edge_dropout, tissue_statistics
+from dal.models.dal import edge_dropout, simulate_anomalies, tissue_statistics
 
 TINY = dict(channels=4, levels=2, restoration_channels=4, code_channels=4, decoder_channels=4, ae_latent=4)
 
@@ -131,6 +131,40 @@ def test_edge_dropout_zeroes_whole_blocks_and_keeps_the_rest():
     assert torch.all(blocks.all((3, 5)) | (~blocks).all((3, 5)))  # each block kept or dropped whole
     assert 0 < kept.float().mean() < 1
     assert torch.equal(edge_dropout(edges, 0.0, 8), edges)
+
+
+def test_simulated_anomalies_are_wrong_tissue_blobs_inside_the_brain():
+    torch.manual_seed(0)
+    anatomy, _ = _phantom([0.0, 0.2, 0.6, 1.0], h=48, w=56)
+    anatomy = anatomy.repeat(16, 1, 1, 1)
+    abnormal = simulate_anomalies(anatomy, 1.0, 3)
+    assert abnormal.shape == anatomy.shape and abnormal.dtype == anatomy.dtype
+    assert torch.all(abnormal.sum(1) == 1) and set(abnormal.unique().tolist()) <= {0.0, 1.0}
+    changed = (abnormal != anatomy).any(1)
+    outside = anatomy[:, 0] == 1
+    assert not changed[outside].any()                          # the background stays background
+    assert not abnormal[:, 0][~outside].any()                  # no brain pixel becomes background
+    assert changed.flatten(1).any(1).float().mean() > 0.5      # most slices got a region
+    assert changed.float().mean() < 0.5                        # regions, not the whole slice
+    assert torch.equal(simulate_anomalies(anatomy, 0.0, 3), anatomy)
+
+
+def test_restoration_in_masked_passes_takes_each_pixel_from_the_pass_that_hid_it():
+    torch.manual_seed(0)
+    model = DAL(ModelConfig(restoration_passes=2, restoration_block=4, **TINY)).eval()
+    edges = torch.rand(2, 4, 16, 20) + 0.1
+    with torch.no_grad():
+        logits = model.restore(edges)
+        rows, cols = torch.meshgrid(torch.arange(16) // 4, torch.arange(20) // 4, indexing="ij")
+        group = (rows + cols) % 2
+        expected = torch.zeros_like(logits)
+        for p in range(2):
+            alone = model.restorer(edges * (group != p))
+            expected = torch.where(group == p, alone, expected)
+    torch.testing.assert_close(logits, expected)
+    one_pass = DAL(ModelConfig(**TINY)).eval()
+    with torch.no_grad():
+        assert torch.equal(one_pass.restore(edges), one_pass.restorer(edges))
 
 
 def test_dal_ablations_change_the_anatomy_operator_and_the_phi_path():

@@ -11,6 +11,7 @@ from dal.cli import main
 from dal.engine import train as train_module
 from dal.engine.checkpoint import load_checkpoint
 from dal.engine.config import Config, ConfigError, load_config
+from dal.engine.scoring import score_volume
 from dal.engine.train import TrainingError, train
 
 TINY = {
@@ -73,6 +74,24 @@ def test_the_intensity_baseline_trains_nothing_and_calibrates_its_thresholds(tmp
     assert torch.equal(best.model.pseudo_healthy(x)["phi"], torch.zeros_like(x))  # the score is the scan itself
 
 
+def test_the_zscore_baseline_fits_the_population_in_mni_space_and_scores_z(tmp_path, cache):
+    config = tiny_config(cache, **{"model.kind": "zscore", "data.train_volumes": 3})
+    assert not config.preprocessing.register
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["steps"] == 0
+    assert load_config(tmp_path / "run" / "config.yaml").preprocessing.register  # voxels compared in MNI152 space
+    best = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert best.model_kind == "zscore" and 0 < best.thresholds["fpr_0.05"] <= best.thresholds["fpr_0.01"]
+    mean, std = best.model.mean, best.model.std
+    assert mean.shape == tuple(config.preprocessing.shape) and (std > 0).all()
+    # The score is the median of |x - mean| / std (voxels outside the population's brain: 0).
+    x = mean + 3 * torch.where(torch.isfinite(std), std, 0)
+    brain = torch.isfinite(std)
+    scored = score_volume(best.model, x, brain, config.preprocessing.spacing, median_mm=0, erode_mm=0)
+    torch.testing.assert_close(scored["score"][brain], torch.full((int(brain.sum()),), 3.0))
+    assert torch.equal(scored["phi"], mean)
+
+
 def test_validation_every_few_minutes_of_training(tmp_path, cache, monkeypatch):
     clock = {"now": 0.0}
 
@@ -92,7 +111,10 @@ def test_validation_every_few_minutes_of_training(tmp_path, cache, monkeypatch):
 @pytest.mark.parametrize("name, changed", [
     ("ablation-no-restoration.yaml", {"model": {"restoration": False}}),
     ("ablation-no-onehot.yaml", {"model": {"onehot": False}}),
+    ("ablation-no-anomalies.yaml", {"model": {"anomaly_probability": 0.0}}),
     ("t1-only.yaml", {"data": {"synthetic_contrasts": ["t1"], "val_contrasts": ["t1"]}}),
+    ("zscore.yaml", {"model": {"kind": "zscore"}, "preprocessing": {"register": True, "spacing": 1.0,
+                                                                    "shape": [192, 224, 192]}}),
 ])
 def test_the_shipped_experiment_configs_change_only_what_they_say(name, changed):
     config = load_config(Path(__file__).parents[1] / "configs" / name).to_dict()

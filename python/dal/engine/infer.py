@@ -263,7 +263,7 @@ class Detector:
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device | None = "cpu",
                  batch_size: int | None = None, register: bool | None = None):
         where = f"checkpoint {checkpoint.path}"
-        if not hasattr(checkpoint.model, "pseudo_healthy"):
+        if not hasattr(checkpoint.model, "pseudo_healthy") and not hasattr(checkpoint.model, "expected_volume"):
             raise CheckpointError(f"{where}: its model ({checkpoint.model_kind}) has no pseudo_healthy method")
         try:
             preprocessing = PreprocessConfig.from_dict(dict(checkpoint.preprocessing))

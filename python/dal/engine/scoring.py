@@ -49,7 +49,9 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     batches; the pseudo-healthy slices are stacked back to 3D (zero where the slice has no
     brain), and the score is ``dal.ops.residual_score``: the residual ``|x - PHI|`` inside the
     brain mask eroded by ``erode_mm``, median-filtered over a cube of ``median_mm`` (converted to
-    odd voxel counts by :func:`median_kernel_voxels`, :func:`erosion_voxels`).
+    odd voxel counts by :func:`median_kernel_voxels`, :func:`erosion_voxels`). A model of the
+    whole volume (``expected_volume``: the z-score) gives the PHI (the population's mean) and a
+    scale per voxel (its std), and the residual is divided by the scale.
 
     Args:
         model: a model with ``pseudo_healthy``; put in eval mode here.
@@ -76,6 +78,28 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     device = torch.device(device) if device is not None else (parameter.device if parameter is not None else torch.device("cpu"))
     model.eval()
     start_time = time.perf_counter()
+    scale = None
+    if hasattr(model, "expected_volume"):  # a model of the whole volume: the population's mean and std
+        mean, std = model.expected_volume(x.to(device))
+        outputs: dict[str, torch.Tensor] = {"phi": mean.float().cpu()}
+        scale = std.float().cpu()
+    else:
+        outputs = _slice_outputs(model, x, brain, batch_size, device)
+    model_done = time.perf_counter()
+    kernel = median_kernel_voxels(median_mm, spacing_mm)
+    erode = erosion_voxels(erode_mm, spacing_mm)
+    x, phi = (x, outputs["phi"]) if scale is None else (x / scale, outputs["phi"] / scale)
+    outputs["score"] = residual_score(x[None, None], phi[None, None], brain[None, None].float(), kernel, erode)[0, 0]
+    if timings is not None:
+        timings["model"] = model_done - start_time
+        timings["scoring"] = time.perf_counter() - model_done
+    return outputs
+
+
+def _slice_outputs(model: nn.Module, x: torch.Tensor, brain: torch.Tensor, batch_size: int,
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    """The model's pseudo-healthy image of each axial slice with brain, stacked back to (X, Y, Z)
+    (zero elsewhere), and DAL's anatomy maps as tissue indices."""
     slices = torch.nonzero(brain.any(0).any(0)).flatten().tolist()
     outputs: dict[str, torch.Tensor] = {"phi": torch.zeros_like(x)}
     for start in range(0, len(slices), batch_size):
@@ -87,12 +111,4 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
             if key in result:
                 outputs.setdefault(key, torch.zeros(x.shape, dtype=torch.int64))
                 outputs[key][:, :, index] = result[key].argmax(1).permute(1, 2, 0).cpu()
-    model_done = time.perf_counter()
-    kernel = median_kernel_voxels(median_mm, spacing_mm)
-    erode = erosion_voxels(erode_mm, spacing_mm)
-    outputs["score"] = residual_score(x[None, None], outputs["phi"][None, None], brain[None, None].float(),
-                                      kernel, erode)[0, 0]
-    if timings is not None:
-        timings["model"] = model_done - start_time
-        timings["scoring"] = time.perf_counter() - model_done
     return outputs

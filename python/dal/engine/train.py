@@ -241,6 +241,10 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
     if not resume and last_path.exists():
         raise TrainingError(f"--out {out}: already holds a run ({last_path.name}); resume it with --resume or "
                             "choose another folder")
+    if config.model.kind == "zscore" and not config.preprocessing.register:
+        # Voxels are compared across subjects: only in a common space do they match.
+        config = config.replace({"preprocessing.register": True})
+        _say("--model zscore: working in MNI152 space (preprocessing.register on)", rank)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)
@@ -258,7 +262,10 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
     # step of DAL 1.56x, of DAE 1.35x: benchmarks/bench_models.py); inputs of one channel are
     # channels-last already.
     model = build_model(config.model, config.loss).to(device, memory_format=torch.channels_last)
-    learns = any(parameter.requires_grad for parameter in model.parameters())  # not the intensity baseline
+    learns = any(parameter.requires_grad for parameter in model.parameters())  # not intensity, not zscore
+    if hasattr(model, "fit_population"):
+        model.fit_population([v.image for v in train_volumes], [v.mask for v in train_volumes])
+        _say(f"fitted the population's mean and std on {len(train_volumes)} scans", rank)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay) if learns else None
     state = RunState()
     thresholds: dict = {}

@@ -1,14 +1,15 @@
 """DAL and its baselines. Every model has ``forward(batch) -> dict of losses`` (the training
-step, "loss" the total) and ``pseudo_healthy(x) -> dict`` with at least "phi" (N, 1, H, W)."""
+step, "loss" the total) and ``pseudo_healthy(x) -> dict`` with at least "phi" (N, 1, H, W), or, for a model of the whole
+volume (the z-score), ``expected_volume(volume) -> (mean, std)``."""
 from __future__ import annotations
 
 import torch.nn as nn
 
-from dal.models.autoencoders import AutoEncoder, DenoisingAutoEncoder, IntensityBaseline
+from dal.models.autoencoders import AutoEncoder, DenoisingAutoEncoder, IntensityBaseline, ZScoreBaseline
 from dal.models.config import MODEL_KINDS, LossConfig, ModelConfig
 from dal.models.dal import DAL
 
-__all__ = ["AutoEncoder", "DAL", "DenoisingAutoEncoder", "IntensityBaseline", "LossConfig", "MODEL_KINDS", "ModelConfig", "build_model"]
+__all__ = ["AutoEncoder", "DAL", "DenoisingAutoEncoder", "IntensityBaseline", "LossConfig", "MODEL_KINDS", "ModelConfig", "ZScoreBaseline", "build_model"]
 
 
 def build_model(config: ModelConfig, losses: LossConfig | None = None) -> nn.Module:
@@ -21,4 +22,6 @@ def build_model(config: ModelConfig, losses: LossConfig | None = None) -> nn.Mod
         return DenoisingAutoEncoder(config)
     if config.kind == "intensity":
         return IntensityBaseline(config)
+    if config.kind == "zscore":
+        return ZScoreBaseline(config)
     raise ValueError(f"model.kind: expected one of {MODEL_KINDS}, got {config.kind!r}")

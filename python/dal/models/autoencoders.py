@@ -1,6 +1,6 @@
 """The baselines in the same framework: a plain bottleneck autoencoder and a denoising
-autoencoder (Kascenas et al. 2022), on the U-Net backbone DAL uses, and raw-intensity
-thresholding.
+autoencoder (Kascenas et al. 2022), on the U-Net backbone DAL uses, raw-intensity thresholding
+and the voxel-wise z-score against the healthy population.
 
 Both train on the scans as they are (``batch["image"]``): they need no imaging invariance, and
 the augmented views of DAL would only widen what they learn to rebuild.
@@ -89,3 +89,58 @@ class IntensityBaseline(nn.Module):
     @torch.no_grad()
     def pseudo_healthy(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"phi": torch.zeros_like(x)}
+
+
+class ZScoreBaseline(nn.Module):
+    """The voxel-wise z-score against the healthy training population, the field's strong simple
+    baseline (DESIGN.md): model space is MNI152 space (its config registers every scan), the
+    healthy population's mean and standard deviation are kept per voxel, and the score is
+    ``median(|x - mean| / std)`` inside the eroded brain mask, like every model's residual.
+    Nothing to learn by gradient: ``dal train --model zscore`` fits the two volumes on the
+    training scans (:meth:`fit_population`) and calibrates the thresholds.
+
+    Where fewer than half the training scans have brain, the voxel is left out (std infinite:
+    score 0). The std is floored at its 10th percentile over the brain, so that a voxel where the
+    population happens to agree closely does not turn noise into a lesion.
+    """
+
+    kind = "zscore"
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig(kind="zscore")
+        self.register_buffer("mean", torch.zeros(0, 0, 0))
+        self.register_buffer("std", torch.ones(0, 0, 0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("mean", "std"):  # the volumes' shape is the stored one, not known at construction
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def fit_population(self, images: list, masks: list) -> None:
+        """Mean and standard deviation per voxel of the (X, Y, Z) ``images`` inside their ``masks``."""
+        if not images:
+            raise ValueError("images: expected at least one healthy volume")
+        x = torch.stack([torch.as_tensor(i, dtype=torch.float64) for i in images])
+        m = torch.stack([torch.as_tensor(k, dtype=torch.bool) for k in masks]).to(torch.float64)
+        count = m.sum(0)
+        mean = (x * m).sum(0) / count.clamp_min(1)
+        var = (((x - mean) ** 2) * m).sum(0) / (count - 1).clamp_min(1)
+        std = var.sqrt()
+        brain = count >= max(2, len(images) / 2)
+        floor = torch.quantile(std[brain].float(), 0.1).double() if brain.any() else torch.tensor(1.0, dtype=torch.float64)
+        self.mean = torch.where(brain, mean, 0).float()
+        self.std = torch.where(brain, std.clamp_min(floor), torch.inf).float()
+
+    def expected_volume(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The population's (mean, std) for a model-space ``volume`` (X, Y, Z)."""
+        if self.mean.numel() == 0:
+            raise RuntimeError("ZScoreBaseline: not fitted (dal train --model zscore fits it)")
+        if tuple(volume.shape) != tuple(self.mean.shape):
+            raise ValueError(f"volume: expected the population's shape {tuple(self.mean.shape)}, got {tuple(volume.shape)}")
+        return self.mean.to(volume.device), self.std.to(volume.device)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise RuntimeError("ZScoreBaseline has nothing to train by gradient")

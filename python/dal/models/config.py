@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODEL_KINDS = ("dal", "ae", "dae", "intensity")
+MODEL_KINDS = ("dal", "ae", "dae", "intensity", "zscore")
 
 
 @dataclass
@@ -12,7 +12,8 @@ class ModelConfig:
 
     Attributes:
         kind: "dal", "ae" (plain bottleneck autoencoder), "dae" (denoising U-Net, coarse noise) or
-            "intensity" (raw-intensity thresholding; nothing to train).
+            "intensity" (raw-intensity thresholding; nothing to train) or "zscore" (voxel-wise
+            z-score against the healthy training population in MNI152 space; fitted, not trained).
         classes: anatomy channels K (background, CSF, GM, WM by default).
         channels: width of the first level of every U-Net (doubles per level).
         levels: resolution levels of every U-Net.
@@ -31,6 +32,14 @@ class ModelConfig:
             more U-Net backward per step; the first view's gradient suffices by default).
         edge_dropout: largest fraction of the edge map's blocks zeroed while training the restoration.
         edge_dropout_block: side of a dropped block, pixels.
+        anomaly_probability: chance that a training slice's anatomy gets simulated abnormal
+            regions (blobs of a wrong tissue) before its edges go to the restoration, whose target
+            stays the healthy anatomy (0: the restoration only learns to copy).
+        anomaly_regions: at most this many such regions per slice.
+        restoration_passes: at inference, restore in this many passes, each with a different
+            set of ``restoration_block`` squares of the edge map hidden, every pixel taken from
+            the pass that hid it (rebuilt from its surroundings); 1: one pass with every edge.
+        restoration_block: side of a hidden square at inference, pixels.
         ae_latent: channels of the bottleneck autoencoder's latent (at 1/2^levels resolution).
         dae_noise_std: standard deviation of the denoising autoencoder's coarse noise.
         dae_noise_cells: the coarse noise is drawn on a grid of this many cells across the
@@ -52,6 +61,10 @@ class ModelConfig:
     second_view_grad: bool = False
     edge_dropout: float = 0.5
     edge_dropout_block: int = 8
+    anomaly_probability: float = 0.8
+    anomaly_regions: int = 3
+    restoration_passes: int = 1
+    restoration_block: int = 16
     ae_latent: int = 4
     dae_noise_std: float = 0.2
     dae_noise_cells: int = 12
@@ -60,15 +73,16 @@ class ModelConfig:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model.kind: expected one of {MODEL_KINDS}, got {self.kind!r}")
         for name in ("classes", "channels", "levels", "restoration_channels", "code_channels", "decoder_channels", "ae_latent",
-                     "edge_dropout_block", "dae_noise_cells"):
+                     "edge_dropout_block", "dae_noise_cells", "anomaly_regions", "restoration_passes", "restoration_block"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
         if self.classes < 2:
             raise ValueError(f"model.classes: expected at least 2, got {self.classes}")
         if not self.tau > 0:
             raise ValueError(f"model.tau: expected a positive number, got {self.tau}")
-        if not 0 <= self.edge_dropout <= 1:
-            raise ValueError(f"model.edge_dropout: expected a fraction in [0, 1], got {self.edge_dropout}")
+        for name in ("edge_dropout", "anomaly_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"model.{name}: expected a fraction in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass

@@ -15,9 +15,10 @@ Choices made where the paper is silent, chosen to keep the training step cheap o
   map dropped, so it learns to fill regions from their surroundings. ``A_hat`` = one-hot of its
   logits; PHI = ``D(A_hat, z)``.
 - One training step: the anatomy of both views (only view 1 back-propagates unless
-  ``second_view_grad``), the imaging code of both, the decoder three times (self-reconstruction
-  of view 1, cross-reconstruction of view 1 from the anatomy of view 2, PHI of view 1), the
-  restoration once (view 1). Losses: see :class:`~dal.models.config.LossConfig`.
+  ``second_view_grad``), the imaging code of view 1, the decoder on three anatomies in one batch
+  (self-reconstruction of view 1, cross-reconstruction of view 1 from the anatomy of view 2, PHI
+  of view 1), the restoration once (view 1, from its anatomy with simulated abnormal regions
+  when ``anomaly_probability`` > 0). Losses: see :class:`~dal.models.config.LossConfig`.
 """
 from __future__ import annotations
 
@@ -117,6 +118,46 @@ def edge_dropout(edges: torch.Tensor, max_fraction: float, block: int) -> torch.
     return edges * keep.to(edges.dtype)
 
 
+def simulate_anomalies(anatomy: torch.Tensor, probability: float, max_regions: int) -> torch.Tensor:
+    """Abnormal anatomy for the restoration to learn to undo: in each sample, with ``probability``,
+    1 to ``max_regions`` irregular blobs (ellipses of 2 to 14 pixels' radius, 4 to 28 mm at 2 mm,
+    with a coarse-noise boundary) inside the brain take one wrong tissue, as a lesion looks to the
+    anatomy encoder (a tumour's core as CSF, oedema as grey matter, a cavity as CSF).
+
+    Args:
+        anatomy: (N, K, H, W) one-hot, channel 0 the background (outside the brain).
+
+    Returns:
+        (N, K, H, W) one-hot of the same dtype (torch's global generator).
+    """
+    n, k, h, w = anatomy.shape
+    if probability <= 0 or max_regions < 1 or k < 3:
+        return anatomy
+    device = anatomy.device
+    labels = anatomy.argmax(1)                                               # (N, H, W)
+    brain = (labels > 0).flatten(1).float()
+    rows = torch.arange(h, device=device, dtype=torch.float32).view(1, h, 1)
+    cols = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, w)
+    for region in range(max_regions):
+        active = torch.rand(n, device=device) < (probability if region == 0 else 0.5 * probability)
+        active &= brain.sum(1) > 0
+        if not active.any():
+            continue
+        centre = torch.multinomial(brain + (brain.sum(1, keepdim=True) == 0).float(), 1)[:, 0]
+        cy, cx = (centre // w).float().view(n, 1, 1), (centre % w).float().view(n, 1, 1)
+        ry, rx = (2 + 12 * torch.rand(2, n, 1, 1, device=device))
+        angle = torch.rand(n, 1, 1, device=device) * torch.pi
+        dy, dx = rows - cy, cols - cx
+        u = (dy * angle.cos() + dx * angle.sin()) / ry
+        v = (-dy * angle.sin() + dx * angle.cos()) / rx
+        wobble = F.interpolate(torch.randn(n, 1, 6, 7, device=device), size=(h, w), mode="bilinear",
+                               align_corners=False)[:, 0]
+        blob = ((u * u + v * v).sqrt() + 0.3 * wobble < 1) & (labels > 0) & active.view(n, 1, 1)
+        wrong = torch.randint(1, k, (n, 1, 1), device=device).expand(n, h, w)
+        labels = torch.where(blob, wrong, labels)
+    return F.one_hot(labels, k).permute(0, 3, 1, 2).to(anatomy.dtype).contiguous(memory_format=torch.channels_last)
+
+
 class DAL(nn.Module):
     """Disentangled Anatomy Learning (see the module docstring).
 
@@ -157,26 +198,29 @@ class DAL(nn.Module):
         with torch.set_grad_enabled(c.second_view_grad and torch.is_grad_enabled()):
             logits2 = self.anatomy_encoder(view2)
         anatomy1, anatomy2 = self.to_anatomy(logits1, noisy=True), self.to_anatomy(logits2, noisy=True)
-        z1, z2 = self.imaging_encoder(view1, anatomy1), self.imaging_encoder(view2, anatomy2)
-        out = {
-            "reconstruction": reconstruction_loss(self.decoder(anatomy1, z1), view1),
-            "cross": reconstruction_loss(self.decoder(anatomy2, z1), view1),
-            "invariance": invariance_loss(logits1, logits2),
-        }
+        z1 = self.imaging_encoder(view1, anatomy1)  # view 2's code would serve no loss
+        out = {"invariance": invariance_loss(logits1, logits2)}
         if "tissue" in batch and w.prior > 0:
             out["prior"] = prior_loss(logits1, batch["tissue"])
             if c.second_view_grad:
                 out["prior"] = 0.5 * (out["prior"] + prior_loss(logits2, batch["tissue"]))
+        layouts = [anatomy1, anatomy2]
         if c.restoration:
             target = anatomy1.detach()
-            edges = edge_dropout(self.edges(target), c.edge_dropout, c.edge_dropout_block) if self.training \
-                else self.edges(target)
+            if self.training:
+                abnormal = simulate_anomalies(target, c.anomaly_probability, c.anomaly_regions)
+                edges = edge_dropout(self.edges(abnormal), c.edge_dropout, c.edge_dropout_block)
+            else:
+                edges = self.edges(target)
             restored_logits = self.restorer(edges)
             out["restoration"] = restoration_loss(restored_logits, target)
-            phi = self.decoder(self.to_anatomy(restored_logits), z1)
-        else:
-            phi = self.decoder(anatomy1, z1)
-        out["phi"] = reconstruction_loss(phi, view1)
+            layouts.append(self.to_anatomy(restored_logits))
+        # The decoder's passes (self-reconstruction, cross-reconstruction, PHI) as one batch:
+        # all decode with view 1's code, and one large convolution is cheaper than three.
+        decoded = self.decoder(torch.cat(layouts), z1.repeat(len(layouts), 1)).chunk(len(layouts))
+        out["reconstruction"] = reconstruction_loss(decoded[0], view1)
+        out["cross"] = reconstruction_loss(decoded[1], view1)
+        out["phi"] = reconstruction_loss(decoded[2], view1) if c.restoration else out["reconstruction"]  # PHI = D(A, z)
         out["loss"] = sum(getattr(w, name) * value for name, value in out.items())
         return out
 
@@ -187,5 +231,20 @@ class DAL(nn.Module):
         anatomy = self.to_anatomy(self.anatomy_encoder(x))
         z = self.imaging_encoder(x, anatomy)
         edges = self.edges(anatomy)
-        restored = self.to_anatomy(self.restorer(edges)) if self.config.restoration else anatomy
+        restored = self.to_anatomy(self.restore(edges)) if self.config.restoration else anatomy
         return {"anatomy": anatomy, "edges": edges, "restored_anatomy": restored, "phi": self.decoder(restored, z)}
+
+    def restore(self, edges: torch.Tensor) -> torch.Tensor:
+        """Restored anatomy logits (N, K, H, W) from edges (N, K, H, W): one pass, or
+        ``restoration_passes`` passes that each hide one set of squares of the edge map (square
+        (i, j) in pass (i + j) mod P), each pixel's logits taken from the pass that hid it."""
+        passes, block = self.config.restoration_passes, self.config.restoration_block
+        if passes <= 1:
+            return self.restorer(edges)
+        n, _, h, w = edges.shape
+        rows = torch.arange(h, device=edges.device) // block
+        cols = torch.arange(w, device=edges.device) // block
+        group = ((rows[:, None] + cols[None, :]) % passes)[None, None]              # (1, 1, H, W)
+        hidden = torch.cat([edges * (group != p).to(edges.dtype) for p in range(passes)])  # (P N, K, H, W)
+        logits = self.restorer(hidden).view(passes, n, -1, h, w)
+        return torch.gather(logits, 0, group.expand(1, n, logits.shape[2], h, w))[0]

@@ -54,6 +54,7 @@ from dal._version import __version__
 from dal.data.io import default_mode, save_nifti, write_text_atomic
 from dal.data.templates import TISSUES, brain_centre, load_mni152
 
+GENERATOR_VERSION = 2  # raised whenever a seed's case changes: cached cases of another version are not reused
 CONTRASTS = ("t1", "t2", "flair", "pd")
 LESIONS = ("none", "tumour", "stroke", "wmh")
 
@@ -654,7 +655,8 @@ def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] =
                 shutil.rmtree(staging)
         cases.append({"id": ids[i], "lesion": lesion, "seed": [seed, i],
                       "files": {role: f"{ids[i]}/{name}" for role, name in files.items()}, **case.info})
-    manifest = {"generator": "dal synth", "version": __version__, "seed": seed, "count": count,
+    manifest = {"generator": "dal synth", "version": __version__, "generator_version": GENERATOR_VERSION,
+                "seed": seed, "count": count,
                 "contrasts": list(contrasts), "lesions": list(lesions), "shape": list(grid_shape),
                 "affine": affine.tolist(), "tissues": list(TISSUES),
                 "labels": {"any non-zero": "lesion", "tumour": TUMOUR_LABELS}, "cases": cases}

@@ -20,7 +20,7 @@ from dal._version import __version__
 from dal.data.dataset import ModelVolume
 from dal.data.io import DataError, Scan
 from dal.data.preprocess import Preprocessor
-from dal.data.synthetic import generate_case
+from dal.data.synthetic import GENERATOR_VERSION, generate_case
 
 
 @dataclass
@@ -45,7 +45,7 @@ def cache_folder(configured: str | None) -> Path:
 
 def _cached(cache: Path, key: dict, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """``make()``'s arrays, stored in ``cache`` under a hash of ``key`` (written atomically)."""
-    digest = hashlib.sha256(json.dumps({**key, "dal": __version__}, sort_keys=True).encode()).hexdigest()[:24]
+    digest = hashlib.sha256(json.dumps({**key, "dal": __version__, "generator": GENERATOR_VERSION}, sort_keys=True).encode()).hexdigest()[:24]
     path = cache / f"{digest}.npz"
     if path.is_file():
         try:

@@ -15,8 +15,8 @@ from dal.engine import infer
 from dal.engine.checkpoint import CheckpointError
 from dal.engine.infer import Detector, OutputError
 
-from infer_phantoms import (LESION_CENTRE_MM, LESION_RADIUS_MM, SHAPE, oracle_checkpoint, phantom, ras_affine, save,
-                            tiny_checkpoint)
+from infer_phantoms import (LESION_CENTRE_MM, LESION_RADIUS_MM, SHAPE, ClippingOracle, oracle_checkpoint, phantom,
+                            ras_affine, save, tiny_checkpoint)
 
 
 def dice(a, b):
@@ -149,6 +149,23 @@ def test_out_of_distribution_scans_are_warned_about(tmp_path, oracle):
     contrast = oracle.predict(nib.Nifti1Image(scan, ras_affine()), contrast="t1ce")
     assert any("trained on t1, t2, flair, pd" in w for w in contrast.warnings)
     assert oracle.predict(nib.Nifti1Image(scan, ras_affine()), contrast="flair").warnings == []
+
+
+def test_the_population_distance_is_the_median_score_over_the_healthy_calibration_one():
+    scan, _, brain = phantom()
+    checkpoint = oracle_checkpoint()
+    checkpoint.model = ClippingOracle(ceiling=0.1)  # a residual all over the brain
+    plain = Detector(checkpoint).predict(nib.Nifti1Image(scan, ras_affine()), mask=brain)
+    assert plain.summary()["population_distance"] is None  # a checkpoint calibrated before it was recorded
+    median = float(np.median(plain.model_space["score"][plain.model_space["mask"]]))
+    assert median > 0
+    checkpoint.metrics = {"healthy_median_score": median / 1.5}
+    near = Detector(checkpoint).predict(nib.Nifti1Image(scan, ras_affine()), mask=brain)
+    assert near.summary()["population_distance"] == pytest.approx(1.5, rel=1e-3)
+    assert not any("times worse than the healthy" in w for w in near.warnings)
+    checkpoint.metrics = {"healthy_median_score": median / 3}
+    far = Detector(checkpoint).predict(nib.Nifti1Image(scan, ras_affine()), mask=brain)
+    assert any("rebuilds this scan 3.0 times worse than the healthy" in w for w in far.warnings)
 
 
 def test_a_failed_write_leaves_no_partial_output(tmp_path, oracle, monkeypatch):

@@ -54,6 +54,7 @@ DEFAULT_FPR = 0.01
 OOD_FLAGGED_FRACTION = 0.5
 OOD_INTENSITY_RANGE = (-0.25, 4.0)  # times the preprocessing's norm_target
 OOD_INTENSITY_FRACTION = 0.02
+OOD_RESIDUAL_RATIO = 2.0  # the scan's median score in the brain over that of the healthy validation scans
 OUTPUT_SUFFIXES = ("_anomaly.nii.gz", "_phi.nii.gz", "_lesions.nii.gz", "_overlay.png", ".json")
 
 
@@ -396,12 +397,14 @@ class Detector:
 
         in_brain = done.mask
         flagged = float((score[in_brain] >= threshold_value).mean()) if in_brain.any() else 0.0
-        warnings = self._warnings(done.image[in_brain], flagged, contrast)
+        distance = self.population_distance(score[in_brain])
+        warnings = self._warnings(done.image[in_brain], flagged, contrast, distance)
         info = {"dal_version": __version__, "checkpoint": None if self.checkpoint.path is None else str(self.checkpoint.path),
                 "model_kind": self.checkpoint.model_kind, "device": str(self.device), "contrast": contrast,
                 "registered_to_mni": bool(config.register), "brain_mask": "given" if brain_given is not None else config.mask,
                 "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 3), "min_lesion_voxels": min_voxels,
-                "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape)}
+                "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape),
+                "population_distance": None if distance is None else round(distance, 3)}
         return DetectionResult(
             name=name, anomaly=anomaly.astype(np.float32), phi=phi_scan.astype(np.float32), lesions=lesions,
             brain=brain, scan=scan, threshold=threshold_value, threshold_source=source,
@@ -412,8 +415,24 @@ class Detector:
                          "affine": done.state.model_affine, "state": done.state},
             info=info)
 
-    def _warnings(self, brain_intensities: np.ndarray, flagged: float, contrast: str | None) -> list[str]:
+    def population_distance(self, brain_scores: np.ndarray) -> float | None:
+        """How far a scan is from the training population: the median score over its brain, over
+        that of the checkpoint's healthy validation scans (``healthy_median_score``). About 1 for a
+        scan the model explains as well as healthy training data; a lesion moves the median little
+        (it is a small part of the brain), anatomy the model cannot rebuild moves all of it.
+        None for checkpoints calibrated before it was recorded."""
+        reference = (self.checkpoint.metrics or {}).get("healthy_median_score")
+        if not reference or not brain_scores.size:
+            return None
+        return float(np.median(brain_scores)) / float(reference)
+
+    def _warnings(self, brain_intensities: np.ndarray, flagged: float, contrast: str | None,
+                  distance: float | None = None) -> list[str]:
         warnings = []
+        if distance is not None and distance > OOD_RESIDUAL_RATIO:
+            warnings.append(f"out of distribution: the model rebuilds this scan {distance:.1f} times worse than the healthy "
+                            "scans it was calibrated on (median score over the brain): its anatomy or acquisition is "
+                            "unlike the training data, and healthy tissue may read as abnormal")
         if flagged > OOD_FLAGGED_FRACTION:
             warnings.append(f"out of distribution: {flagged:.0%} of the brain is above the threshold (a healthy scan of "
                             "the training kind has a few percent); this scan looks unlike the training data "

@@ -189,10 +189,13 @@ def validate(model: nn.Module, volumes: list[LabelledVolume], config: Config, de
         scored.append((volume, out))
     healthy = [(v, o) for v, o in scored if v.healthy]
     lesion = [(v, o) for v, o in scored if not v.healthy]
-    thresholds = {}
+    thresholds, reference = {}, {}
     if healthy:
         thresholds = {key: threshold_at_fpr([o["score"] for _, o in healthy], fpr,
                                             [torch.from_numpy(v.mask) for v, _ in healthy]) for key, fpr in FPRS.items()}
+        # What a healthy scan of the training kind leaves: dal infer's population distance is relative to it.
+        reference["healthy_median_score"] = float(np.median([float(o["score"][torch.from_numpy(v.mask)].median())
+                                                             for v, o in healthy]))
     result = evaluate([o["score"] for _, o in lesion], [torch.from_numpy(v.label) for v, _ in lesion],
                       [torch.from_numpy(v.mask) for v, _ in lesion], threshold=thresholds.get("fpr_0.05"),
                       min_size=config.scoring.min_component_voxels)
@@ -200,6 +203,7 @@ def validate(model: nn.Module, volumes: list[LabelledVolume], config: Config, de
                "pooled_ap": result.pooled.average_precision}
     if thresholds:
         metrics["dice_fpr_0.05"] = result.mean_dice_at_threshold
+    metrics.update(reference)
     groups: dict[str, list[float]] = {}
     for (volume, _), per_volume in zip(lesion, result.per_volume):
         for group in (f"ap_{volume.contrast}" if volume.contrast else None, f"ap_{volume.lesion}" if volume.lesion else None):

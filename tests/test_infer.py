@@ -57,6 +57,7 @@ def test_outputs_lie_on_the_input_grid_and_find_the_lesion(tmp_path, oracle, gri
     assert result.lesion_count == 1
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
     assert result.lesion_volume_ml == pytest.approx(label.sum() * voxel_ml, rel=0.25)
+    assert result.summary()["largest_lesion_ml"] == pytest.approx(result.lesion_volume_ml, rel=1e-3)  # the only one
     assert np.linalg.norm(np.array(result.peak_mm) - LESION_CENTRE_MM) < LESION_RADIUS_MM
     healthy = (label == 0) & (result.brain)
     assert np.percentile(result.anomaly[healthy], 99) < 0.2 < np.median(result.anomaly[label > 0])

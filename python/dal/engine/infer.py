@@ -390,7 +390,7 @@ class Detector:
         voxel_ml = float(abs(np.linalg.det(scan.affine[:3, :3]))) / 1000
         model_voxel_ml = config.spacing ** 3 / 1000
         min_voxels = max(1, int(round(self.min_component_voxels * model_voxel_ml / voxel_ml)))
-        lesions, count = _lesion_mask(anomaly >= threshold_value, brain, min_voxels)
+        lesions, count, largest = _lesion_mask(anomaly >= threshold_value, brain, min_voxels)
         peak = np.unravel_index(int(np.argmax(anomaly)), anomaly.shape)
         peak_mm = tuple(float(v) for v in (scan.affine @ np.array([*peak, 1.0]))[:3])
         timings["postprocess"] = time.perf_counter() - clock
@@ -404,7 +404,8 @@ class Detector:
                 "registered_to_mni": bool(config.register), "brain_mask": "given" if brain_given is not None else config.mask,
                 "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 3), "min_lesion_voxels": min_voxels,
                 "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape),
-                "population_distance": None if distance is None else round(distance, 3)}
+                "population_distance": None if distance is None else round(distance, 3),
+                "largest_lesion_ml": round(largest * voxel_ml, 4)}
         return DetectionResult(
             name=name, anomaly=anomaly.astype(np.float32), phi=phi_scan.astype(np.float32), lesions=lesions,
             brain=brain, scan=scan, threshold=threshold_value, threshold_source=source,
@@ -479,12 +480,13 @@ def _as_mask(mask, scan: Scan) -> np.ndarray | None:
     return brain
 
 
-def _lesion_mask(above: np.ndarray, brain: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
-    """``above & brain`` without components smaller than ``min_voxels`` (26-connectivity); and their count."""
+def _lesion_mask(above: np.ndarray, brain: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int, int]:
+    """``above & brain`` without components smaller than ``min_voxels`` (26-connectivity); their
+    count, and the voxels of the largest."""
     labels, count = scipy.ndimage.label(above & brain, structure=np.ones((3, 3, 3), bool))
     if count == 0:
-        return np.zeros(above.shape, bool), 0
+        return np.zeros(above.shape, bool), 0, 0
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     keep = sizes >= min_voxels
     keep[0] = False
-    return keep[labels], int(keep.sum())
+    return keep[labels], int(keep.sum()), int(sizes[keep].max(initial=0))

@@ -283,3 +283,18 @@ def test_score_volume_of_dal_returns_anatomy_labels_and_checks_shapes():
         score_volume(model, volume, np.ones((16, 20, 5), bool), spacing_mm=2.0)
     with pytest.raises(ValueError, match="volume"):
         score_volume(model, volume[0], np.ones((20, 6), bool), spacing_mm=2.0)
+
+
+def test_the_disagreement_term_adds_where_the_restored_anatomy_differs():
+    torch.manual_seed(0)
+    model = DAL(ModelConfig(**TINY))
+    volume = np.random.default_rng(1).random((16, 20, 6)).astype(np.float32)
+    brain = np.ones_like(volume, bool)
+    plain = score_volume(model, volume, brain, spacing_mm=2.0, median_mm=0, erode_mm=0)
+    weighted = score_volume(model, volume, brain, spacing_mm=2.0, median_mm=0, erode_mm=0, disagreement=10.0)
+    differs = plain["anatomy"] != plain["restored_anatomy"]
+    assert differs.any()  # an untrained restoration disagrees
+    torch.testing.assert_close(weighted["score"], plain["score"] + 10.0 * differs.float())
+    direct = DAL(ModelConfig(restoration=False, **TINY))
+    torch.testing.assert_close(score_volume(direct, volume, brain, spacing_mm=2.0, disagreement=10.0)["score"],
+                               score_volume(direct, volume, brain, spacing_mm=2.0)["score"])

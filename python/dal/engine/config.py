@@ -133,12 +133,19 @@ class ScoringConfig:
         erode_mm: erosion radius of the brain mask.
         batch_size: slices per forward pass.
         min_component_voxels: components smaller than this are removed before thresholded Dice.
+        disagreement: weight of DAL's anatomy disagreement term, ``w * [A != A_hat]`` added to
+            the residual before the median (DESIGN.md's optional term; 0: off).
     """
 
     median_mm: float = 5.0
     erode_mm: float = 2.0
     batch_size: int = 32
     min_component_voxels: int = 5
+    disagreement: float = 0.0
+
+    def __post_init__(self):
+        if not self.disagreement >= 0:
+            raise ConfigError(f"scoring.disagreement: expected a weight >= 0, got {self.disagreement}")
 
 
 @dataclass

@@ -280,6 +280,7 @@ class Detector:
         self.median_mm = float(scoring.get("median_mm", 5.0))
         self.erode_mm = float(scoring.get("erode_mm", 2.0))
         self.min_component_voxels = int(scoring.get("min_component_voxels", 5))
+        self.disagreement = float(scoring.get("disagreement", 0.0))
         self.batch_size = int(batch_size or scoring.get("batch_size", 32))
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected at least 1, got {self.batch_size}")
@@ -377,6 +378,7 @@ class Detector:
 
         scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=self.median_mm,
                               erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
+                              disagreement=self.disagreement,
                               timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 

@@ -42,7 +42,7 @@ def _as_tensor(name: str, array, dtype) -> torch.Tensor:
 @torch.no_grad()
 def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm: float = 5.0,
                  erode_mm: float = 2.0, batch_size: int = 32, device: str | torch.device | None = None,
-                 timings: dict | None = None) -> dict:
+                 disagreement: float = 0.0, timings: dict | None = None) -> dict:
     """Anomaly score of a model-space volume.
 
     Each axial slice (last axis) with brain in it goes through ``model.pseudo_healthy`` in
@@ -51,7 +51,9 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     brain mask eroded by ``erode_mm``, median-filtered over a cube of ``median_mm`` (converted to
     odd voxel counts by :func:`median_kernel_voxels`, :func:`erosion_voxels`). A model of the
     whole volume (``expected_volume``: the z-score) gives the PHI (the population's mean) and a
-    scale per voxel (its std), and the residual is divided by the scale.
+    scale per voxel (its std), and the residual is divided by the scale. With ``disagreement``
+    w > 0 (DAL only), ``w * [A != A_hat]`` is added to the residual before the median: where the
+    restored anatomy differs from the encoder's, the restoration saw something to remove.
 
     Args:
         model: a model with ``pseudo_healthy``; put in eval mode here.
@@ -61,6 +63,7 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         median_mm, erode_mm: post-processing sizes in millimetres.
         batch_size: slices per forward pass.
         device: where the model runs (default: where its parameters are).
+        disagreement: weight of the anatomy disagreement term (0: off).
         timings: optional dict that receives the seconds spent in the model ("model") and in
             the residual scoring ("scoring"), for ``dal infer --verbose``.
 
@@ -89,6 +92,10 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     kernel = median_kernel_voxels(median_mm, spacing_mm)
     erode = erosion_voxels(erode_mm, spacing_mm)
     x, phi = (x, outputs["phi"]) if scale is None else (x / scale, outputs["phi"] / scale)
+    if disagreement > 0 and "restored_anatomy" in outputs:
+        # |x - phi| + w [A != A_hat] as one residual: its median is the op's on (that, 0).
+        x = (x - phi).abs() + disagreement * (outputs["anatomy"] != outputs["restored_anatomy"]).float()
+        phi = torch.zeros_like(x)
     outputs["score"] = residual_score(x[None, None], phi[None, None], brain[None, None].float(), kernel, erode)[0, 0]
     if timings is not None:
         timings["model"] = model_done - start_time

@@ -185,7 +185,8 @@ def validate(model: nn.Module, volumes: list[LabelledVolume], config: Config, de
     scored = []
     for volume in volumes:
         out = score_volume(model, volume.image, volume.mask, spacing, median_mm=config.scoring.median_mm,
-                           erode_mm=config.scoring.erode_mm, batch_size=config.scoring.batch_size, device=device)
+                           erode_mm=config.scoring.erode_mm, batch_size=config.scoring.batch_size, device=device,
+                           disagreement=config.scoring.disagreement)
         scored.append((volume, out))
     healthy = [(v, o) for v, o in scored if v.healthy]
     lesion = [(v, o) for v, o in scored if not v.healthy]

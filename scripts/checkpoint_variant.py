@@ -1,0 +1,41 @@
+"""A checkpoint with other inference settings and the same weights, for ablations of what
+happens at inference only (masked restoration passes, the anatomy disagreement term).
+
+    python scripts/checkpoint_variant.py IN.safetensors OUT.safetensors --set model.restoration_passes=4 \
+        [--set scoring.disagreement=0.5 ...]
+
+The thresholds are kept as calibrated for IN: they no longer hold at their false-positive rates,
+so compare variants by AP, AUROC and best Dice (threshold-free), not by Dice at a threshold.
+Only settings that leave the weights' shapes alone make sense (inference switches).
+"""
+import argparse
+
+import yaml
+
+from dal.engine.checkpoint import load_checkpoint, save_checkpoint
+from dal.engine.config import Config
+from dal.models import build_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source")
+    parser.add_argument("target")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = parser.parse_args()
+    checkpoint = load_checkpoint(args.source)
+    overrides = {}
+    for setting in args.settings:
+        key, _, value = setting.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    config = Config.from_dict(checkpoint.config).replace(overrides)
+    model = build_model(config.model, config.loss)
+    model.load_state_dict(checkpoint.model.state_dict())
+    save_checkpoint(args.target, model, model_kind=checkpoint.model_kind, config=config.to_dict(),
+                    preprocessing=checkpoint.preprocessing, thresholds=checkpoint.thresholds,
+                    metrics={**checkpoint.metrics, "variant_of": str(args.source), "variant": args.settings})
+    print(f"wrote {args.target}: {args.source} with {', '.join(args.settings) or 'nothing changed'}")
+
+
+if __name__ == "__main__":
+    main()

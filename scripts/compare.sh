@@ -33,7 +33,7 @@ dal train --out runs/intensity --model intensity --quiet
 dal synth --out eval-synth --n 12 --contrast t1,t2,flair --lesions none,tumour,stroke,wmh --seed 1234 --overwrite
 models=(dal ae dae intensity dal-t1 dal-no-restoration dal-no-onehot)
 for model in "${models[@]}"; do
-  dal evaluate --data eval-synth --model "runs/$model/best.safetensors" --out "eval/$model" --no-overlays --threads 2
+  dal evaluate --data eval-synth --model "runs/$model/best.safetensors" --out "eval/$model" --no-overlays --threads 2 --overwrite
 done
 pairs=()
 for model in "${models[@]}"; do pairs+=("$model=eval/$model"); done

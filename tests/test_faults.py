@@ -171,11 +171,14 @@ def test_a_group_cut_short_and_stale_temporaries_are_removed_when_the_folder_is_
     # What a kill between the renames leaves: group b pending (one file renamed) and a temporary.
     with open(out / JOURNAL_NAME, "a") as journal:
         journal.write(json.dumps({"write": "b", "files": ["b_1.txt", "b_2.txt"]}) + "\n")
+        journal.write(json.dumps({"write": "c", "files": ["../victim.txt"]}) + "\n")  # hostile: never followed
     (out / "b_1.txt").write_text("new")
     (out / ".dal-tmp-99999999-abc.txt").write_text("half")
+    (tmp_path / "victim.txt").write_text("keep")
     with output_folder(out) as folder:
         assert folder.owner("a_1.txt") == "a" and folder.owner("b_1.txt") is None
     assert visible(out) == ["a_1.txt", "a_2.txt"] and leftovers(out) == []
+    assert (tmp_path / "victim.txt").read_text() == "keep"
 
 
 def test_synth_overwrite_leaves_exactly_the_manifests_cases(tmp_path):

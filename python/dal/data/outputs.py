@@ -65,6 +65,10 @@ def suffix_of(name: str) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -122,6 +126,7 @@ class OutputFolder:
         self.path, self.what = path, what
         self.journal = path / JOURNAL_NAME
         self.groups: dict[str, list[str]] = {}   # group -> its files (names in the folder)
+        self.owners: dict[str, str] = {}         # file -> its group
         self.pending: set[str] = set()
         try:
             name_max = os.pathconf(path, "PC_NAME_MAX")
@@ -140,12 +145,23 @@ class OutputFolder:
             try:
                 entry = json.loads(line)
                 if "write" in entry:
-                    self.groups[str(entry["write"])] = [str(n) for n in entry["files"]]
+                    names = [str(n) for n in entry["files"]]
+                    if not all(_plain_name(n) for n in names):
+                        continue  # not a journal dal wrote: never act on a path outside the folder
+                    self._set(str(entry["write"]), names)
                     self.pending.add(str(entry["write"]))
                 elif "done" in entry:
                     self.pending.discard(str(entry["done"]))
             except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
                 continue  # a line cut short by a kill: its group stays pending, and is removed
+
+    def _set(self, group: str, names: list[str] | None) -> None:
+        """Record that ``group`` holds ``names`` (None: nothing any more)."""
+        for name in self.groups.pop(group, []):
+            self.owners.pop(name, None)
+        if names is not None:
+            self.groups[group] = list(names)
+            self.owners.update(dict.fromkeys(names, group))
 
     def _append(self, *entries: dict) -> None:
         text = "".join(json.dumps(e) + "\n" for e in entries)
@@ -174,9 +190,11 @@ class OutputFolder:
                 _remove(path)
         self._read()
         for group in sorted(self.pending):
-            for name in self.groups.pop(group):
+            for name in self.groups[group]:
                 with self._io(self.path / name):
-                    _remove(self.path / name)
+                    if os.path.lexists(self.path / name):
+                        _remove(self.path / name)
+            self._set(group, None)
         self.pending.clear()
         self._compact()
 
@@ -191,7 +209,7 @@ class OutputFolder:
 
     def owner(self, name: str) -> str | None:
         """The group that wrote ``name``, or None if dal did not write it here."""
-        return next((group for group, files in self.groups.items() if name in files), None)
+        return self.owners.get(name)
 
     def owned(self) -> list[str]:
         """The names dal wrote here that are still there."""
@@ -227,7 +245,7 @@ class OutputFolder:
     def adopt(self, group: str, names: Iterable[str]) -> None:
         """Own ``names`` without checking them: files a dal from before the journal wrote, known
         by their content (a run folder's dal checkpoint)."""
-        self.groups[group] = list(names)
+        self._set(group, list(names))
         self._append({"write": group, "files": list(names)}, {"done": group})
 
     def write(self, group: str, writers: dict[str, Callable[[Path], object]], *, overwrite: bool = False,
@@ -253,8 +271,8 @@ class OutputFolder:
                     if not tmp.is_dir():
                         tmp.chmod(default_mode())  # a writer may have replaced the file
             old = [n for n in self.groups.get(group, []) if n not in staged]
-            self.groups[group] = names
-            self._append({"write": group, "files": names})
+            self._set(group, names + old)  # until done: a kill from here on removes all of them
+            self._append({"write": group, "files": names + old})
             for name, tmp in staged.items():
                 final = self.path / name
                 with self._io(final):
@@ -264,8 +282,10 @@ class OutputFolder:
                     os.replace(tmp, final)
             for name in old:
                 with self._io(self.path / name):
-                    _remove(self.path / name)
-            self._append({"done": group})
+                    if os.path.lexists(self.path / name):
+                        _remove(self.path / name)
+            self._set(group, names)
+            self._append({"write": group, "files": names}, {"done": group})
         finally:
             for tmp in [*staged.values(), *replaced]:
                 if os.path.lexists(tmp):
@@ -281,7 +301,7 @@ class OutputFolder:
                 with self._io(self.path / name):
                     if os.path.lexists(self.path / name):
                         _remove(self.path / name)
-            del self.groups[group]
+            self._set(group, None)
         self._compact()
         return gone
 

@@ -84,10 +84,10 @@ for model in "${models[@]}"; do
     echo "== scoring $run"
     for test in synth real; do
       dal evaluate --data "eval-$test" --model "runs/$run/best.safetensors" --out "eval-$test-out/$run" --no-overlays \
-        --threads 2 > /dev/null
+        --threads 2 --overwrite > /dev/null
     done
     dal infer "$real_t1" --mask "$real_mask" --contrast t1 --model "runs/$run/best.safetensors" --out "healthy/$run" \
-      --no-overlay > /dev/null
+      --no-overlay --overwrite > /dev/null
   done
 done
 

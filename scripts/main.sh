@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-venv.sh .venv
 .venv/bin/dal synth --out demo --n 1 --contrast flair --lesions tumour --seed 1 --overwrite
-.venv/bin/dal infer demo/synth-0000/synth-0000_flair.nii.gz --out demo-out --verbose
+.venv/bin/dal infer demo/synth-0000/synth-0000_flair.nii.gz --out demo-out --verbose --overwrite
 echo "overlay: $PWD/demo-out/synth-0000_flair_overlay.png"
 echo "report:  $PWD/demo-out/synth-0000_flair.json"

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from dal.cli import main
+from dal.data.outputs import JOURNAL_NAME
 from dal.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
 from infer_phantoms import SHAPE, phantom, ras_affine, save, tiny_checkpoint
@@ -39,7 +40,9 @@ def outputs(folder, name):
 
 
 def hidden(folder):
-    return [p.name for p in folder.iterdir() if p.name.startswith(".")] if folder.exists() else []
+    """Hidden files but dal's journal of the files it wrote (temporaries, a lock left behind)."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != JOURNAL_NAME] \
+        if folder.exists() else []
 
 
 def bad_scans(folder):

@@ -168,7 +168,7 @@ def test_dal_synth_refuses_to_overwrite_and_checks_names(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["synth", "--out", str(tmp_path), "--n", "1", "--contrast", "t1", "--spacing", "2",
                                   "--shape", "96,112,96"])
-    assert result.exit_code != 0 and "already holds" in result.output
+    assert result.exit_code == 1 and "give --overwrite" in result.output
     result = runner.invoke(main, ["synth", "--out", str(tmp_path / "x"), "--lesions", "tumour,cyst"])
     assert result.exit_code != 0 and "lesions" in result.output and "'cyst'" in result.output
     result = runner.invoke(main, ["synth", "--out", str(tmp_path / "x"), "--shape", "96,112"])

@@ -11,6 +11,7 @@ import torch
 
 import dal
 from dal.data.io import DataError
+from dal.data.outputs import JOURNAL_NAME
 from dal.engine import infer
 from dal.engine.checkpoint import CheckpointError
 from dal.engine.infer import Detector, OutputError
@@ -78,7 +79,8 @@ def test_outputs_lie_on_the_input_grid_and_find_the_lesion(tmp_path, oracle, gri
     assert report["threshold"] == 0.3 and report["threshold_source"] == "fpr_0.01" and report["warnings"] == []
     assert {"read", "preprocess", "model", "scoring", "write"} <= set(report["timings_s"])
     assert written["overlay"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written.values())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([JOURNAL_NAME,
+                                                                           *(p.name for p in written.values())])
 
 
 def test_fpr_and_threshold_pick_the_lesion_threshold(oracle):

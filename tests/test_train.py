@@ -199,13 +199,14 @@ def test_unknown_section_and_unreadable_yaml_are_errors(tmp_path):
         load_config(tmp_path / "b.yaml")
 
 
-def test_an_occupied_run_folder_needs_resume_and_resume_needs_a_run(tmp_path, cache):
+def test_an_occupied_run_folder_needs_resume_or_overwrite(tmp_path, cache, capsys):
     config = tiny_config(cache, **{"model.kind": "ae", "train.max_steps": 1})
-    with pytest.raises(TrainingError, match="--resume"):
-        train(config, tmp_path / "none", resume=True, progress=False)
-    train(config, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", resume=True, progress=False)  # nothing to resume yet: it starts, saying so
+    assert "no checkpoint yet" in capsys.readouterr().out
     with pytest.raises(TrainingError, match="already holds a run"):
         train(config, tmp_path / "run", progress=False)
+    with pytest.raises(TrainingError, match="give one of them"):
+        train(config, tmp_path / "run", resume=True, overwrite=True, progress=False)
 
 
 def test_data_folder_without_scans_is_a_clear_error(tmp_path):

@@ -1,7 +1,8 @@
 """dal: unsupervised brain lesion detection by Disentangled Anatomy Learning."""
 from dal._version import __version__
+from dal.errors import DalError
 
-__all__ = ["Detector", "__version__"]
+__all__ = ["DalError", "Detector", "__version__"]
 
 
 def __getattr__(name: str):

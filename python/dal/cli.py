@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from dal._version import __version__
+from dal.errors import DalError, clip, os_error_line
 
 
 def build_summary() -> str:
@@ -28,7 +29,19 @@ def _print_version(ctx: click.Context, _param, value: bool) -> None:
         ctx.exit()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every DalError and OSError of a command is one line (``Error: ...``) and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DalError as error:
+            raise click.ClickException(str(error)) from None
+        except OSError as error:
+            raise click.ClickException(os_error_line(error)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Print the version and how the compiled ops were built, then exit.")
 def main() -> None:
@@ -84,7 +97,7 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite, anato
             anatomy = load_anatomy(anatomy_path, tissue=tissue_path, mask=anatomy_mask, contrast=anatomy_contrast)
         manifest = write_dataset(out, count, contrasts, lesions, seed, spacing=spacing, shape=grid,
                                  overwrite=overwrite, progress=True, anatomy=anatomy)
-    except (FileExistsError, ValueError) as error:
+    except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {count} case(s) to {out} ({manifest.name})")
 
@@ -98,7 +111,9 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite, anato
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML file of settings (see configs/default.yaml); the flags below override it.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder, e.g. runs/NAME.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (from step 0 if it "
+                                            "stopped before its first).")
+@click.option("--overwrite", is_flag=True, help="Discard the run in --out and start it again.")
 @click.option("--model", "model_kind", type=click.Choice(["dal", "ae", "dae", "intensity", "zscore"]), default=None,
               help="dal (default), ae (autoencoder), dae (denoising autoencoder), intensity (raw-intensity "
                    "thresholding: nothing to train, its thresholds are calibrated) or zscore (voxel-wise z-score "
@@ -113,15 +128,13 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite, anato
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option("--register", is_flag=True, default=None, help="Work in MNI152 space (affine registration).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_steps, minutes, val_minutes, batch_size,
-          device, threads, register, quiet):
+def train(data, contrast, val, config_path, out, resume, overwrite, model_kind, seed, max_steps, minutes, val_minutes,
+          batch_size, device, threads, register, quiet):
     """Train DAL (or a baseline) on healthy scans; validate on labelled ones; keep the best
     checkpoint by validation AP, with thresholds at 1% and 5% false positives. Under torchrun,
     one process per device with DistributedDataParallel."""
-    from dal.data.io import DataError
-    from dal.engine.checkpoint import CheckpointError
     from dal.engine.config import ConfigError, load_config
-    from dal.engine.train import TrainingError, train as run_training
+    from dal.engine.train import train as run_training
 
     if resume and config_path is None and (Path(out) / "config.yaml").is_file():
         config_path = str(Path(out) / "config.yaml")  # a resumed run keeps its own settings
@@ -136,10 +149,7 @@ def train(data, contrast, val, config_path, out, resume, model_kind, seed, max_s
         raise click.BadParameter(str(error), param_hint="--config") from None
     if data is not None and not Path(data).is_dir():
         raise click.BadParameter(f"{data}: no such folder", param_hint="--data")
-    try:
-        summary = run_training(config, out, resume=resume, progress=not quiet)
-    except (TrainingError, DataError, CheckpointError, ConfigError) as error:
-        raise click.ClickException(str(error)) from None
+    summary = run_training(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
     best = "none" if summary["best_ap"] is None else f"{summary['best_ap']:.3f} at step {summary['best_step']}"
     click.echo(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; best validation AP {best}; "
                f"checkpoints in {out}")
@@ -192,14 +202,15 @@ def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's choice).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Slices per forward pass.")
 @click.option("--no-overlay", is_flag=True, help="Do not draw NAME_overlay.png.")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run in --out.")
 @click.option("--verbose", "-v", is_flag=True, help="Print the time of each stage.")
 def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, device, threads, batch_size, no_overlay,
-          verbose):
+          overwrite, verbose):
     """Find lesions in SCANS (NIfTI files or folders). For each scan NAME writes, on its own voxel
     grid: NAME_anomaly.nii.gz (scores), NAME_phi.nii.gz (pseudo-healthy image), NAME_lesions.nii.gz
     (lesion mask), NAME_overlay.png and NAME.json (lesion volume, count, peak score, timings,
     warnings). A scan that fails is reported on one line; the others go on; the exit code is 1
-    if any failed."""
+    if any failed. Files in --out that dal did not write are never replaced."""
     import sys
     from pathlib import Path
 
@@ -207,8 +218,8 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
 
     from dal import Detector
     from dal.data.io import DataError, nifti_stem
-    from dal.engine.checkpoint import CheckpointError
-    from dal.engine.infer import OutputError
+    from dal.data.outputs import output_folder
+    from dal.engine.infer import output_names
 
     if contrast is not None:
         from dal.data.layouts import canonical_contrast
@@ -217,51 +228,70 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
             contrast = canonical_contrast(contrast)
         except DataError as error:
             raise click.BadParameter(str(error), param_hint="--contrast") from None
-    try:
-        detector = Detector.load(checkpoint, device=device, threads=threads, batch_size=batch_size,
-                                 register=register or None)
-        if threshold is None:
-            detector.threshold(float(fpr))
-    except CheckpointError as error:
-        raise click.ClickException(str(error)) from None
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--device") from None
+    _check_device(device)
+    detector = Detector.load(checkpoint, device=device, threads=threads, batch_size=batch_size,
+                             register=register or None)
+    if threshold is None:
+        detector.threshold(float(fpr))
 
     jobs = _inputs(scans, masks, contrast)
     inputs = {p for scan, mask, _ in jobs for p in (scan, mask) if p is not None and Path(p).is_file()}
     names: dict[str, Path] = {}
     failed = 0
-    bar = tqdm(jobs, desc="dal infer", unit="scan", disable=len(jobs) < 2)
-    for scan, mask, problem in bar:
-        name = nifti_stem(scan)
-        if problem is None and name in names and names[name] != scan:
-            problem = f"scan {scan}: its outputs would have the same names as those of {names[name]}; rename one"
-        names.setdefault(name, scan)
-        try:
-            if problem is not None:
-                raise DataError(problem)
-            result = detector.predict(scan, mask, fpr=float(fpr), threshold=threshold, contrast=contrast)
-            written = result.save(out, overlay=not no_overlay, protected=inputs)
-        except (DataError, OutputError, CheckpointError, ValueError) as error:
-            failed += 1
-            bar.write(f"error: {error}", file=sys.stderr)
-            continue
-        except Exception as error:  # a bug must not stop the batch; it is reported with the scan's name
-            failed += 1
-            bar.write(f"error: scan {scan}: failed unexpectedly ({type(error).__name__}: {error})",
-                      file=sys.stderr)
-            continue
-        line = (f"{scan}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.2f} ml, peak score "
-                f"{result.peak_score:.3g} -> {written.get('overlay', written['json'])}")
-        bar.write(line)
-        for warning in result.warnings:
-            bar.write(f"warning: {scan}: {warning}", file=sys.stderr)
-        if verbose:
-            stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
-            bar.write(f"  {stages}; total {sum(result.timings.values()):.2f} s")
+    with output_folder(out) as folder:  # locked for the batch
+        bar = tqdm(jobs, desc="dal infer", unit="scan", disable=len(jobs) < 2)
+        for scan, mask, problem in bar:
+            name = nifti_stem(scan)
+            if problem is None and name in names and names[name] != scan:
+                problem = f"scan {scan}: its outputs would have the same names as those of {names[name]}; rename one"
+            names.setdefault(name, scan)
+            try:
+                if problem is not None:
+                    raise DataError(problem)
+                folder.check(output_names(name, not no_overlay).values(), overwrite=overwrite,
+                             inputs=[*inputs, scan])  # before the work, not after it
+                result = detector.predict(scan, mask, fpr=float(fpr), threshold=threshold, contrast=contrast)
+                written = result.save(out, overlay=not no_overlay, protected=inputs, overwrite=overwrite)
+            except (DalError, ValueError) as error:
+                failed += 1
+                bar.write(f"error: {clip(str(error))}", file=sys.stderr)
+                continue
+            except OSError as error:
+                failed += 1
+                bar.write(f"error: scan {scan}: {os_error_line(error)}", file=sys.stderr)
+                continue
+            except Exception as error:  # a bug must not stop the batch; it is reported with the scan's name
+                failed += 1
+                bar.write(f"error: scan {scan}: failed unexpectedly ({type(error).__name__}: {clip(str(error), 300)})",
+                          file=sys.stderr)
+                continue
+            _report(bar, scan, result, written, verbose)
     if failed:
         click.echo(f"{failed} of {len(jobs)} scan(s) failed", err=True)
         raise SystemExit(1)
+
+
+def _check_device(device: str) -> None:
+    from dal.engine.infer import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--device") from None
+
+
+def _report(bar, scan, result, written, verbose: bool) -> None:
+    """The lines of one scan done: what was found, its warnings, and with --verbose its timings."""
+    import sys
+
+    line = (f"{scan}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.2f} ml, peak score "
+            f"{result.peak_score:.3g} -> {written.get('overlay', written['json'])}")
+    bar.write(line)
+    for warning in result.warnings:
+        bar.write(f"warning: {scan}: {warning}", file=sys.stderr)
+    if verbose:
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
+        bar.write(f"  {stages}; total {sum(result.timings.values()):.2f} s")
 
 
 @main.command()
@@ -275,28 +305,20 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's choice).")
 @click.option("--no-overlays", is_flag=True, help="Leave the overlays out of the report.")
-def evaluate(data, checkpoint, out, contrast, register, device, threads, no_overlays):
+@click.option("--overwrite", is_flag=True, help="Replace the reports of an earlier evaluation in --out.")
+def evaluate(data, checkpoint, out, contrast, register, device, threads, no_overlays, overwrite):
     """Evaluate a checkpoint on labelled scans: per-volume AP, AUROC, best Dice, Dice at 1%/5%
     false positives, lesion-wise recall and false-positive lesions; their means (volumes with
     lesion only) and pooled values; a CSV, a JSON and a self-contained HTML report."""
     from pathlib import Path
 
     from dal import Detector
-    from dal.data.io import DataError
-    from dal.engine.checkpoint import CheckpointError
     from dal.engine.evaluate import evaluate_folder
-    from dal.engine.infer import OutputError
 
-    try:
-        detector = Detector.load(checkpoint, device=device, threads=threads, register=register or None)
-    except CheckpointError as error:
-        raise click.ClickException(str(error)) from None
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--device") from None
-    try:
-        report = evaluate_folder(detector, data, out, contrast=contrast, overlays=not no_overlays, progress=True)
-    except (DataError, OutputError) as error:
-        raise click.ClickException(str(error)) from None
+    _check_device(device)
+    detector = Detector.load(checkpoint, device=device, threads=threads, register=register or None)
+    report = evaluate_folder(detector, data, out, contrast=contrast, overlays=not no_overlays, progress=True,
+                             overwrite=overwrite)
     summary = report["summary"]
 
     def show(value):

@@ -60,7 +60,7 @@ def load_volumes(root, contrast: str | None = None, preprocessor: Preprocessor |
         tissue = _model_tissue(load_tissue(case.tissue, scan), done, preprocessor) if case.tissue else None
         label = None
         if case.label:
-            label = load_scan(case.label, kind="label", allow_zero=True).data
+            label = load_mask(case.label, scan, kind="label", allow_zero=True).astype(np.uint8)  # on the scan's grid
             label = preprocessor.to_model(label, done.state, "nearest").astype(np.uint8)
         volumes.append(ModelVolume(done.image, done.mask, tissue, name=case.id, label=label))
     return volumes

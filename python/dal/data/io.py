@@ -7,25 +7,21 @@ target folder and renamed, so a reader never sees half a file.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from dal.data.outputs import default_mode, write_atomic  # noqa: F401 (default_mode: used from here too)
+from dal.errors import DalError
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MAX_VOXELS = 512 ** 3  # 0.5 GB as float32: a whole head at 0.2 mm; more is a corrupt or hostile header
+GZIP_MAX_RATIO = 1032  # deflate's limit: no .gz file expands to more than this many times its size
 
 
-def default_mode(directory: bool = False) -> int:
-    """The mode a plain open/mkdir would give (0o666/0o777 less the umask): mkstemp and mkdtemp
-    make private files, which the renamed outputs should not stay."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
-class DataError(ValueError):
+class DataError(DalError, ValueError):
     """A scan, mask or data folder that dal cannot use; the message names the file and the problem."""
 
 
@@ -103,12 +99,38 @@ def load_scan(path: str | os.PathLike, *, kind: str = "scan", allow_zero: bool =
             shape = shape[:3]
         if len(shape) != 3:  # checked before reading the voxels: a 4D series may be large
             raise DataError(f"{where}: expected a 3D volume, got shape {tuple(image.shape)}")
+        check_declared_size(image, path, where)
         data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
     except DataError:
         raise
     except Exception as error:  # nibabel raises many types for a corrupt file; ours names the file
         raise DataError(f"{where}: cannot be read as NIfTI ({type(error).__name__}: {error})") from None
     return _validated(data, image, where, path, allow_zero)
+
+
+def check_declared_size(image, path: Path | None, where: str) -> None:
+    """Raise DataError before the voxels are read unless they are real numbers (not complex, not
+    RGB), at most MAX_VOXELS of them, and the file is large enough to hold what its header declares
+    (a few hundred bytes of header must not make dal allocate gigabytes)."""
+    dtype = np.dtype(image.get_data_dtype())
+    if dtype.kind == "c":
+        raise DataError(f"{where}: holds complex values ({dtype}); dal reads magnitude images: give the "
+                        "magnitude (absolute value) of the scan")
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise DataError(f"{where}: voxels of type {dtype} are not intensities (expected integers or floats)")
+    voxels = int(np.prod([int(n) for n in image.shape], dtype=object))
+    if voxels > MAX_VOXELS:
+        raise DataError(f"{where}: its header declares {voxels:,} voxels ({tuple(image.shape)}); dal reads at most "
+                        f"{MAX_VOXELS:,} (a corrupt header?)")
+    if path is None:
+        return
+    need, size = voxels * dtype.itemsize, path.stat().st_size
+    if str(path).endswith(".gz"):
+        if need > size * GZIP_MAX_RATIO:
+            raise DataError(f"{where}: its header declares {need:,} bytes of voxels, more than a gzip file of "
+                            f"{size:,} bytes can hold: corrupt, or not what it claims")
+    elif size < int(image.header.get("vox_offset", 0)) + need:
+        raise DataError(f"{where}: truncated: its header declares {need:,} bytes of voxels, the file has {size:,}")
 
 
 def scan_from_image(image: nib.spatialimages.SpatialImage, *, name: str = "<in-memory image>", kind: str = "scan",
@@ -120,6 +142,7 @@ def scan_from_image(image: nib.spatialimages.SpatialImage, *, name: str = "<in-m
         raise DataError(f"{where}: expected a nibabel image, got {type(image).__name__}")
     if image.affine is None:
         raise DataError(f"{where}: the image has no affine")
+    check_declared_size(image, None, where)
     try:
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as error:  # see load_scan
@@ -193,7 +216,10 @@ def load_tissue(path: str | os.PathLike, reference: Scan | None = None) -> np.nd
         raise DataError(f"{where}: no such NIfTI file")
     try:
         image = nib.load(str(path))
+        check_declared_size(image, path, where)
         data = np.asarray(image.dataobj, dtype=np.float32)
+    except DataError:
+        raise
     except Exception as error:  # see load_scan
         raise DataError(f"{where}: cannot be read as NIfTI ({type(error).__name__}: {error})") from None
     if data.ndim != 4 or not 2 <= data.shape[3] <= 8:
@@ -206,14 +232,6 @@ def load_tissue(path: str | os.PathLike, reference: Scan | None = None) -> np.nd
     return np.ascontiguousarray(np.moveaxis(data, -1, 0))
 
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(handle)
-    return Path(tmp)
-
-
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
                header: nib.Nifti1Header | None = None, dtype=None) -> Path:
     """Write ``data`` as NIfTI atomically (temporary name in the same folder, then rename).
@@ -221,30 +239,10 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
     With ``header`` (the input scan's), the output keeps its fields (units, descriptions, qform/sform
     codes), as the maps dal writes must sit on the input's grid with the input's header.
     """
-    path = Path(path)
     image = image_like(data, affine, header, dtype)
-    tmp = _atomic_target(path)
-    try:
-        nib.save(image, str(tmp))
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     """Write a small text file (a manifest) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dal.data.io import DataError, is_nifti, nifti_stem
+from dal.errors import clip, short_repr
 
 # Name tokens (lower case) -> canonical contrast.
 CONTRAST_TOKENS = {
@@ -117,15 +118,20 @@ def _synth(root: Path) -> list[Case] | None:
         return None
     try:
         data = json.loads(manifest.read_text())
-    except (OSError, ValueError) as error:
-        raise DataError(f"manifest {manifest}: cannot be read ({error})") from None
+    except (OSError, ValueError, RecursionError) as error:
+        raise DataError(f"manifest {manifest}: cannot be read ({type(error).__name__}: {clip(error, 200)})") from None
     if not isinstance(data, dict) or data.get("generator") != "dal synth":
         return None
     cases = []
-    for entry in data.get("cases", []):
-        case = Case(entry["id"], layout="dal synth")
-        for role, name in entry["files"].items():
-            _add(case, role, root / name)
+    entries = data.get("cases", [])
+    for entry in entries if isinstance(entries, list) else [entries]:
+        try:
+            case = Case(str(entry["id"]), layout="dal synth")
+            for role, name in entry["files"].items():
+                _add(case, str(role), root / str(name))
+        except (KeyError, TypeError, AttributeError):
+            raise DataError(f"manifest {manifest}: a case entry is malformed (expected an id and a mapping of "
+                            f"files): {short_repr(entry)}") from None
         cases.append(case)
     return cases
 

@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -51,7 +49,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dal._version import __version__
-from dal.data.io import default_mode, save_nifti, write_text_atomic
+from dal.data.io import save_nifti
+from dal.data.outputs import output_folder
 from dal.data.templates import TISSUES, brain_centre, load_mni152
 
 GENERATOR_VERSION = 2  # raised whenever a seed's case changes: cached cases of another version are not reused
@@ -609,7 +608,10 @@ def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] =
 
     Case ``i`` (``synth-0000``, ...) has seed ``(seed, i)`` and lesion ``lesions[i % len(lesions)]``,
     and holds one scan per contrast, so the folder is the same for a seed whatever else runs. Each
-    case is written into a hidden temporary folder and renamed into place; the manifest last.
+    case is written into a hidden temporary folder and renamed into place; the manifest last
+    (:mod:`dal.data.outputs`). With ``overwrite``, what dal wrote in ``out`` before is replaced,
+    the manifest and the cases this run does not write removed first: the folder then holds
+    exactly the manifest's cases. Files dal did not write are never replaced.
     With ``anatomy`` every case is that real subject with the case's lesion (see
     :func:`generate_case`), on its grid (``spacing`` and ``shape`` are ignored).
 
@@ -629,37 +631,29 @@ def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] =
     if count < 1:
         raise ValueError(f"count: expected at least 1, got {count}")
     ids = [f"synth-{i:04d}" for i in range(count)]
-    existing = [i for i in ["manifest.json", *ids] if (out / i).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{out}: already holds {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
-                              "choose another folder or overwrite them (dal synth --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
     if anatomy is not None:
         spacing = shape = None
         grid_shape, affine = anatomy.mask.shape, anatomy.affine
     else:
         grid_shape, affine = output_grid(spacing, shape)
-    cases = []
-    for i in tqdm(range(count), desc="dal synth", unit="case", disable=not progress):
-        lesion = lesions[i % len(lesions)]
-        case = generate_case((seed, i), contrasts, lesion, spacing=spacing, shape=shape, anatomy=anatomy)
-        staging = Path(tempfile.mkdtemp(prefix=f".{ids[i]}.", suffix=".tmp", dir=out))
-        staging.chmod(default_mode(directory=True))
-        try:
-            files = write_case(case, staging, ids[i])
-            if (out / ids[i]).exists():
-                shutil.rmtree(out / ids[i])
-            os.replace(staging, out / ids[i])
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-        cases.append({"id": ids[i], "lesion": lesion, "seed": [seed, i],
-                      "files": {role: f"{ids[i]}/{name}" for role, name in files.items()}, **case.info})
-    manifest = {"generator": "dal synth", "version": __version__, "generator_version": GENERATOR_VERSION,
-                "seed": seed, "count": count,
-                "contrasts": list(contrasts), "lesions": list(lesions), "shape": list(grid_shape),
-                "affine": affine.tolist(), "tissues": list(TISSUES),
-                "labels": {"any non-zero": "lesion", "tumour": TUMOUR_LABELS}, "cases": cases}
-    if anatomy is not None:
-        manifest["anatomy"] = {"name": anatomy.name, "contrast": anatomy.contrast}
-    return write_text_atomic(json.dumps(manifest, indent=1), out / "manifest.json")
+    with output_folder(out) as folder:
+        folder.check(["manifest.json", *ids, *folder.owned()], overwrite=overwrite)
+        folder.remove(keep=ids)  # the manifest, and cases of an earlier run that this one does not write
+        cases = []
+        for i in tqdm(range(count), desc="dal synth", unit="case", disable=not progress):
+            lesion = lesions[i % len(lesions)]
+            case = generate_case((seed, i), contrasts, lesion, spacing=spacing, shape=shape, anatomy=anatomy)
+            files = {}
+            folder.write(ids[i], {f"{ids[i]}/": lambda staging: files.update(write_case(case, staging, ids[i]))},
+                         overwrite=overwrite)
+            cases.append({"id": ids[i], "lesion": lesion, "seed": [seed, i],
+                          "files": {role: f"{ids[i]}/{name}" for role, name in files.items()}, **case.info})
+        manifest = {"generator": "dal synth", "version": __version__, "generator_version": GENERATOR_VERSION,
+                    "seed": seed, "count": count,
+                    "contrasts": list(contrasts), "lesions": list(lesions), "shape": list(grid_shape),
+                    "affine": affine.tolist(), "tissues": list(TISSUES),
+                    "labels": {"any non-zero": "lesion", "tumour": TUMOUR_LABELS}, "cases": cases}
+        if anatomy is not None:
+            manifest["anatomy"] = {"name": anatomy.name, "contrast": anatomy.contrast}
+        text = json.dumps(manifest, indent=1, allow_nan=False)
+        return folder.write("manifest", {"manifest.json": lambda tmp: tmp.write_text(text)})["manifest.json"]

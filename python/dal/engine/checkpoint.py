@@ -16,6 +16,7 @@ Files written by ``torch.save`` or ``pickle`` are refused: unpickling can run ar
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dal._version import __version__
+from dal.data.outputs import write_atomic
+from dal.errors import DalError, short_repr
 
 FORMAT = "dal-checkpoint"
 FORMAT_VERSION = 1
@@ -34,7 +37,7 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive
 _PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")  # after pickle's 0x80 (protocol 2 and later)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DalError, RuntimeError):
     """A checkpoint that cannot be read; the message names the file."""
 
 
@@ -112,17 +115,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: st
         tensors["rng.torch"] = torch.get_rng_state()
         metadata["training"] = {**(training or {}), "optimizer": optimizer_plain}
     header = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(temporary: Path) -> None:
         save_file(tensors, str(temporary), metadata=header)
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
+
+    return write_atomic(path, write)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -143,7 +142,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
         handle.seek(8)
         try:
             header = json.loads(handle.read(size))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
             raise CheckpointError(f"checkpoint {path}: corrupt header (not a safetensors file)") from None
     raw = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
@@ -155,11 +154,33 @@ def read_metadata(path: str | os.PathLike) -> dict:
                                   f"this dal {__version__} reads up to version {FORMAT_VERSION}: upgrade dal")
         metadata = {key: value if key in ("format", "format_version", "dal_version", "model_kind") else json.loads(value)
                     for key, value in raw.items()}
-    except (KeyError, ValueError, TypeError) as error:
+    except (KeyError, ValueError, TypeError, RecursionError) as error:
         if isinstance(error, CheckpointError):
             raise
         raise CheckpointError(f"checkpoint {path}: corrupt dal metadata ({type(error).__name__}: {error})") from None
+    _check_settings(metadata, path)
     return metadata
+
+
+def _check_settings(metadata: dict, path: Path) -> None:
+    """CheckpointError naming the file and the setting unless the thresholds are finite numbers
+    and the scoring section holds what :class:`~dal.engine.config.ScoringConfig` expects."""
+    from dal.engine.config import ConfigError, ScoringConfig, _build
+
+    thresholds = metadata.get("thresholds")
+    if not isinstance(thresholds, dict):
+        raise CheckpointError(f"checkpoint {path}: thresholds: expected a mapping, got {short_repr(thresholds)}")
+    for key, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CheckpointError(f"checkpoint {path}: threshold {short_repr(key)}: expected a finite number, got "
+                                  f"{short_repr(value)}")
+    config = metadata.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path}: config: expected a mapping, got {type(config).__name__}")
+    try:
+        _build(ScoringConfig, config.get("scoring") or {}, "scoring.")
+    except ConfigError as error:
+        raise CheckpointError(f"checkpoint {path}: its scoring settings are unusable: {error}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -185,8 +206,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if model_config.kind != metadata.get("model_kind"):
         raise CheckpointError(f"checkpoint {path}: model_kind {metadata.get('model_kind')!r} differs from its "
                               f"config's {model_config.kind!r}")
-    model = build_model(model_config)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"checkpoint {path}: its weights {name} hold NaN or infinite values")
+    _check_fits(model_config, weights, path)
+    model = build_model(model_config)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
@@ -201,3 +226,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                       preprocessing=metadata["preprocessing"], thresholds=metadata["thresholds"],
                       version=metadata["dal_version"], metrics=metadata.get("metrics", {}), training=training,
                       optimizer_state=optimizer_state, rng_state=tensors.get("rng.torch"), path=path)
+
+
+def _check_fits(model_config, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Build the model of the config without memory (on the meta device) and compare its tensors
+    with the file's, so that a config declaring a huge model (``channels: 1000000``) is refused
+    before anything is allocated: the weights in the file bound the model."""
+    from dal.models import build_model
+
+    try:
+        with torch.device("meta"):
+            expected = {name: tuple(t.shape) for name, t in build_model(model_config).state_dict().items()}
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path}: its model config is unusable ({error})") from None
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [name for name in expected if name in weights and tuple(weights[name].shape) != expected[name]]
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(wrong)} of another shape (e.g. {wrong[0]}: {tuple(weights[wrong[0]].shape)} in the file, "
+                 f"{expected[wrong[0]]} in its config)" if wrong else ""]
+        raise CheckpointError(f"checkpoint {path}: the weights do not fit the {model_config.kind} model its config "
+                              f"describes: tensors {'; '.join(p for p in parts if p)}")

@@ -19,10 +19,13 @@ import yaml
 
 from dal.data.augment import Augmentation
 from dal.data.preprocess import PreprocessConfig
+from dal.errors import DalError, clip, short_repr
 from dal.models.config import LossConfig, ModelConfig
 
+CONFIG_MAX_BYTES = 1_000_000  # a config is a page of settings; more is not one
 
-class ConfigError(ValueError):
+
+class ConfigError(DalError, ValueError):
     """A configuration that cannot be used; the message names the key."""
 
 
@@ -210,27 +213,27 @@ def _check(value, annotation, where: str):
     if origin is tuple:
         args = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {short_repr(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {list(value)!r}")
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {short_repr(list(value))}")
         return tuple(_check(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {short_repr(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {short_repr(value)}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {short_repr(value)}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {short_repr(value)}")
         return value
     raise ConfigError(f"{where}: unsupported setting type {_type_name(annotation)}")
 
@@ -238,7 +241,7 @@ def _check(value, annotation, where: str):
 def _build(cls, data, prefix: str):
     section = prefix.rstrip(".") or "config"
     if not isinstance(data, dict):
-        raise ConfigError(f"{section}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise ConfigError(f"{section}: expected a mapping, got {type(data).__name__} {short_repr(data)}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(known))
@@ -260,11 +263,20 @@ def load_config(path: str | Path | None = None) -> Config:
         return Config()
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        with open(path, "rb") as stream:
+            raw = stream.read(CONFIG_MAX_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"config {path}: cannot read it: {error.strerror}") from None
+    if len(raw) > CONFIG_MAX_BYTES:
+        raise ConfigError(f"config {path}: larger than {CONFIG_MAX_BYTES:,} bytes: not a dal config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config {path}: not a text file (byte {error.start} is not UTF-8); expected YAML") from None
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config {path}: not valid YAML: {error}") from None
+        raise ConfigError(f"config {path}: not valid YAML: {clip(error, 500)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping of sections, got {type(data).__name__}")
     defaults = Config().to_dict()
@@ -279,6 +291,18 @@ def load_config(path: str | Path | None = None) -> Config:
         return Config.from_dict(defaults)
     except ConfigError as error:
         raise ConfigError(f"config {path}: {error}") from None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without aliases: a few hundred bytes of nested aliases expand to gigabytes
+    (billion laughs), and a config of settings has no use for them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"line {mark.line + 1}: an alias (*name); dal configs do not accept aliases, "
+                                 "write the values out")
+        return super().compose_node(parent, index)
 
 
 def dump_config(config: Config) -> str:

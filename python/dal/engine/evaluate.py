@@ -33,10 +33,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dal.data.io import DataError, load_mask, write_text_atomic
+from dal.data.io import DataError, load_mask
 from dal.data.layouts import find_cases
+from dal.data.outputs import OutputError, OutputFolder, output_folder
 from dal.engine.checkpoint import CheckpointError
-from dal.engine.infer import FPRS, Detector, OutputError, prepare_output_folder, threshold_key
+from dal.engine.infer import FPRS, Detector, threshold_key
 from dal.metrics import evaluate, ranked_counts
 
 METRIC_COLUMNS = ["average_precision", "auroc", "best_dice", "dice_fpr_0.01", "dice_fpr_0.05",
@@ -44,16 +45,17 @@ METRIC_COLUMNS = ["average_precision", "auroc", "best_dice", "dice_fpr_0.01", "d
 COLUMNS = ["case", "contrast", "lesion_type", "lesion_voxels", *METRIC_COLUMNS, "lesions",
            "false_positive_lesions_fpr_0.01", "false_positive_lesions_fpr_0.05", "warnings"]
 PR_POINTS = 400  # points kept per precision-recall curve in the report
+REPORTS = ("metrics.csv", "metrics.json", "report.html")
 
 
 def _plain(value):
-    """JSON-safe: NaN becomes None, numpy scalars become Python numbers."""
+    """JSON-safe: NaN and infinities become None, numpy scalars become Python numbers."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
+        return float(value) if math.isfinite(float(value)) else None
     if isinstance(value, np.integer):
         return int(value)
     return value
@@ -84,29 +86,40 @@ def _pr_curve(score: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> t
 
 
 def evaluate_folder(detector: Detector, data: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                    contrast: str | None = None, overlays: bool = True, progress: bool = False) -> dict:
+                    contrast: str | None = None, overlays: bool = True, progress: bool = False,
+                    overwrite: bool = False) -> dict:
     """Evaluate ``detector`` on every labelled scan under ``data``; write the reports into ``out``.
 
     Args:
         detector: the model.
         data: a labelled data folder.
-        out: where ``metrics.csv``, ``metrics.json`` and ``report.html`` go (None: write nothing).
+        out: where ``metrics.csv``, ``metrics.json`` and ``report.html`` go, together
+            (:mod:`dal.data.outputs`; None: write nothing).
         contrast: evaluate only scans of this contrast (default: every scan of every case).
         overlays: draw one overlay per volume in the report.
         progress: a progress bar over volumes.
+        overwrite: replace the reports of an earlier evaluation in ``out``.
 
     Returns:
         The content of ``metrics.json``: "rows", "summary", "groups", "failures", "skipped".
 
     Raises:
         DataError: no usable case in ``data``, or no case with a lesion label.
+        OutputError: ``out`` cannot take the reports (not a folder, files dal did not write, or
+            reports already there without ``overwrite``).
     """
+    if out is None:
+        return _evaluate(detector, Path(data), None, contrast, overlays, progress, overwrite)
+    with output_folder(out) as folder:
+        folder.check(REPORTS, overwrite=overwrite)  # before the work, not after it
+        return _evaluate(detector, Path(data), folder, contrast, overlays, progress, overwrite)
+
+
+def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contrast: str | None, overlays: bool,
+              progress: bool, overwrite: bool) -> dict:
     from dal.engine.report import html_image, html_report, html_table, overlay_figure, png_base64, \
         precision_recall_figure
 
-    root = Path(data)
-    if out is not None:
-        prepare_output_folder(Path(out))
     cases = find_cases(root, contrast)
     lesion_types = _lesion_types(root)
     labelled = [case for case in cases if case.label is not None]
@@ -147,7 +160,7 @@ def evaluate_folder(detector: Detector, data: str | os.PathLike, out: str | os.P
                      "warnings": "; ".join(result.warnings)})
         if int(rows[-1]["lesion_voxels"]) > 0:
             curves[name] = _pr_curve(scores[-1], labels[-1], masks[-1])
-        if overlays and out is not None:
+        if overlays and folder is not None:
             pictures.append((name, png_base64(overlay_figure(result, title=name), facecolor="black")))
     if not rows:
         raise DataError(f"data folder {root}: no scan could be evaluated: " + " | ".join(failures))
@@ -191,17 +204,14 @@ def evaluate_folder(detector: Detector, data: str | os.PathLike, out: str | os.P
                                                **{c: _mean([row.get(c) for row in members]) for c in METRIC_COLUMNS}}
     report = _plain({"summary": summary, "groups": groups, "rows": rows, "failures": failures, "skipped": skipped,
                      "notes": notes})
-    if out is None:
+    if folder is None:
         return report
 
-    out = Path(out)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in report["rows"]:
         writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in COLUMNS})
-    write_text_atomic(table.getvalue(), out / "metrics.csv")
-    write_text_atomic(json.dumps(report, indent=1), out / "metrics.json")
 
     curves["pooled (all volumes)"] = _pr_curve(torch.cat([s[m] for s, m in zip(scores, masks)]),
                                                torch.cat([y[m] for y, m in zip(labels, masks)]), None)
@@ -223,5 +233,8 @@ def evaluate_folder(detector: Detector, data: str | os.PathLike, out: str | os.P
     if pictures:
         sections.append((f"Overlays (lesions outlined at threshold {overlay_key or 'none calibrated: 0.5'})",
                          "".join(html_image(data, name) for name, data in pictures)))
-    write_text_atomic(html_report(f"dal evaluate: {root}", sections), out / "report.html")
+    texts = dict(zip(REPORTS, (table.getvalue(), json.dumps(report, indent=1, allow_nan=False),
+                               html_report(f"dal evaluate: {root}", sections))))
+    folder.write("evaluation", {name: (lambda tmp, text=text: tmp.write_text(text)) for name, text in texts.items()},
+                 overwrite=overwrite)
     return report

@@ -25,14 +25,16 @@ Choices written down here:
   healthy brain), or more than 2% of brain voxels with an intensity outside ``[-0.25, 4] x`` the
   healthy-tissue level the preprocessing normalises to (healthy tissue of every contrast the
   synthetic population covers, and its lesions, lie within 0 to 2.5 times that level; negative
-  values mean a scan that was z-scored or is not a magnitude image), or a contrast stated with
+  values mean a scan that was z-scored or is not a magnitude image), a brain whose intensities
+  spread by less than 2% of their level (a nearly constant volume), or a contrast stated with
   ``contrast`` that the checkpoint was not trained on.
+- Refused: a constant volume (every voxel the same), and a model that gives NaN or infinite
+  values for a scan (nothing is written; ``NAME.json`` is strict JSON).
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,8 @@ import scipy.ndimage
 import torch
 
 from dal._version import __version__
-from dal.data.io import DataError, Scan, default_mode, image_like, load_mask, load_scan, nifti_stem, scan_from_image
+from dal.data.io import DataError, Scan, image_like, load_mask, load_scan, nifti_stem, scan_from_image
+from dal.data.outputs import OutputError, output_folder  # noqa: F401 (OutputError: also dal.engine.infer.OutputError)
 from dal.data.preprocess import PreprocessConfig, Preprocessor
 from dal.data.registration import register_to_mni
 from dal.engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -56,10 +59,12 @@ OOD_INTENSITY_RANGE = (-0.25, 4.0)  # times the preprocessing's norm_target
 OOD_INTENSITY_FRACTION = 0.02
 OOD_RESIDUAL_RATIO = 2.0  # the scan's median score in the brain over that of the healthy validation scans
 OUTPUT_SUFFIXES = ("_anomaly.nii.gz", "_phi.nii.gz", "_lesions.nii.gz", "_overlay.png", ".json")
+NEAR_CONSTANT_SPREAD = 0.02  # the spread of brain intensities, relative to their median, below which a scan is not one
 
 
-class OutputError(RuntimeError):
-    """Outputs that cannot be written; the message names the path."""
+def output_names(name: str, overlay: bool = True) -> dict[str, str]:
+    """Suffix -> the file name of each output of the scan ``name``."""
+    return {suffix: f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES if overlay or suffix != "_overlay.png"}
 
 
 def threshold_key(fpr: float) -> str:
@@ -165,89 +170,44 @@ class DetectionResult:
             **self.info,
         }
 
-    def save(self, out: str | os.PathLike, *, overlay: bool = True, protected=()) -> dict[str, Path]:
+    def save(self, out: str | os.PathLike, *, overlay: bool = True, protected=(), overwrite: bool = False
+             ) -> dict[str, Path]:
         """Write ``NAME_anomaly.nii.gz``, ``NAME_phi.nii.gz``, ``NAME_lesions.nii.gz``,
-        ``NAME_overlay.png`` (unless ``overlay`` is False) and ``NAME.json`` into ``out``.
-
-        Every file is first written under a hidden temporary name in ``out`` and renamed only when
-        all are whole: a failure leaves no partial output. No output may replace a file of
-        ``protected`` (the input scans and masks) nor the scan itself.
+        ``NAME_overlay.png`` (unless ``overlay`` is False) and ``NAME.json`` into ``out``, all or
+        none (:mod:`dal.data.outputs`). No output may replace a file of ``protected`` (the input
+        scans and masks), the scan itself, or any file dal did not write in ``out``; outputs of an
+        earlier run are replaced only with ``overwrite``.
 
         Raises:
-            OutputError: ``out`` is not a usable folder, or an output would replace an input.
+            OutputError: ``out`` is not a usable folder, or an output may not be written there.
         """
-        out = Path(out)
-        paths = {suffix: out / f"{self.name}{suffix}" for suffix in OUTPUT_SUFFIXES
-                 if overlay or suffix != "_overlay.png"}
-        inputs = {Path(p).resolve() for p in protected}
-        if self.scan.path is not None:
-            inputs.add(self.scan.path.resolve())
-        for path in paths.values():
-            if path.resolve() in inputs:
-                raise OutputError(f"output {path}: would overwrite an input file; choose another --out")
-        prepare_output_folder(out)
+        names = output_names(self.name, overlay)
+        inputs = [*protected, *([self.scan.path] if self.scan.path is not None else [])]
         started = time.perf_counter()
         writers = {
-            "_anomaly.nii.gz": lambda tmp: nib.save(self.anomaly_image, str(tmp)),
-            "_phi.nii.gz": lambda tmp: nib.save(self.phi_image, str(tmp)),
-            "_lesions.nii.gz": lambda tmp: nib.save(self.lesions_image, str(tmp)),
+            names["_anomaly.nii.gz"]: lambda tmp: nib.save(self.anomaly_image, str(tmp)),
+            names["_phi.nii.gz"]: lambda tmp: nib.save(self.phi_image, str(tmp)),
+            names["_lesions.nii.gz"]: lambda tmp: nib.save(self.lesions_image, str(tmp)),
         }
         if overlay:
             from dal.engine.report import save_overlay
 
-            writers["_overlay.png"] = lambda tmp: save_overlay(self, tmp)
-        staged: dict[Path, Path] = {}
-        try:
-            for suffix, write in writers.items():
-                staged[paths[suffix]] = _staged(paths[suffix], write)
+            writers[names["_overlay.png"]] = lambda tmp: save_overlay(self, tmp)
+
+        def write_json(tmp: Path) -> None:  # last: its timings include the writing of the others
             self.timings["write"] = time.perf_counter() - started
-            text = json.dumps({**self.summary(), "outputs": {_role(k): v.name for k, v in paths.items()}}, indent=1)
-            staged[paths[".json"]] = _staged(paths[".json"], lambda tmp: Path(tmp).write_text(text))
-            for final, tmp in staged.items():
-                os.replace(tmp, final)
-        finally:
-            for tmp in staged.values():
-                if tmp.exists():
-                    tmp.unlink()
-        return {_role(suffix): path for suffix, path in paths.items()}
+            summary = {**self.summary(), "outputs": {_role(k): v for k, v in names.items()}}
+            tmp.write_text(json.dumps(summary, indent=1, allow_nan=False))
+
+        writers[names[".json"]] = write_json
+        with output_folder(out) as folder:
+            written = folder.write(self.name, writers, overwrite=overwrite, inputs=inputs)
+        return {_role(suffix): written[name] for suffix, name in names.items()}
 
 
 def _role(suffix: str) -> str:
     """``_anomaly.nii.gz`` -> ``anomaly``, ``.json`` -> ``json``."""
     return suffix.lstrip("_.").split(".")[0]
-
-
-def prepare_output_folder(out: Path) -> None:
-    """Create ``out`` if needed; raise OutputError naming it when it cannot hold outputs."""
-    try:
-        if out.exists() and not out.is_dir():
-            raise OutputError(f"output folder {out}: exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"output folder {out}: cannot be created ({error.strerror or error})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {out}: not writable")
-
-
-def _staged(final: Path, write) -> Path:
-    """Run ``write(tmp)`` on a hidden temporary file beside ``final`` (same suffix, so nibabel
-    compresses ``.nii.gz``); return the temporary path. Removes it if ``write`` fails."""
-    suffix = ".nii.gz" if final.name.endswith(".nii.gz") else final.suffix
-    try:
-        handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
-    except OSError as error:
-        raise OutputError(f"output {final}: cannot be written ({error.strerror or error})") from None
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, default_mode())
-    except BaseException as error:
-        tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OutputError(f"output {final}: cannot be written ({error.strerror or error})") from None
-        raise
-    return tmp
 
 
 class Detector:
@@ -362,6 +322,9 @@ class Detector:
             if not np.isfinite(threshold_value):
                 raise ValueError(f"threshold: expected a finite number, got {threshold}")
         scan = _as_scan(image)
+        if float(scan.data.min()) == float(scan.data.max()):
+            raise DataError(f"scan {scan.path or name or 'in memory'}: every voxel is {float(scan.data.min()):g}: "
+                            "a constant volume, not a scan")
         brain_given = _as_mask(mask, scan)
         name = name or (nifti_stem(scan.path) if scan.path is not None else "scan")
         timings["read"] = time.perf_counter() - clock
@@ -383,6 +346,9 @@ class Detector:
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 
         clock = time.perf_counter()
+        if not (np.isfinite(score).all() and np.isfinite(phi).all()):
+            raise DataError(f"scan {scan.path or name or 'in memory'}: the model ({self.checkpoint.path}) gave NaN or "
+                            "infinite values for it; nothing written")
         anomaly = self.preprocessor.inverse(score, done.state)
         phi_scan = self.preprocessor.inverse(phi, done.state, restore_intensity=True)
         if brain_given is not None:
@@ -440,6 +406,11 @@ class Detector:
             warnings.append(f"out of distribution: {flagged:.0%} of the brain is above the threshold (a healthy scan of "
                             "the training kind has a few percent); this scan looks unlike the training data "
                             "(another contrast, a skull, a different preprocessing?): the map is unreliable")
+        if brain_intensities.size and (float(np.std(brain_intensities))
+                                       < NEAR_CONSTANT_SPREAD * abs(float(np.median(brain_intensities)))):
+            warnings.append("out of distribution: the brain is nearly constant (its intensities spread by less than "
+                            f"{NEAR_CONSTANT_SPREAD:.0%} of their level): not a scan of the training kind; the map "
+                            "is unreliable")
         low, high = (f * self.preprocessor.config.norm_target for f in OOD_INTENSITY_RANGE)
         outside = float(((brain_intensities < low) | (brain_intensities > high)).mean()) if brain_intensities.size else 0.0
         if outside > OOD_INTENSITY_FRACTION:

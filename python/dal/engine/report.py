@@ -27,6 +27,11 @@ def _figure(size) -> Figure:
     return figure
 
 
+def plain_text(text: str) -> str:
+    """``text`` as matplotlib draws it literally: a name with ``$`` signs is not math."""
+    return str(text).replace("$", r"\$")
+
+
 def overlay_figure(result, title: str | None = None) -> Figure:
     """Three orthogonal views through the highest score: the anomaly map (from half the threshold
     up, hot colours) over the scan, the lesion mask outlined in cyan."""
@@ -36,7 +41,8 @@ def overlay_figure(result, title: str | None = None) -> Figure:
     threshold = float(result.threshold)
     vmax = max(float(result.peak_score), threshold * 1.5, 1e-6)
     title = title or f"{result.name}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.1f} ml"
-    common = dict(cut_coords=result.peak_mm, display_mode="ortho", figure=figure, black_bg=True, title=title,
+    common = dict(cut_coords=result.peak_mm, display_mode="ortho", figure=figure, black_bg=True,
+                  title=plain_text(title),
                   draw_cross=False, annotate=True)
     if (result.anomaly >= threshold / 2).any():
         display = plotting.plot_stat_map(result.anomaly_image, bg_img=result.scan_image, threshold=threshold / 2,
@@ -69,9 +75,9 @@ def precision_recall_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], po
     axes = figure.add_subplot()
     for name, (recall, precision) in curves.items():
         if name == pooled:
-            axes.step(recall, precision, where="post", color="black", linewidth=2.2, label=name, zorder=3)
+            axes.step(recall, precision, where="post", color="black", linewidth=2.2, label=plain_text(name), zorder=3)
         else:
-            axes.step(recall, precision, where="post", linewidth=1, alpha=0.8, label=name)
+            axes.step(recall, precision, where="post", linewidth=1, alpha=0.8, label=plain_text(name))
     axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall, voxel level")
     axes.grid(alpha=0.3)
     if curves:

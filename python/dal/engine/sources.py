@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +21,7 @@ import numpy as np
 from dal._version import __version__
 from dal.data.dataset import ModelVolume
 from dal.data.io import DataError, Scan
+from dal.data.outputs import OutputError, remove_dead_temporaries, write_atomic
 from dal.data.preprocess import Preprocessor
 from dal.data.synthetic import GENERATOR_VERSION, generate_case
 
@@ -51,13 +54,15 @@ def _cached(cache: Path, key: dict, make: Callable[[], dict[str, np.ndarray]]) -
         try:
             with np.load(path, allow_pickle=False) as stored:
                 return {name: stored[name] for name in stored.files}
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache entry: make it again
     arrays = make()
-    cache.mkdir(parents=True, exist_ok=True)
-    temporary = cache / f".{digest}.{os.getpid()}.tmp.npz"
-    np.savez_compressed(temporary, **arrays)
-    os.replace(temporary, path)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(cache)
+        write_atomic(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+    except (OSError, OutputError) as error:  # the cache saves time only: go on without it
+        warnings.warn(f"synthetic cache {cache}: cannot store an entry ({error}); going on without it", stacklevel=2)
     return arrays
 
 

@@ -34,9 +34,11 @@ import torch.nn as nn
 from dal._version import __version__
 from dal.data.dataset import SliceDataset
 from dal.data.io import DataError, write_text_atomic
+from dal.data.outputs import append_line
 from dal.data.preprocess import Preprocessor
 from dal.engine.checkpoint import load_checkpoint, save_checkpoint
-from dal.engine.config import Config, dump_config
+from dal.engine.config import Config
+from dal.engine.runs import TrainingError, prepare_run_folder, run_folder
 from dal.engine.scoring import score_volume
 from dal.engine.sources import (LabelledVolume, cache_folder, folder_training_volumes, folder_validation_volumes,
                                 synthetic_training_volumes, synthetic_validation_volumes, with_template_tissue)
@@ -44,10 +46,6 @@ from dal.metrics import evaluate, threshold_at_fpr
 from dal.models import build_model
 
 FPRS = {"fpr_0.01": 0.01, "fpr_0.05": 0.05}
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start (bad data, an occupied run folder); nothing was written."""
 
 
 @dataclass
@@ -230,26 +228,32 @@ def _image_grid(volume: LabelledVolume, scored: dict, classes: int) -> torch.Ten
 # ------------------------------------------------------------------------------------ the loop
 
 
-def train(config: Config, out: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict:
-    """Train ``config.model.kind`` as ``config`` says, writing the run folder ``out``.
+def train(config: Config, out: str | os.PathLike, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> dict:
+    """Train ``config.model.kind`` as ``config`` says, writing the run folder ``out``, which this
+    process locks (:mod:`dal.engine.runs`).
+
+    ``resume`` continues the run in ``out`` from its last checkpoint, or, killed before its first
+    one, starts it again from step 0; ``overwrite`` discards the run in ``out`` and starts anew.
 
     Returns a summary: steps, epochs, seconds, images per second, best validation AP, the
     paths of the checkpoints (all also in ``summary.json``) and "model", this process's trained
     model (the last weights).
     """
-    out = Path(out)
-    rank, world = _distributed()
-    tc = config.train
-    last_path, best_path = out / "last.safetensors", out / "best.safetensors"
-    if resume and not last_path.is_file():
-        raise TrainingError(f"--resume: {last_path} does not exist")
-    if not resume and last_path.exists():
-        raise TrainingError(f"--out {out}: already holds a run ({last_path.name}); resume it with --resume or "
-                            "choose another folder")
+    rank, _ = _distributed()
     if config.model.kind == "zscore" and not config.preprocessing.register:
         # Voxels are compared across subjects: only in a common space do they match.
         config = config.replace({"preprocessing.register": True})
         _say("--model zscore: working in MNI152 space (preprocessing.register on)", rank)
+    with run_folder(out, rank, resume):
+        resume = prepare_run_folder(out, config, rank, resume=resume, overwrite=overwrite)
+        return _train(config, Path(out), resume, progress)
+
+
+def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
+    rank, world = _distributed()
+    tc = config.train
+    last_path, best_path = out / "last.safetensors", out / "best.safetensors"
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)
@@ -287,9 +291,6 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
         _say(f"resuming {out} at step {state.step} (epoch {state.epoch})", rank)
     else:
         torch.manual_seed(tc.seed + 1000 * rank)  # noise and drop-out differ per process
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(dump_config(config), out / "config.yaml")
     net = model
     if world > 1 and learns:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -318,8 +319,7 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
             metrics, thresholds, example = validate(model, val_volumes, config, device)
             record = {"step": state.step, "epoch": state.epoch, "seconds": round(state.seconds, 1), **metrics,
                       **{f"threshold_{k}": v for k, v in thresholds.items()}}
-            with open(out / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_line(out / "metrics.jsonl", json.dumps(record, allow_nan=False))
             for key, value in metrics.items():
                 if value is not None:
                     writer.add_scalar(f"val/{key}", value, state.step)
@@ -410,7 +410,7 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
                "best_ap": None if state.best_ap == -math.inf else state.best_ap, "best_step": state.best_step,
                "last": str(last_path), "best": str(best_path), "version": __version__}
     if rank == 0:
-        write_text_atomic(json.dumps(summary, indent=1), out / "summary.json")
+        write_text_atomic(json.dumps(summary, indent=1, allow_nan=False), out / "summary.json")
     if world > 1:
         dist.barrier()
     return {**summary, "model": model}

@@ -99,9 +99,9 @@ class ZScoreBaseline(nn.Module):
     Nothing to learn by gradient: ``dal train --model zscore`` fits the two volumes on the
     training scans (:meth:`fit_population`) and calibrates the thresholds.
 
-    Where fewer than half the training scans have brain, the voxel is left out (std infinite:
-    score 0). The std is floored at its 10th percentile over the brain, so that a voxel where the
-    population happens to agree closely does not turn noise into a lesion.
+    Where fewer than half the training scans have brain, the voxel is left out (stored std 0,
+    read as infinite: score 0). The std is floored at its 10th percentile over the brain, so that
+    a voxel where the population happens to agree closely does not turn noise into a lesion.
     """
 
     kind = "zscore"
@@ -132,7 +132,7 @@ class ZScoreBaseline(nn.Module):
         brain = count >= max(2, len(images) / 2)
         floor = torch.quantile(std[brain].float(), 0.1).double() if brain.any() else torch.tensor(1.0, dtype=torch.float64)
         self.mean = torch.where(brain, mean, 0).float()
-        self.std = torch.where(brain, std.clamp_min(floor), torch.inf).float()
+        self.std = torch.where(brain, std.clamp_min(floor), 0).float()  # finite: checkpoints refuse inf
 
     def expected_volume(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The population's (mean, std) for a model-space ``volume`` (X, Y, Z)."""
@@ -140,7 +140,8 @@ class ZScoreBaseline(nn.Module):
             raise RuntimeError("ZScoreBaseline: not fitted (dal train --model zscore fits it)")
         if tuple(volume.shape) != tuple(self.mean.shape):
             raise ValueError(f"volume: expected the population's shape {tuple(self.mean.shape)}, got {tuple(volume.shape)}")
-        return self.mean.to(volume.device), self.std.to(volume.device)
+        std = torch.where(self.std > 0, self.std, torch.inf)
+        return self.mean.to(volume.device), std.to(volume.device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise RuntimeError("ZScoreBaseline has nothing to train by gradient")

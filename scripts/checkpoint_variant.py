@@ -29,7 +29,7 @@ def main() -> None:
         key, _, value = setting.partition("=")
         overrides[key] = yaml.safe_load(value)
     config = Config.from_dict(checkpoint.config).replace(overrides)
-    model = build_model(config.model, config.loss)
+    model = build_model(config.model, config.loss, config.preprocessing.shape)
     model.load_state_dict(checkpoint.model.state_dict())
     save_checkpoint(args.target, model, model_kind=checkpoint.model_kind, config=config.to_dict(),
                     preprocessing=checkpoint.preprocessing, thresholds=checkpoint.thresholds,

@@ -210,8 +210,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     for name, tensor in weights.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"checkpoint {path}: its weights {name} hold NaN or infinite values")
-    _check_fits(model_config, weights, path)
-    model = build_model(model_config)
+    volume_shape = _volume_shape(metadata, path)
+    _check_fits(model_config, volume_shape, weights, path)
+    model = build_model(model_config, volume_shape=volume_shape)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
@@ -228,7 +229,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                       optimizer_state=optimizer_state, rng_state=tensors.get("rng.torch"), path=path)
 
 
-def _check_fits(model_config, weights: dict[str, torch.Tensor], path: Path) -> None:
+def _volume_shape(metadata: dict, path: Path) -> tuple[int, int, int] | None:
+    """Model space's shape, from the preprocessing settings (it sizes the z-score's volumes)."""
+    shape = (metadata.get("preprocessing") or {}).get("shape")
+    if shape is None:
+        return None
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and 0 < s <= 4096 for s in shape)):
+        raise CheckpointError(f"checkpoint {path}: preprocessing.shape: expected 3 sizes of 1 to 4096, got "
+                              f"{short_repr(shape)}")
+    return tuple(shape)
+
+
+def _check_fits(model_config, volume_shape, weights: dict[str, torch.Tensor], path: Path) -> None:
     """Build the model of the config without memory (on the meta device) and compare its tensors
     with the file's, so that a config declaring a huge model (``channels: 1000000``) is refused
     before anything is allocated: the weights in the file bound the model."""
@@ -236,7 +248,8 @@ def _check_fits(model_config, weights: dict[str, torch.Tensor], path: Path) -> N
 
     try:
         with torch.device("meta"):
-            expected = {name: tuple(t.shape) for name, t in build_model(model_config).state_dict().items()}
+            expected = {name: tuple(t.shape) for name, t in
+                        build_model(model_config, volume_shape=volume_shape).state_dict().items()}
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path}: its model config is unusable ({error})") from None
     missing = sorted(set(expected) - set(weights))

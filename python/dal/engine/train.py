@@ -270,7 +270,8 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
     # channels-last: oneDNN's convolutions of few channels are faster in it on the CPU (the bf16
     # step of DAL 1.56x, of DAE 1.35x: benchmarks/bench_models.py); inputs of one channel are
     # channels-last already.
-    model = build_model(config.model, config.loss).to(device, memory_format=torch.channels_last)
+    model = build_model(config.model, config.loss, config.preprocessing.shape).to(device,
+                                                                                  memory_format=torch.channels_last)
     learns = any(parameter.requires_grad for parameter in model.parameters())  # not intensity, not zscore
     if hasattr(model, "fit_population"):
         model.fit_population([v.image for v in train_volumes], [v.mask for v in train_volumes])

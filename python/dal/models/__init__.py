@@ -12,8 +12,10 @@ from dal.models.dal import DAL
 __all__ = ["AutoEncoder", "DAL", "DenoisingAutoEncoder", "IntensityBaseline", "LossConfig", "MODEL_KINDS", "ModelConfig", "ZScoreBaseline", "build_model"]
 
 
-def build_model(config: ModelConfig, losses: LossConfig | None = None) -> nn.Module:
-    """The model that ``config.kind`` names."""
+def build_model(config: ModelConfig, losses: LossConfig | None = None,
+                volume_shape: tuple[int, int, int] | None = None) -> nn.Module:
+    """The model that ``config.kind`` names; ``volume_shape`` is model space's (X, Y, Z), which
+    sizes the z-score's volumes (the preprocessing's ``shape``; the other models ignore it)."""
     if config.kind == "dal":
         return DAL(config, losses)
     if config.kind == "ae":
@@ -23,5 +25,5 @@ def build_model(config: ModelConfig, losses: LossConfig | None = None) -> nn.Mod
     if config.kind == "intensity":
         return IntensityBaseline(config)
     if config.kind == "zscore":
-        return ZScoreBaseline(config)
+        return ZScoreBaseline(config, volume_shape)
     raise ValueError(f"model.kind: expected one of {MODEL_KINDS}, got {config.kind!r}")

@@ -106,23 +106,20 @@ class ZScoreBaseline(nn.Module):
 
     kind = "zscore"
 
-    def __init__(self, config: ModelConfig | None = None):
+    def __init__(self, config: ModelConfig | None = None, volume_shape: tuple[int, int, int] | None = None):
         super().__init__()
         self.config = config or ModelConfig(kind="zscore")
-        self.register_buffer("mean", torch.zeros(0, 0, 0))
-        self.register_buffer("std", torch.ones(0, 0, 0))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("mean", "std"):  # the volumes' shape is the stored one, not known at construction
-            if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        shape = tuple(volume_shape or (0, 0, 0))  # model space's (X, Y, Z): the preprocessing's shape
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.zeros(shape))
 
     @torch.no_grad()
     def fit_population(self, images: list, masks: list) -> None:
         """Mean and standard deviation per voxel of the (X, Y, Z) ``images`` inside their ``masks``."""
         if not images:
             raise ValueError("images: expected at least one healthy volume")
+        if tuple(images[0].shape) != tuple(self.mean.shape):
+            raise ValueError(f"images: expected model space's shape {tuple(self.mean.shape)}, got {tuple(images[0].shape)}")
         x = torch.stack([torch.as_tensor(i, dtype=torch.float64) for i in images])
         m = torch.stack([torch.as_tensor(k, dtype=torch.bool) for k in masks]).to(torch.float64)
         count = m.sum(0)
@@ -136,7 +133,7 @@ class ZScoreBaseline(nn.Module):
 
     def expected_volume(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The population's (mean, std) for a model-space ``volume`` (X, Y, Z)."""
-        if self.mean.numel() == 0:
+        if not bool((self.std > 0).any()):
             raise RuntimeError("ZScoreBaseline: not fitted (dal train --model zscore fits it)")
         if tuple(volume.shape) != tuple(self.mean.shape):
             raise ValueError(f"volume: expected the population's shape {tuple(self.mean.shape)}, got {tuple(volume.shape)}")

@@ -1,6 +1,6 @@
 """dal.ops.sobel against its pure-torch reference and scipy.ndimage.sobel, on every device.
 
-CI runs this file twice: on the CPU kernel this machine chooses, and with DAL_PORTABLE=1."""
+On AVX-512 CPUs, CI runs this file twice: on the AVX-512 kernel, and with DAL_PORTABLE=1."""
 import os
 import subprocess
 import sys

@@ -6,8 +6,8 @@
 #   bash scripts/gpu-check.sh               on the GPU machine; stops each step by a deadline so
 #                                           that the whole run ends within DAL_GPU_CHECK_SECONDS (450)
 #   bash scripts/gpu-check.sh --dry-run     anywhere: every step, without a deadline; with no GPU the
-#                                           CUDA tests and benchmarks skip, training takes one step
-#                                           per model on the CPU
+#                                           CUDA tests and benchmarks skip (no benchmark JSON), and
+#                                           training takes one float32 step per model on the CPU
 #   bash scripts/gpu-check.sh --make-wheels makes .whl/ (needs the network): what scripts/gpu-wheels.txt
 #                                           lists, for CPython 3.12 on x86-64 Linux, carried beside
 #                                           the tree to the GPU machine, which has no network
@@ -58,7 +58,7 @@ step() {
   printf '{"exit": %d, "seconds": %d, "timed_out": %s}\n' "$status" $((SECONDS - start)) \
     "$([[ $status == 124 ]] && echo true || echo false)" > "$work/$name.status.json"
   tail -c 4000 "$work/$name.log" > "$work/$name.tail.txt"
-  parts+=("$name=$work/$name.status.json" "${name}_log_tail=$work/$name.tail.txt")
+  parts+=("${name}_step=$work/$name.status.json" "${name}_log_tail=$work/$name.tail.txt")
   ((status == 0 || status == 5)) || failed=1  # pytest's 5: nothing ran (every case skipped)
   return "$status"
 }
@@ -103,7 +103,7 @@ step train 60 "$py" "$root/scripts/gpu_check.py" train "$work/train.json"
 parts+=("build_tests=$work/build_tests.xml" "cuda_tests=$work/cuda_tests.xml"
         "benchmarks=$work/benchmarks.bench.json" "train=$work/train.json")
 
-echo "$dry_run" > "$work/dry_run.txt"
-"$py" "$root/scripts/gpu_check.py" report "$out/gpu-check.json" "dry_run=$work/dry_run.txt" "${parts[@]}" || exit 1
+((dry_run)) && echo true > "$work/dry_run.json" || echo false > "$work/dry_run.json"
+"$py" "$root/scripts/gpu_check.py" report "$out/gpu-check.json" "dry_run=$work/dry_run.json" "${parts[@]}" || exit 1
 echo "== wrote $out/gpu-check.json"
 exit "$failed"

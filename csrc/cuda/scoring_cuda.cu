@@ -134,11 +134,13 @@ __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayou
       for (int32_t j = 0; j < 2 * plane_length; ++j) list[j] = sorted[j];
     }
     acc_t* window_wires = wires;
-    if (quad_length > 0) {  // pairs 0 and 1 -> the trimmed quad, moved just before the other lists
-      median::run(quad.ops, quad.count, wires);
-      for (int32_t j = 0; j < quad_length; ++j) sorted[j] = wires[quad.outputs[j]];
-      window_wires = wires + 4 * plane_length - quad_length;
-      for (int32_t j = 0; j < quad_length; ++j) window_wires[j] = sorted[j];
+    if constexpr (k >= 5) {  // a quad needs two pairs (dal/median.h Plan::has_quad)
+      if (quad_length > 0) {  // pairs 0 and 1 -> the trimmed quad, moved just before the other lists
+        median::run(quad.ops, quad.count, wires);
+        for (int32_t j = 0; j < quad_length; ++j) sorted[j] = wires[quad.outputs[j]];
+        window_wires = wires + 4 * plane_length - quad_length;
+        for (int32_t j = 0; j < quad_length; ++j) window_wires[j] = sorted[j];
+      }
     }
     median::run(window.ops, window.count, window_wires);
     out[v] = static_cast<scalar_t>(window_wires[window.outputs[0]]);

@@ -1,8 +1,10 @@
 """Builds dal._C from csrc/ and dal_core/include.
 
-CPU kernels are always built. CUDA kernels are added when torch has CUDA and nvcc is found, or
-when FORCE_CUDA=1 (CI builds them that way on a machine without a GPU). DAL_PORTABLE=1 drops
--march=native for a binary that must run on another processor.
+CPU kernels are always built, for any x86-64 CPU: the AVX-512 Sobel kernel is compiled beside the
+portable one and chosen at run time (csrc/cpu/sobel_avx512.h). CUDA kernels are added when torch
+has CUDA and nvcc is found, or when FORCE_CUDA=1 (CI builds them that way on a machine without a
+GPU), for TORCH_CUDA_ARCH_LIST, by default every architecture from sm_80 to sm_120 with PTX for the
+newest.
 """
 import os
 import shutil
@@ -13,6 +15,8 @@ from setuptools import setup
 from torch.utils import cpp_extension
 
 ROOT = Path(__file__).parent.resolve()
+# A100, A10/RTX 30, L4/RTX 40, H100/H200, B200, RTX 50; PTX of the newest for GPUs after those.
+DEFAULT_CUDA_ARCH_LIST = "8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 
 
 def cuda_wanted() -> bool:
@@ -35,10 +39,9 @@ def cuda_header_dirs() -> list[str]:
 def extension():
     with_cuda = cuda_wanted()
     sources = ["csrc/ops.cpp", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc/cpu").glob("*.cpp"))]
-    # No errno or FP traps to honour: lets GCC vectorise loops that call the dal_core math.
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
-    if os.environ.get("DAL_PORTABLE", "0") != "1":
-        cxx.append("-march=native")
+    # No errno or FP traps to honour: lets GCC vectorise loops that call the dal_core math. No
+    # fused multiply-add either: every CPU kernel rounds alike, whatever the CPU.
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
     kwargs = dict(
         name="dal._C",
         include_dirs=[str(ROOT / "dal_core/include")],
@@ -47,6 +50,9 @@ def extension():
         py_limited_api=False,
     )
     if with_cuda:
+        # Unset, torch builds for the GPUs it sees, and fails with none (FORCE_CUDA=1 in CI).
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCH_LIST
         sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc/cuda").glob("*.cu"))
         kwargs["include_dirs"] += cuda_header_dirs()
         kwargs["extra_compile_args"]["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
@@ -66,6 +72,7 @@ class BuildExtensionWithInfo(cpp_extension.BuildExtension):
             f"WITH_CUDA = {WITH_CUDA!r}\n"
             f"TORCH_VERSION = {torch.__version__!r}\n"
             f"CUDA_VERSION = {torch.version.cuda if WITH_CUDA else None!r}\n"
+            f"CUDA_ARCH_LIST = {os.environ['TORCH_CUDA_ARCH_LIST'] if WITH_CUDA else None!r}\n"
         )
 
 

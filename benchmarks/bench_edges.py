@@ -38,8 +38,8 @@ def slices():
 def sobel_magnitude_conv(x):
     """Sobel magnitude as users write it: replicate padding and one conv per component."""
     spatial = x.dim() - 2
-    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype)
-    deriv = torch.tensor([-1.0, 0.0, 1.0], dtype=x.dtype)
+    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    deriv = torch.tensor([-1.0, 0.0, 1.0], dtype=x.dtype, device=x.device)
     kernels = []
     for axis in range(spatial):  # kernel axes are (D,) H, W
         parts = [deriv if a == axis else smooth for a in range(spatial)]

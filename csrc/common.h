@@ -7,6 +7,9 @@
 
 namespace dal {
 
+// Which CPU kernel the float32 Sobel magnitude runs, "avx512" or "portable" (sobel_cpu.cpp).
+const char* sobel_cpu_kernel();
+
 inline void check_floating(const at::Tensor& t, const char* name) {
   TORCH_CHECK(at::isFloatingType(t.scalar_type()), name,
               " must be a floating-point tensor (float32, float64, bfloat16 or float16), got ",

@@ -51,4 +51,16 @@ inline std::vector<int64_t> sobel_output_shape(const at::Tensor& x, bool magnitu
   return shape;
 }
 
+// sobel_backward's grad: the shape of sobel's output, and the dtype and device of x.
+inline void check_sobel_backward_args(const at::Tensor& grad, const at::Tensor& x, bool magnitude) {
+  check_edge_input(x, "x");
+  check_floating(grad, "grad");
+  const std::vector<int64_t> out_shape = sobel_output_shape(x, magnitude);
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef(out_shape), "grad must have the shape of sobel's output ",
+              at::IntArrayRef(out_shape), ", got ", grad.sizes());
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "grad must have the dtype of x (", x.scalar_type(), "), got ",
+              grad.scalar_type());
+  TORCH_CHECK(grad.device() == x.device(), "grad must be on the device of x (", x.device(), "), got ", grad.device());
+}
+
 }  // namespace dal

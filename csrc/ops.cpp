@@ -3,10 +3,18 @@
 #include <Python.h>
 #include <torch/library.h>
 
-// Importing dal._C loads this library and with it the registrations below.
+#include "common.h"
+
+// Importing dal._C loads this library and with it the registrations below. SOBEL_CPU_KERNEL says
+// which CPU kernel the float32 Sobel magnitude runs on this machine.
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr && PyModule_AddStringConstant(module, "SOBEL_CPU_KERNEL", dal::sobel_cpu_kernel()) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 
 TORCH_LIBRARY(dal, m) {

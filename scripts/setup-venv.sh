@@ -3,6 +3,9 @@
 #   scripts/setup-venv.sh VENV [--cuda-if-nvcc]
 # With --cuda-if-nvcc and nvcc on the PATH: torch 2.14.1 (CUDA 13.0) and FORCE_CUDA=1, so the CUDA
 # kernels compile and link even on a machine without a GPU. Otherwise torch 2.13.0 (CPU build).
+# The CUDA build is for TORCH_CUDA_ARCH_LIST, by default 8.0+PTX: one architecture, in CI's time,
+# whose PTX every later GPU compiles at load (setup.py's own default is the full list, sm_80 to
+# sm_120, which takes several times as long to build).
 # DAL_TORCH overrides the torch requirement (e.g. DAL_TORCH='torch==2.11.*').
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,7 +13,7 @@ venv=${1:?usage: scripts/setup-venv.sh VENV [--cuda-if-nvcc]}
 
 if [[ ${2:-} == --cuda-if-nvcc ]] && command -v nvcc >/dev/null; then
   torch_requirement=${DAL_TORCH:-torch==2.14.1}
-  export FORCE_CUDA=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+  export FORCE_CUDA=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0+PTX}
 else
   torch_requirement=${DAL_TORCH:-torch==2.13.0}
 fi

@@ -1,4 +1,10 @@
-"""dal.ops.sobel against its pure-torch reference and scipy.ndimage.sobel, on every device."""
+"""dal.ops.sobel against its pure-torch reference and scipy.ndimage.sobel, on every device.
+
+On AVX-512 CPUs, CI runs this file twice: on the AVX-512 kernel, and with DAL_PORTABLE=1."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -202,6 +208,52 @@ def test_backward_kernel_checks_grad(device):
         pytest.skip("no compiled kernel on this device")
     with pytest.raises(RuntimeError, match="grad must have the shape of sobel's output"):
         torch.ops.dal.sobel_backward(torch.zeros(1, 1, 4, 4, device=device), x, True, False)
+    if device != "cpu" or torch.cuda.is_available():  # a host grad read on the GPU would poison the context
+        other = "cpu" if device != "cpu" else "cuda"
+        with pytest.raises(RuntimeError, match="grad must be on the device of x"):
+            torch.ops.dal.sobel_backward(torch.zeros(1, 1, 4, 5, device=other), x, True, False)
+
+
+def _portable_outputs(inputs: list[tuple[torch.Tensor, bool]], tmp_path) -> list[torch.Tensor]:
+    """ops.sobel of each (x, normalized) in a fresh process with DAL_PORTABLE=1."""
+    torch.save(inputs, tmp_path / "inputs.pt")
+    script = (
+        "import sys, torch; from dal import ops\n"
+        "assert ops.cpu_kernel('sobel') == 'portable', ops.cpu_kernel('sobel')\n"
+        "inputs = torch.load(sys.argv[1])\n"
+        "torch.save([ops.sobel(x, normalized=n) for x, n in inputs], sys.argv[2])\n"
+    )
+    env = {**os.environ, "DAL_PORTABLE": "1"}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True)
+    return torch.load(tmp_path / "out.pt")
+
+
+@pytest.mark.skipif(ops.cpu_kernel("sobel") != "avx512", reason="the portable CPU Sobel runs here (no AVX-512, or DAL_PORTABLE=1)")
+def test_avx512_magnitude_matches_the_portable_kernel_bit_for_bit(tmp_path):
+    """Every strip layout (rows of 1 to 100 columns, and the streamed outputs), unnormalized and
+    normalized, and large values: squares about float32's largest, and 2 * x past it."""
+    inputs = []
+    for cols in range(1, 101):
+        inputs.append((_image((1, 2, 3, 4, cols), torch.float32, "cpu", seed=cols), cols % 2 == 0))
+        inputs.append((_image((2, 1, 5, cols), torch.float32, "cpu", seed=cols), cols % 2 == 1))
+    inputs.append((_image((1, 1, 128, 161, 205), torch.float32, "cpu"), False))
+    inputs.append((_image((1, 1, 3, 40, 70), torch.float32, "cpu") * 1e18, True))
+    inputs.append((_image((2, 1, 40, 70), torch.float32, "cpu") * 1e38, False))
+    portable = _portable_outputs(inputs, tmp_path)
+    for (x, normalized), want in zip(inputs, portable):
+        got = ops.sobel(x, normalized=normalized)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), f"{tuple(x.shape)}, normalized={normalized}"
+
+
+def test_cpu_kernel_follows_the_cpu_capability_and_dal_portable():
+    capability = torch.backends.cpu.get_cpu_capability()
+    forced = os.environ.get("DAL_PORTABLE") == "1"
+    want = "avx512" if capability == "AVX512" and not forced else "portable"
+    if ops.implementation("sobel", "cpu") != "compiled":
+        pytest.skip("no compiled CPU kernel")
+    assert ops.cpu_kernel("sobel") == want
+    assert ops.cpu_kernel("canny") == "portable"
 
 
 def test_cpu_autocast_bfloat16():

@@ -11,16 +11,25 @@
 //
 // A strip walks down its rows, which hardware prefetchers do not follow well: each row also
 // prefetches the newest input plane kBlockRows rows ahead, where the next block will read it.
+//
+// The build targets any x86-64 CPU: only this file's functions are compiled for AVX-512 (GCC's
+// target pragma), and sobel_cpu.cpp calls them only where torch reports the CPU's capability as
+// AVX512. No multiply-add is fused (setup.py: -ffp-contract=off), so the strips round exactly as
+// the row sweep of sobel_rows.h does, and both paths give the same bits.
 #pragma once
 
 #include "sobel_rows.h"
 
-#if defined(__AVX512F__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DAL_SOBEL_AVX512 1
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
 
 namespace dal {
 namespace cpu {
@@ -36,7 +45,7 @@ constexpr int64_t kStreamingBytes = int64_t(16) << 20;
 constexpr __mmask16 kAllLanes = 0xffff;
 
 inline __m512 smooth(__m512 before, __m512 at, __m512 after) {  // dal/sobel.h smooth: 2 * at + (before + after)
-  return _mm512_fmadd_ps(_mm512_set1_ps(2.0f), at, _mm512_add_ps(before, after));
+  return _mm512_add_ps(_mm512_add_ps(at, at), _mm512_add_ps(before, after));
 }
 
 // Lanes 15 of `before` and 0-14 of `at`: each lane's left neighbour.
@@ -147,11 +156,12 @@ inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, i
     }
 #pragma GCC unroll 8
     for (int k = 0; k < K; ++k) {
+      // dal/sobel.h magnitude's sum, unfused: (gx^2 + gy^2) + gz^2.
       const __m512 gx = smooth(x0[k], x1[k], x2[k]), gy = _mm512_sub_ps(y2[k], y0[k]);
-      __m512 squares = _mm512_fmadd_ps(gy, gy, _mm512_mul_ps(gx, gx));
+      __m512 squares = _mm512_add_ps(_mm512_mul_ps(gx, gx), _mm512_mul_ps(gy, gy));
       if constexpr (kDims == 3) {
         const __m512 gz = smooth(z0[k], z1[k], z2[k]);
-        squares = _mm512_fmadd_ps(gz, gz, squares);
+        squares = _mm512_add_ps(squares, _mm512_mul_ps(gz, gz));
       }
       __m512 magnitude = _mm512_maskz_sqrt_ps(kAllLanes, squares);
       if constexpr (kScaled) magnitude = _mm512_mul_ps(scale16, magnitude);
@@ -202,4 +212,6 @@ void magnitude_block(const float* x, float* out, const EdgeGeometry& g, int64_t 
 }  // namespace avx512
 }  // namespace cpu
 }  // namespace dal
+
+#pragma GCC pop_options
 #endif

@@ -6,19 +6,42 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include "../common.h"
 #include "sobel_avx512.h"
 
 namespace dal {
+
+const char* sobel_cpu_kernel() {
+  // Chosen once, at the first call: torch's capability honours ATEN_CPU_CAPABILITY, and
+  // DAL_PORTABLE=1 forces the row sweep.
+  static const char* const kernel = [] {
+#if defined(DAL_SOBEL_AVX512)
+    const char* portable = std::getenv("DAL_PORTABLE");
+    if (!(portable && std::strcmp(portable, "1") == 0) && at::get_cpu_capability() == "AVX512") return "avx512";
+#endif
+    return "portable";
+  }();
+  return kernel;
+}
+
 namespace {
 
 using namespace cpu;
 using sobel::smooth;
+
+bool avx512_chosen() {
+  static const bool chosen = std::strcmp(sobel_cpu_kernel(), "avx512") == 0;
+  return chosen;
+}
 
 // The scaled magnitude of output row `parts`, with the exact sqrt of dal/sobel.h.
 template <typename scalar_t, typename acc_t, int kDims>
@@ -34,18 +57,20 @@ template <typename scalar_t, int kDims, bool kMagnitude>
 void sobel_forward(const scalar_t* x, scalar_t* out, const EdgeGeometry& g, bool normalized) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = sobel::scale<acc_t>(kDims, normalized);
-#if defined(__AVX512F__)
+#if defined(DAL_SOBEL_AVX512)
   if constexpr (kMagnitude && std::is_same_v<scalar_t, float>) {
-    const bool stream = g.total() * int64_t(sizeof(float)) >= avx512::kStreamingBytes;
-    const RowBlocks blocks{g};
-    blocks.parallel([&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        blocks.block(i, [&](int64_t b, int64_t d, int64_t h0, int64_t h1) {
-          avx512::magnitude_block<kDims>(x, out, g, b, d, h0, h1, scale, stream);
-        });
-      }
-    });
-    return;
+    if (avx512_chosen()) {
+      const bool stream = g.total() * int64_t(sizeof(float)) >= avx512::kStreamingBytes;
+      const RowBlocks blocks{g};
+      blocks.parallel([&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          blocks.block(i, [&](int64_t b, int64_t d, int64_t h0, int64_t h1) {
+            avx512::magnitude_block<kDims>(x, out, g, b, d, h0, h1, scale, stream);
+          });
+        }
+      });
+      return;
+    }
   }
 #endif
   const int64_t plane = g.rows * g.cols;
@@ -168,13 +193,7 @@ at::Tensor sobel_cpu(const at::Tensor& x_in, bool magnitude, bool normalized) {
 
 at::Tensor sobel_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, bool magnitude,
                               bool normalized) {
-  check_edge_input(x_in, "x");
-  check_floating(grad_in, "grad");
-  const std::vector<int64_t> out_shape = sobel_output_shape(x_in, magnitude);
-  TORCH_CHECK(grad_in.sizes() == at::IntArrayRef(out_shape), "grad must have the shape of sobel's output ",
-              at::IntArrayRef(out_shape), ", got ", grad_in.sizes());
-  TORCH_CHECK(grad_in.scalar_type() == x_in.scalar_type(), "grad must have the dtype of x (",
-              x_in.scalar_type(), "), got ", grad_in.scalar_type());
+  check_sobel_backward_args(grad_in, x_in, magnitude);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor grad = grad_in.contiguous();
   at::Tensor grad_x = at::empty_like(x);

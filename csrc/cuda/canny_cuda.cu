@@ -11,7 +11,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <vector>
+#include <algorithm>
+#include <type_traits>
 
 #include "dal/canny.h"
 #include "edges_device.cuh"
@@ -20,6 +21,14 @@ namespace dal {
 namespace {
 
 using namespace cuda;
+
+// The Gaussian's taps in double (dal/canny.h gaussian_taps) and in acc_t, made on the device by
+// one thread: a call uploads nothing from the host, and a CUDA graph can capture it.
+template <typename acc_t>
+__global__ void gaussian_taps_kernel(double sigma, int radius, double* taps64, acc_t* taps) {
+  canny::gaussian_taps(sigma, radius, taps64);
+  for (int j = 0; j <= radius; ++j) taps[j] = static_cast<acc_t>(taps64[j]);
+}
 
 // Gaussian along one axis (0 = D, 1 = H, 2 = W); taps from the centre outwards.
 template <typename in_t, typename acc_t>
@@ -97,13 +106,18 @@ __global__ void classify_kernel(const acc_t* __restrict__ components, const acc_
 // Tiles of hysteresis: kTileW x kTileH x tile_d voxels (tile_d = 1 in 2D), one thread each.
 constexpr int kTileW = 32, kTileH = 4, kTileD3 = 4;
 
-__global__ void hysteresis_kernel(uint8_t* labels, EdgeGeometry g, int* changed) {
+// Launches cover at most kMaxGridYZ tiles along y and z (the grid's limit): tile_y0 and tile_z0
+// are the first tiles of this launch, along H and along (image, D).
+constexpr int64_t kMaxGridYZ = 65535;
+
+__global__ void hysteresis_kernel(uint8_t* labels, EdgeGeometry g, int64_t tile_y0, int64_t tile_z0, int* changed) {
   extern __shared__ uint8_t tile[];
   const int tile_d = blockDim.z;
   const int sw = kTileW + 2, sh = kTileH + 2, sd = g.spatial_dims == 3 ? tile_d + 2 : 1;
   const int64_t tiles_d = (g.depth + tile_d - 1) / tile_d;
-  const int64_t b = blockIdx.z / tiles_d;
-  const int64_t d0 = (blockIdx.z % tiles_d) * tile_d, h0 = int64_t(blockIdx.y) * kTileH, w0 = int64_t(blockIdx.x) * kTileW;
+  const int64_t tile_z = tile_z0 + blockIdx.z;
+  const int64_t b = tile_z / tiles_d;
+  const int64_t d0 = (tile_z % tiles_d) * tile_d, h0 = (tile_y0 + blockIdx.y) * kTileH, w0 = int64_t(blockIdx.x) * kTileW;
   const int halo_d = g.spatial_dims == 3 ? 1 : 0;
   uint8_t* image = labels + b * g.voxels();
 
@@ -154,9 +168,11 @@ at::Tensor canny_cuda(const at::Tensor& x_in, double low, double high, double si
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_options = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const int radius = canny::gaussian_radius(sigma);
-    std::vector<double> taps64(static_cast<size_t>(radius + 1));
-    canny::gaussian_taps(sigma, radius, taps64.data());
-    const at::Tensor taps = at::tensor(taps64, at::TensorOptions().dtype(at::kDouble)).to(acc_options);
+    const at::Tensor taps64 = at::empty({radius + 1}, x.options().dtype(at::kDouble));
+    const at::Tensor taps = std::is_same_v<acc_t, double> ? taps64 : at::empty({radius + 1}, acc_options);
+    gaussian_taps_kernel<acc_t><<<1, 1, 0, stream>>>(sigma, radius, taps64.mutable_data_ptr<double>(),
+                                                     taps.mutable_data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
 
     // Gaussian along D (3D), H, W: scipy's order.
     at::Tensor a = at::empty({n}, acc_options), b = at::empty({n}, acc_options);
@@ -198,17 +214,21 @@ at::Tensor canny_cuda(const at::Tensor& x_in, double low, double high, double si
   if (use_hysteresis) {
     const int tile_d = g.spatial_dims == 3 ? kTileD3 : 1;
     const dim3 block(kTileW, kTileH, tile_d);
-    const int64_t tiles_d = (g.depth + tile_d - 1) / tile_d;
-    const dim3 grid((g.cols + kTileW - 1) / kTileW, (g.rows + kTileH - 1) / kTileH, g.images * tiles_d);
-    TORCH_CHECK(g.images * tiles_d <= 65535 && (g.rows + kTileH - 1) / kTileH <= 65535,
-                "canny: x is too large for one CUDA launch of hysteresis, got ", x.sizes());
+    const int64_t tiles_w = (g.cols + kTileW - 1) / kTileW, tiles_h = (g.rows + kTileH - 1) / kTileH;
+    const int64_t tiles_z = g.images * ((g.depth + tile_d - 1) / tile_d);
     const size_t shared = size_t(kTileW + 2) * (kTileH + 2) * (g.spatial_dims == 3 ? tile_d + 2 : 1);
     at::Tensor changed = at::empty({1}, x.options().dtype(at::kInt));
     do {
       changed.zero_();
-      hysteresis_kernel<<<grid, block, shared, stream>>>(labels.mutable_data_ptr<uint8_t>(), g,
-                                                         changed.mutable_data_ptr<int>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      for (int64_t z0 = 0; z0 < tiles_z; z0 += kMaxGridYZ) {
+        for (int64_t y0 = 0; y0 < tiles_h; y0 += kMaxGridYZ) {
+          const dim3 grid(static_cast<unsigned>(tiles_w), static_cast<unsigned>(std::min(kMaxGridYZ, tiles_h - y0)),
+                          static_cast<unsigned>(std::min(kMaxGridYZ, tiles_z - z0)));
+          hysteresis_kernel<<<grid, block, shared, stream>>>(labels.mutable_data_ptr<uint8_t>(), g, y0, z0,
+                                                             changed.mutable_data_ptr<int>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      }
     } while (changed.item<int>() != 0);
   }
   const uint8_t kept = use_hysteresis ? canny::kReached : canny::kWeak;

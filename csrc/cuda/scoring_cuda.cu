@@ -3,8 +3,9 @@
 // One thread per output voxel runs the merge networks of dal/median.h on its own window (column
 // sorts, plane merges, pair merges, the trimmed quad, the pruned window merge): the same steps,
 // in the same order, as the CPU kernel shares between neighbours. The networks' steps are the
-// same for every thread, so a warp never diverges; they live in global memory and are read by
-// all threads at once.
+// same for every thread, so a warp never diverges; they live in global memory, uploaded once per
+// device and window, and are read by all threads at once. Each thread's wires are sized by its
+// window (a template argument), not by the largest one.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -12,6 +13,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "../scoring.h"
@@ -21,8 +25,6 @@ namespace dal {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kMaxWindow = median::kMaxKernel * median::kMaxKernel * median::kMaxKernel;
-constexpr int kMaxPlane = median::kMaxKernel * median::kMaxKernel;
 
 // A network as the kernel reads it: ops and outputs in one device buffer.
 struct DeviceNetwork {
@@ -35,6 +37,7 @@ struct DeviceNetwork {
 struct DevicePlan {
   at::Tensor storage;
   DeviceNetwork column, plane, pair, quad, window;
+  int32_t pairs, quad_length;
 };
 
 DevicePlan upload(const median::Plan& plan, const at::Device& device) {
@@ -56,7 +59,22 @@ DevicePlan upload(const median::Plan& plan, const at::Device& device) {
     *outs[i] = {reinterpret_cast<const median::Op*>(base + offsets[i].first),
                 static_cast<int32_t>(nets[i]->ops.size()), base + offsets[i].second};
   }
+  d.pairs = plan.pairs();
+  d.quad_length = plan.quad_length;
   return d;
+}
+
+// The plan of a window depends on the window alone: it is made and uploaded once per device and
+// window, and kept for the life of the process.
+const DevicePlan& device_plan(int32_t kz, int32_t k, const at::Device& device) {
+  static std::mutex mutex;
+  // Never destroyed: the tensors must not be freed after CUDA has shut down at exit.
+  static auto* plans = new std::map<std::tuple<c10::DeviceIndex, int32_t, int32_t>, DevicePlan>();
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_tuple(device.index(), kz, k);
+  auto it = plans->find(key);
+  if (it == plans->end()) it = plans->emplace(key, upload(median::make_plan(kz, k, k), device)).first;
+  return it->second;
 }
 
 template <typename scalar_t>
@@ -78,15 +96,16 @@ __global__ void masked_residual_kernel(const scalar_t* __restrict__ x, const sca
   }
 }
 
-template <typename scalar_t, typename Load>
-__global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayout l, int32_t k, int32_t kz,
-                              int32_t pairs, int32_t quad_length, DeviceNetwork column, DeviceNetwork plane,
-                              DeviceNetwork pair, DeviceNetwork quad, DeviceNetwork window) {
+// kK x kK x kKz windows (kKz = 1 in 2D): the per-thread wires are sized by the window.
+template <typename scalar_t, typename Load, int32_t kK, int32_t kKz>
+__global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayout l, int32_t pairs,
+                              int32_t quad_length, DeviceNetwork column, DeviceNetwork plane, DeviceNetwork pair,
+                              DeviceNetwork quad, DeviceNetwork window) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int32_t r = k / 2, rz = kz / 2, plane_length = kz * k;
+  constexpr int32_t k = kK, kz = kKz, r = k / 2, rz = kz / 2, plane_length = kz * k;
   const int64_t total = l.batch * l.voxels();
-  acc_t wires[kMaxWindow];
-  acc_t sorted[4 * kMaxPlane];
+  acc_t wires[k * plane_length];
+  acc_t sorted[4 * plane_length];
   for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < total; v += int64_t(gridDim.x) * blockDim.x) {
     const int64_t w = v % l.width, h = (v / l.width) % l.height, d = (v / (l.width * l.height)) % l.depth;
     const int64_t volume = (v / l.voxels()) * l.voxels();
@@ -115,11 +134,13 @@ __global__ void median_kernel(Load load, scalar_t* __restrict__ out, VolumeLayou
       for (int32_t j = 0; j < 2 * plane_length; ++j) list[j] = sorted[j];
     }
     acc_t* window_wires = wires;
-    if (quad_length > 0) {  // pairs 0 and 1 -> the trimmed quad, moved just before the other lists
-      median::run(quad.ops, quad.count, wires);
-      for (int32_t j = 0; j < quad_length; ++j) sorted[j] = wires[quad.outputs[j]];
-      window_wires = wires + 4 * plane_length - quad_length;
-      for (int32_t j = 0; j < quad_length; ++j) window_wires[j] = sorted[j];
+    if constexpr (k >= 5) {  // a quad needs two pairs (dal/median.h Plan::has_quad)
+      if (quad_length > 0) {  // pairs 0 and 1 -> the trimmed quad, moved just before the other lists
+        median::run(quad.ops, quad.count, wires);
+        for (int32_t j = 0; j < quad_length; ++j) sorted[j] = wires[quad.outputs[j]];
+        window_wires = wires + 4 * plane_length - quad_length;
+        for (int32_t j = 0; j < quad_length; ++j) window_wires[j] = sorted[j];
+      }
     }
     median::run(window.ops, window.count, window_wires);
     out[v] = static_cast<scalar_t>(window_wires[window.outputs[0]]);
@@ -132,15 +153,25 @@ int blocks_for(int64_t items) {
   return static_cast<int>(std::max<int64_t>(1, std::min(wanted, cap)));
 }
 
+template <typename scalar_t, int32_t kK, int32_t kKz, typename Load>
+void launch_window(const Load& load, at::Tensor& out, const VolumeLayout& l) {
+  const DevicePlan& plan = device_plan(kKz, kK, out.device());
+  median_kernel<scalar_t, Load, kK, kKz><<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      load, out.mutable_data_ptr<scalar_t>(), l, plan.pairs, plan.quad_length, plan.column, plan.plane, plan.pair,
+      plan.quad, plan.window);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 template <typename scalar_t, typename Load>
 void launch_median(const Load& load, at::Tensor& out, const VolumeLayout& l, int64_t kernel_size) {
-  const int32_t k = static_cast<int32_t>(kernel_size), kz = l.dims == 3 ? k : 1;
-  const median::Plan plan = median::make_plan(kz, k, k);
-  const DevicePlan device_plan = upload(plan, out.device());
-  median_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      load, out.mutable_data_ptr<scalar_t>(), l, k, kz, plan.pairs(), plan.quad_length, device_plan.column,
-      device_plan.plane, device_plan.pair, device_plan.quad, device_plan.window);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  static_assert(median::kMaxKernel == 7, "launch_median instantiates the windows up to 7");
+  const bool is_3d = l.dims == 3;
+  switch (kernel_size) {  // check_kernel_size: odd, 1 to median::kMaxKernel
+    case 1: return launch_window<scalar_t, 1, 1>(load, out, l);
+    case 3: return is_3d ? launch_window<scalar_t, 3, 3>(load, out, l) : launch_window<scalar_t, 3, 1>(load, out, l);
+    case 5: return is_3d ? launch_window<scalar_t, 5, 5>(load, out, l) : launch_window<scalar_t, 5, 1>(load, out, l);
+    default: return is_3d ? launch_window<scalar_t, 7, 7>(load, out, l) : launch_window<scalar_t, 7, 1>(load, out, l);
+  }
 }
 
 at::Tensor median_filter_cuda(const at::Tensor& x_in, int64_t kernel_size) {

@@ -109,13 +109,7 @@ at::Tensor sobel_cuda(const at::Tensor& x_in, bool magnitude, bool normalized) {
 }
 
 at::Tensor sobel_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, bool magnitude, bool normalized) {
-  check_edge_input(x_in, "x");
-  check_floating(grad_in, "grad");
-  const std::vector<int64_t> out_shape = sobel_output_shape(x_in, magnitude);
-  TORCH_CHECK(grad_in.sizes() == at::IntArrayRef(out_shape), "grad must have the shape of sobel's output ",
-              at::IntArrayRef(out_shape), ", got ", grad_in.sizes());
-  TORCH_CHECK(grad_in.scalar_type() == x_in.scalar_type(), "grad must have the dtype of x (",
-              x_in.scalar_type(), "), got ", grad_in.scalar_type());
+  check_sobel_backward_args(grad_in, x_in, magnitude);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const at::Tensor grad = grad_in.contiguous();

@@ -20,7 +20,10 @@ def build_summary() -> str:
 
     devices = [d for d in ("cpu", "cuda") if any(ops.implementation(op, d) == "compiled" for op in ops.op_names())]
     cuda = f"CUDA {_build_info.CUDA_VERSION}" if _build_info.WITH_CUDA else "without CUDA"
-    return f"compiled ops: built {cuda} against torch {_build_info.TORCH_VERSION}; kernels for {', '.join(devices)}"
+    if _build_info.WITH_CUDA:
+        cuda += f" for {_build_info.CUDA_ARCH_LIST}"
+    cpu = f"; CPU Sobel kernel: {ops.cpu_kernel('sobel')}" if ops.cpu_kernel("sobel") else ""
+    return f"compiled ops: built {cuda} against torch {_build_info.TORCH_VERSION}; kernels for {', '.join(devices)}{cpu}"
 
 
 def _print_version(ctx: click.Context, _param, value: bool) -> None:

@@ -57,6 +57,15 @@ def implementation(op: str, device: str | torch.device = "cpu") -> str:
     return "compiled" if has_kernel(op, torch.device(device).type) else "reference"
 
 
+def cpu_kernel(op: str) -> str | None:
+    """Which compiled CPU kernel `dal.ops.<op>` runs on this machine: "avx512" where the float32
+    Sobel magnitude runs in AVX-512 registers (chosen at load from the capability torch reports;
+    DAL_PORTABLE=1 forces the portable one), else "portable"; None where the reference runs."""
+    if not has_kernel(op, "cpu"):
+        return None
+    return _C.SOBEL_CPU_KERNEL if op == "sobel" else "portable"
+
+
 def fallback_reason(device_type: str) -> str:
     if FORCE_REFERENCE:
         return "DAL_FORCE_REFERENCE=1"

@@ -179,7 +179,7 @@ def distance_maps(mask: np.ndarray, csf: np.ndarray, spacing) -> np.ndarray:
     ventricles = ndi.binary_opening((csf > 0.6) & (depth > 18))
     if not ventricles.any():  # a small or thin brain: its deepest CSF stands in
         ventricles = (csf > 0.5) & (depth >= np.percentile(depth[mask], 90)) if mask.any() else mask
-    to_ventricle = ndi.distance_transform_edt(~ventricles, sampling=spacing) if ventricles.any() else depth * 0 + 1e3
+    to_ventricle = ndi.distance_transform_edt(~ventricles, sampling=spacing) if ventricles.any() else np.full_like(depth, 1e3)
     return np.stack([depth, to_ventricle]).astype(np.float32)
 
 

@@ -30,6 +30,9 @@ class ModelConfig:
             anatomy, the ablation "without the edge restoration").
         second_view_grad: back-propagate through the anatomy of the second view too (costs one
             more U-Net backward per step; the first view's gradient suffices by default).
+        auxiliary_fraction: share of a training batch that the second view's anatomy, the
+            restoration and the cross-reconstruction and PHI losses see (1: the whole batch; the
+            self-reconstruction and the prior always see all of it).
         edge_dropout: largest fraction of the edge map's blocks zeroed while training the restoration.
         edge_dropout_block: side of a dropped block, pixels.
         anomaly_probability: chance that a training slice's anatomy gets simulated abnormal
@@ -59,6 +62,7 @@ class ModelConfig:
     onehot: bool = True
     restoration: bool = True
     second_view_grad: bool = False
+    auxiliary_fraction: float = 0.5
     edge_dropout: float = 0.5
     edge_dropout_block: int = 8
     anomaly_probability: float = 0.8
@@ -80,6 +84,8 @@ class ModelConfig:
             raise ValueError(f"model.classes: expected at least 2, got {self.classes}")
         if not self.tau > 0:
             raise ValueError(f"model.tau: expected a positive number, got {self.tau}")
+        if not 0 < self.auxiliary_fraction <= 1:
+            raise ValueError(f"model.auxiliary_fraction: expected a fraction in (0, 1], got {self.auxiliary_fraction}")
         for name in ("edge_dropout", "anomaly_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"model.{name}: expected a fraction in [0, 1], got {getattr(self, name)}")

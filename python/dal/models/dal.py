@@ -14,11 +14,15 @@ Choices made where the paper is silent, chosen to keep the training step cheap o
   channel per tissue) to anatomy logits, trained to rebuild ``A`` with random blocks of the edge
   map dropped, so it learns to fill regions from their surroundings. ``A_hat`` = one-hot of its
   logits; PHI = ``D(A_hat, z)``.
-- One training step: the anatomy of both views (only view 1 back-propagates unless
-  ``second_view_grad``), the imaging code of view 1, the decoder on three anatomies in one batch
-  (self-reconstruction of view 1, cross-reconstruction of view 1 from the anatomy of view 2, PHI
-  of view 1), the restoration once (view 1, from its anatomy with simulated abnormal regions
-  when ``anomaly_probability`` > 0). Losses: see :class:`~dal.models.config.LossConfig`.
+- One training step: the anatomy of view 1 and the imaging code of view 1 on the whole batch;
+  the terms that only regularise or train a second network on a random ``auxiliary_fraction`` of
+  it (the batch's first slices; slices come shuffled): the anatomy of view 2 (only view 1
+  back-propagates unless ``second_view_grad``), the restoration (from view 1's anatomy with
+  simulated abnormal regions when ``anomaly_probability`` > 0), and the decoder's cross-
+  reconstruction of view 1 from the anatomy of view 2 and PHI of view 1, decoded in one batch with
+  the self-reconstruction. Half the batch for those halves their cost, which is what keeps a DAL
+  step within twice a DAE step (``benchmarks/bench_models.py``). Losses: see
+  :class:`~dal.models.config.LossConfig`.
 """
 from __future__ import annotations
 
@@ -193,20 +197,22 @@ class DAL(nn.Module):
         """Losses of one training step on ``batch`` ("view1", "view2", optional "tissue"); the
         total is "loss"."""
         w, c = self.weights, self.config
-        view1, view2 = batch["view1"], batch["view2"]
+        view1 = batch["view1"]
+        part = max(1, round(view1.shape[0] * c.auxiliary_fraction))  # the auxiliary terms' slices
+        view2 = batch["view2"][:part]
         logits1 = self.anatomy_encoder(view1)
         with torch.set_grad_enabled(c.second_view_grad and torch.is_grad_enabled()):
             logits2 = self.anatomy_encoder(view2)
         anatomy1, anatomy2 = self.to_anatomy(logits1, noisy=True), self.to_anatomy(logits2, noisy=True)
         z1 = self.imaging_encoder(view1, anatomy1)  # view 2's code would serve no loss
-        out = {"invariance": invariance_loss(logits1, logits2)}
+        out = {"invariance": invariance_loss(logits1[:part], logits2)}
         if "tissue" in batch and w.prior > 0:
             out["prior"] = prior_loss(logits1, batch["tissue"])
             if c.second_view_grad:
-                out["prior"] = 0.5 * (out["prior"] + prior_loss(logits2, batch["tissue"]))
+                out["prior"] = 0.5 * (out["prior"] + prior_loss(logits2, batch["tissue"][:part]))
         layouts = [anatomy1, anatomy2]
         if c.restoration:
-            target = anatomy1.detach()
+            target = anatomy1[:part].detach()
             if self.training:
                 abnormal = simulate_anomalies(target, c.anomaly_probability, c.anomaly_regions)
                 edges = edge_dropout(self.edges(abnormal), c.edge_dropout, c.edge_dropout_block)
@@ -217,10 +223,11 @@ class DAL(nn.Module):
             layouts.append(self.to_anatomy(restored_logits))
         # The decoder's passes (self-reconstruction, cross-reconstruction, PHI) as one batch:
         # all decode with view 1's code, and one large convolution is cheaper than three.
-        decoded = self.decoder(torch.cat(layouts), z1.repeat(len(layouts), 1)).chunk(len(layouts))
+        codes = torch.cat([z1] + [z1[:part]] * (len(layouts) - 1))
+        decoded = self.decoder(torch.cat(layouts), codes).split([len(view1)] + [part] * (len(layouts) - 1))
         out["reconstruction"] = reconstruction_loss(decoded[0], view1)
-        out["cross"] = reconstruction_loss(decoded[1], view1)
-        out["phi"] = reconstruction_loss(decoded[2], view1) if c.restoration else out["reconstruction"]  # PHI = D(A, z)
+        out["cross"] = reconstruction_loss(decoded[1], view1[:part])
+        out["phi"] = reconstruction_loss(decoded[2], view1[:part]) if c.restoration else out["reconstruction"]  # PHI = D(A, z)
         out["loss"] = sum(getattr(w, name) * value for name, value in out.items())
         return out
 

@@ -5,15 +5,19 @@ happens at inference only (masked restoration passes, the anatomy disagreement t
         [--set scoring.disagreement=0.5 ...]
 
 The thresholds are kept as calibrated for IN: they no longer hold at their false-positive rates,
-so compare variants by AP, AUROC and best Dice (threshold-free), not by Dice at a threshold.
-Only settings that leave the weights' shapes alone make sense (inference switches).
+so compare variants by AP, AUROC and best Dice (threshold-free), not by Dice at a threshold;
+or give --recalibrate, which scores the checkpoint's own validation data again under the new
+settings and stores its thresholds and metrics (as `dal train` would have). Only settings that
+leave the weights' shapes alone make sense (inference switches). The training record is kept.
 """
 import argparse
+from pathlib import Path
 
 import yaml
 
 from dal.engine.checkpoint import load_checkpoint, save_checkpoint
 from dal.engine.config import Config
+from dal.engine.train import calibrate
 from dal.models import build_model
 
 
@@ -22,6 +26,8 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("target")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="compute the thresholds and validation metrics again under the new settings")
     args = parser.parse_args()
     checkpoint = load_checkpoint(args.source)
     overrides = {}
@@ -31,9 +37,14 @@ def main() -> None:
     config = Config.from_dict(checkpoint.config).replace(overrides)
     model = build_model(config.model, config.loss, config.preprocessing.shape)
     model.load_state_dict(checkpoint.model.state_dict())
+    thresholds, metrics = checkpoint.thresholds, checkpoint.metrics
+    if args.recalibrate:
+        metrics, thresholds = calibrate(model, config)
+        print(f"recalibrated: validation AP {metrics['ap']:.3f} (was {checkpoint.metrics.get('ap')}), thresholds {thresholds}")
+    training = {key: value for key, value in (checkpoint.training or {}).items() if key != "state"} or None
     save_checkpoint(args.target, model, model_kind=checkpoint.model_kind, config=config.to_dict(),
-                    preprocessing=checkpoint.preprocessing, thresholds=checkpoint.thresholds,
-                    metrics={**checkpoint.metrics, "variant_of": str(args.source), "variant": args.settings})
+                    preprocessing=checkpoint.preprocessing, thresholds=thresholds, training=training,
+                    metrics={**metrics, "variant_of": Path(args.source).name, "variant": args.settings})
     print(f"wrote {args.target}: {args.source} with {', '.join(args.settings) or 'nothing changed'}")
 
 

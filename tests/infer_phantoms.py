@@ -70,8 +70,10 @@ class ClippingOracle(nn.Module):
         return {"phi": x.clamp(max=self.ceiling)}
 
 
-def oracle_checkpoint(thresholds=THRESHOLDS) -> Checkpoint:
-    config = Config().to_dict()
+def oracle_checkpoint(thresholds=THRESHOLDS, polarity: str = "absolute") -> Checkpoint:
+    """The oracle as a checkpoint; its scoring counts both sides of the residual by default (the
+    phantom's lesion is bright whatever contrast a test calls it)."""
+    config = Config().replace({"scoring.polarity": polarity}).to_dict()
     return Checkpoint(model=ClippingOracle(), model_kind="oracle", config=config,
                       preprocessing=PREPROCESSING.to_dict(), thresholds=dict(thresholds), version="test")
 

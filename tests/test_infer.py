@@ -154,6 +154,22 @@ def test_out_of_distribution_scans_are_warned_about(tmp_path, oracle):
     assert oracle.predict(nib.Nifti1Image(scan, ras_affine()), contrast="flair").warnings == []
 
 
+def test_lesion_polarity_follows_the_contrast_and_old_checkpoints_score_both_sides(tmp_path):
+    scan, label, brain = phantom()  # a lesion brighter than the tissue
+    image = nib.Nifti1Image(scan, ras_affine())
+    detector = Detector(oracle_checkpoint(polarity="lesion"))
+    flair, t1 = detector.predict(image, mask=brain, contrast="flair"), detector.predict(image, mask=brain, contrast="t1")
+    assert dice(flair.lesions, label) > 0.7 and flair.warnings == []
+    assert t1.lesion_count == 0  # on T1 a lesion is darker than its PHI: a bright spot is not one
+    unknown = detector.predict(image, mask=brain)
+    assert dice(unknown.lesions, label) > 0.7 and any("contrast unknown" in w for w in unknown.warnings)
+    # A checkpoint from before the setting was calibrated on |x - PHI|, and is scored so.
+    old = oracle_checkpoint()
+    del old.config["scoring"]["polarity"]
+    assert Detector(old).polarity == "absolute"
+    assert dice(Detector(old).predict(image, mask=brain, contrast="t1").lesions, label) > 0.7
+
+
 def test_the_population_distance_is_the_median_score_over_the_healthy_calibration_one():
     scan, _, brain = phantom()
     checkpoint = oracle_checkpoint()

@@ -194,6 +194,22 @@ def test_second_view_gradient_is_optional():
     assert not torch.allclose(grads[False], grads[True])
 
 
+def test_auxiliary_terms_see_their_share_of_the_batch():
+    seen = {}
+    for fraction, expected in ((0.5, 4), (0.25, 2), (1.0, 8)):
+        torch.manual_seed(0)
+        model = DAL(ModelConfig(auxiliary_fraction=fraction, **TINY))
+        sizes = []
+        model.restorer.register_forward_hook(lambda _m, inputs, _out: sizes.append(inputs[0].shape[0]))
+        model.anatomy_encoder.register_forward_hook(lambda _m, inputs, _out: sizes.append(inputs[0].shape[0]))
+        losses = model(_batch(n=8))
+        assert sizes == [8, expected, expected]  # view 1, view 2, the restoration
+        seen[fraction] = losses["cross"].item()
+    assert len(set(seen.values())) == 3  # the cross term averages over different slices
+    with pytest.raises(ValueError, match="model.auxiliary_fraction"):
+        ModelConfig(auxiliary_fraction=0)
+
+
 def test_autoencoder_has_no_skip_path_and_dae_noise_is_coarse_and_masked():
     ae = AutoEncoder(ModelConfig(kind="ae", **TINY))
     assert not ae.net.skips and ae.net.squeeze is not None
@@ -270,6 +286,26 @@ def test_score_volume_finds_a_small_lesion_at_2mm_and_matches_residual_score():
     torch.testing.assert_close(out["score"], expected)
     erased = score_volume(model, volume, mask, spacing_mm=2.0, median_mm=10.0)["score"]
     assert erased.max() == 0  # the 5-voxel window erases it: why the kernel is in millimetres
+
+
+def test_lesion_polarity_scores_only_the_side_lesions_take():
+    from dal.engine.scoring import lesion_sign
+
+    shape = (24, 20, 18)
+    mask = np.zeros(shape, bool)
+    mask[2:22, 2:18, 2:16] = True
+    volume = np.where(mask, 0.5, 0).astype(np.float32)
+    volume[5:8, 5:8, 5:8] = 1.0     # brighter than the PHI: a FLAIR lesion
+    volume[15:18, 12:15, 10:13] = 0.1  # darker: a T1 lesion
+    score = {sign: score_volume(_Oracle(), volume, mask, spacing_mm=2.0, sign=sign)["score"] for sign in (None, 1, -1)}
+    bright, dark = (6, 6, 6), (16, 13, 11)
+    assert score[None][bright] > 0.4 and score[None][dark] > 0.3
+    assert score[1][bright] == score[None][bright] and score[1][dark] == 0
+    assert score[-1][dark] == score[None][dark] and score[-1][bright] == 0
+    assert lesion_sign("lesion", "t1", "dal") == -1 and lesion_sign("lesion", "flair", "dae") == 1
+    # Both sides where no direction is known: another contrast, the intensity baseline (no PHI), the old scoring.
+    assert lesion_sign("lesion", None, "dal") is None and lesion_sign("lesion", "dwi", "dal") is None
+    assert lesion_sign("lesion", "t1", "intensity") is None and lesion_sign("absolute", "t1", "dal") is None
 
 
 def test_score_volume_of_dal_returns_anatomy_labels_and_checks_shapes():

@@ -57,9 +57,12 @@ def test_every_model_trains_end_to_end_and_writes_a_loadable_run(tmp_path, cache
     best = load_checkpoint(run / "best.safetensors")
     assert best.model_kind == kind and set(best.thresholds) == {"fpr_0.01", "fpr_0.05"}
     assert best.thresholds["fpr_0.01"] >= best.thresholds["fpr_0.05"]
-    assert best.preprocessing == config.preprocessing.to_dict() and best.training is None
+    assert best.preprocessing == config.preprocessing.to_dict()
+    # What the weights cost, in both checkpoints: the best one is not resumable, so no state.
+    assert set(best.training) == {"seconds", "steps", "hardware", "init"} and best.training["steps"] in (4, 5)
+    assert best.training["seconds"] > 0 and len(best.training["hardware"]) == 1 and best.training["init"] is None
     last = load_checkpoint(run / "last.safetensors")
-    assert last.training["state"]["step"] == 5
+    assert last.training["state"]["step"] == 5 and last.training["steps"] == 5
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
 
 
@@ -150,12 +153,33 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, c
     assert at_kill.training["state"]["step"] == 4
     summary = train(config, tmp_path / "killed", resume=True, progress=False)
     assert summary["steps"] == 7
+    record = load_checkpoint(tmp_path / "killed" / "last.safetensors").training
+    assert record["steps"] == 7 and record["seconds"] > at_kill.training["seconds"]  # summed over the legs
+    assert record["hardware"] == at_kill.training["hardware"]  # one machine, named once
     whole, resumed = _weights(tmp_path / "whole" / "last.safetensors"), _weights(tmp_path / "killed" / "last.safetensors")
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], rtol=1e-5, atol=1e-6, msg=name)
     # The steps after the checkpoint really change the weights: the comparison can fail.
     early = at_kill.model.state_dict()
     assert any(not torch.allclose(early[n].float(), whole[n].float()) for n in whole if whole[n].is_floating_point())
+
+
+def test_init_starts_from_a_checkpoint_and_records_its_lineage(tmp_path, cache, capsys):
+    parent_config = tiny_config(cache, **{"model.kind": "dal", "train.max_steps": 3})
+    train(parent_config, tmp_path / "parent", progress=True)
+    assert "dal train: step 2/3: loss" in capsys.readouterr().out  # no terminal: a line per checkpoint, no bar
+    parent = load_checkpoint(tmp_path / "parent" / "best.safetensors")
+    child_config = parent_config.replace({"train.max_steps": 0, "train.init": str(tmp_path / "parent" / "best.safetensors"),
+                                          "train.seed": 5})
+    train(child_config, tmp_path / "child", progress=False)
+    assert "starting from the weights of" in capsys.readouterr().out
+    child = load_checkpoint(tmp_path / "child" / "best.safetensors")
+    for name, tensor in parent.model.state_dict().items():
+        torch.testing.assert_close(child.model.state_dict()[name], tensor, msg=name)  # no step: the parent's weights
+    init = child.training["init"]
+    assert init["checkpoint"] == "best.safetensors" and init["training"]["steps"] == parent.training["steps"]
+    with pytest.raises(TrainingError, match="train.init .*a dal checkpoint; this run trains ae"):
+        train(child_config.replace({"model.kind": "ae"}), tmp_path / "wrong", progress=False)
 
 
 def test_cli_trains_with_flags_over_the_yaml(tmp_path, cache):

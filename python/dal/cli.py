@@ -117,6 +117,8 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite, anato
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (from step 0 if it "
                                             "stopped before its first).")
 @click.option("--overwrite", is_flag=True, help="Discard the run in --out and start it again.")
+@click.option("--init", default=None, help="Start from the weights of this checkpoint (\"pretrained\": the shipped "
+                                          "default) instead of random ones, e.g. to fine-tune it on your own scans.")
 @click.option("--model", "model_kind", type=click.Choice(["dal", "ae", "dae", "intensity", "zscore"]), default=None,
               help="dal (default), ae (autoencoder), dae (denoising autoencoder), intensity (raw-intensity "
                    "thresholding: nothing to train, its thresholds are calibrated) or zscore (voxel-wise z-score "
@@ -131,7 +133,7 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite, anato
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option("--register", is_flag=True, default=None, help="Work in MNI152 space (affine registration).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data, contrast, val, config_path, out, resume, overwrite, model_kind, seed, max_steps, minutes, val_minutes,
+def train(data, contrast, val, config_path, out, resume, overwrite, init, model_kind, seed, max_steps, minutes, val_minutes,
           batch_size, device, threads, register, quiet):
     """Train DAL (or a baseline) on healthy scans; validate on labelled ones; keep the best
     checkpoint by validation AP, with thresholds at 1% and 5% false positives. Under torchrun,
@@ -145,7 +147,7 @@ def train(data, contrast, val, config_path, out, resume, overwrite, model_kind, 
         config = load_config(config_path)
         overrides = {"data.data": data, "data.contrast": contrast, "data.val": val, "model.kind": model_kind,
                      "train.seed": seed, "train.max_steps": max_steps, "train.minutes": minutes, "train.val_minutes": val_minutes,
-                     "train.batch_size": batch_size, "train.device": device, "train.threads": threads,
+                     "train.batch_size": batch_size, "train.device": device, "train.threads": threads, "train.init": init,
                      "preprocessing.register": register}
         config = config.replace({key: value for key, value in overrides.items() if value is not None})
     except ConfigError as error:

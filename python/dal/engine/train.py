@@ -7,6 +7,8 @@ Run folder (``--out``)::
     last.safetensors        resumable: weights, optimizer, RNG, step (every ``checkpoint_every``
                             steps and at each validation)
     best.safetensors        the weights with the best validation AP, with the thresholds
+    (both hold ``training``: seconds, steps and hardware so far, summed over resumed legs, and
+    the checkpoint the run started from with ``--init``, with its own ``training``)
     metrics.jsonl           one line per validation
     tensorboard/            scalars and image grids
 
@@ -21,9 +23,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +43,7 @@ from dal.data.preprocess import Preprocessor
 from dal.engine.checkpoint import load_checkpoint, save_checkpoint
 from dal.engine.config import Config
 from dal.engine.runs import TrainingError, prepare_run_folder, run_folder
-from dal.engine.scoring import score_volume
+from dal.engine.scoring import lesion_sign, score_volume
 from dal.engine.sources import (LabelledVolume, cache_folder, folder_training_volumes, folder_validation_volumes,
                                 synthetic_training_volumes, synthetic_validation_volumes, with_template_tissue)
 from dal.metrics import evaluate, threshold_at_fpr
@@ -56,6 +60,8 @@ class RunState:
     seconds: float = 0.0       # training time so far (steps and validations), across resumes
     best_ap: float = -math.inf
     best_step: int = -1
+    hardware: list[str] = field(default_factory=list)  # each leg's machine, once each
+    init: dict | None = None   # the checkpoint the weights started from, and its training
 
     def to_dict(self) -> dict:
         return {**vars(self), "best_ap": None if self.best_ap == -math.inf else self.best_ap}
@@ -65,6 +71,11 @@ class RunState:
         data = dict(data)
         data["best_ap"] = -math.inf if data.get("best_ap") is None else data["best_ap"]
         return cls(**data)
+
+    def record(self) -> dict:
+        """The checkpoint's ``training`` entry: what these weights cost."""
+        return {"seconds": round(self.seconds, 1), "steps": self.step, "hardware": list(self.hardware),
+                "init": self.init}
 
 
 # ------------------------------------------------------------------------------------ setup
@@ -97,6 +108,25 @@ def autocast_context(amp: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
 
 
+def hardware_description(device: torch.device, processes: int = 1) -> str:
+    """The machine a leg trains on, for the checkpoint: the GPU's name, or the CPU's model,
+    threads and the vector instructions torch uses."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        model = next((line.split(":", 1)[1].strip() for line in _cpu_info() if line.startswith("model name")),
+                     platform.processor() or platform.machine())
+        name = f"{model}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    return f"{processes} x {name}" if processes > 1 else name
+
+
+def _cpu_info() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def cpu_has_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -109,8 +139,11 @@ def _collate(items: list[dict], device: torch.device) -> dict[str, torch.Tensor]
 
 
 def _say(message: str, rank: int) -> None:
+    """A line of news; above the progress bar while there is one (tqdm.write), not glued to it."""
     if rank == 0:
-        print(f"dal train: {message}", flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(f"dal train: {message}", file=sys.stdout)
 
 
 def _load_data(config: Config, rank: int):
@@ -171,6 +204,29 @@ def _load_data(config: Config, rank: int):
     return train, val
 
 
+def _initial_weights(model: nn.Module, init: str, rank: int) -> dict:
+    """Load ``init``'s weights (a checkpoint path, or "pretrained") into ``model``; returns the
+    record of where they came from, with the training they had (for the checkpoint's lineage)."""
+    from dal.pretrained import default_checkpoint
+
+    path = default_checkpoint() if init == "pretrained" else Path(init)
+    parent = load_checkpoint(path)
+    if parent.model_kind != model.kind:
+        raise TrainingError(f"train.init {path}: a {parent.model_kind} checkpoint; this run trains {model.kind}")
+    try:
+        model.load_state_dict(parent.model.state_dict())
+    except RuntimeError as error:
+        raise TrainingError(f"train.init {path}: its weights do not fit this run's model settings "
+                            f"({str(error).splitlines()[0]})") from None
+    training = {k: v for k, v in (parent.training or {}).items() if k in ("seconds", "steps", "hardware", "init")}
+    history = (f"trained {training['steps']} steps in {training['seconds'] / 60:.0f} min" if training
+               else "no training record")
+    ap = parent.metrics.get("ap")
+    _say(f"starting from the weights of {path} ({history}; validation AP {'none' if ap is None else f'{ap:.3f}'})", rank)
+    return {"checkpoint": path.name, "dal_version": parent.version, "validation_ap": parent.metrics.get("ap"),
+            "training": training or None}
+
+
 # ------------------------------------------------------------------------------------ validation
 
 
@@ -184,7 +240,8 @@ def validate(model: nn.Module, volumes: list[LabelledVolume], config: Config, de
     for volume in volumes:
         out = score_volume(model, volume.image, volume.mask, spacing, median_mm=config.scoring.median_mm,
                            erode_mm=config.scoring.erode_mm, batch_size=config.scoring.batch_size, device=device,
-                           disagreement=config.scoring.disagreement)
+                           disagreement=config.scoring.disagreement,
+                           sign=lesion_sign(config.scoring.polarity, volume.contrast or None, config.model.kind))
         scored.append((volume, out))
     healthy = [(v, o) for v, o in scored if v.healthy]
     lesion = [(v, o) for v, o in scored if not v.healthy]
@@ -211,6 +268,15 @@ def validate(model: nn.Module, volumes: list[LabelledVolume], config: Config, de
     metrics.update({group: float(np.mean(values)) for group, values in sorted(groups.items())})
     example = max(lesion, key=lambda pair: int(pair[0].label.sum()))
     return metrics, thresholds, example
+
+
+def calibrate(model: nn.Module, config: Config, device: torch.device = torch.device("cpu")) -> tuple[dict, dict]:
+    """(metrics, thresholds) of a trained ``model`` on ``config``'s validation data, scored as
+    ``config.scoring`` says: what a checkpoint holds, computed again when a scoring setting
+    changes (``scripts/checkpoint_variant.py --recalibrate``)."""
+    _, volumes = _load_data(config, rank=0)
+    metrics, thresholds, _ = validate(model, volumes, config, device)
+    return metrics, thresholds
 
 
 def _image_grid(volume: LabelledVolume, scored: dict, classes: int) -> torch.Tensor:
@@ -292,6 +358,11 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
         _say(f"resuming {out} at step {state.step} (epoch {state.epoch})", rank)
     else:
         torch.manual_seed(tc.seed + 1000 * rank)  # noise and drop-out differ per process
+        if tc.init is not None:
+            state.init = _initial_weights(model, tc.init, rank)
+    leg_hardware = hardware_description(device, world)
+    if leg_hardware not in state.hardware:
+        state.hardware.append(leg_hardware)
     net = model
     if world > 1 and learns:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -306,17 +377,18 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
     model_kind = config.model.kind
     plain = config.to_dict()
 
-    def save(path, metrics=None, with_training=True):
+    def save(path, metrics=None, resumable=True):
         if rank != 0:
             return
         save_checkpoint(path, model, model_kind=model_kind, config=plain, preprocessing=config.preprocessing.to_dict(),
                         thresholds={k: v for k, v in thresholds.items() if k in FPRS}, metrics=metrics,
-                        optimizer=optimizer if with_training else None,
-                        training={"state": state.to_dict()} if with_training else None)
+                        optimizer=optimizer if resumable else None,
+                        training={**state.record(), "state": state.to_dict()} if resumable else state.record())
 
     def run_validation():
         nonlocal thresholds
         if rank == 0:
+            _say(f"step {state.step}: validating on {len(val_volumes)} volume(s)", rank)
             metrics, thresholds, example = validate(model, val_volumes, config, device)
             record = {"step": state.step, "epoch": state.epoch, "seconds": round(state.seconds, 1), **metrics,
                       **{f"threshold_{k}": v for k, v in thresholds.items()}}
@@ -330,7 +402,7 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
             ap = metrics["ap"] if metrics["ap"] is not None else -math.inf
             if ap > state.best_ap:
                 state.best_ap, state.best_step = ap, state.step
-                save(best_path, metrics, with_training=False)
+                save(best_path, metrics, resumable=False)
             _say(f"step {state.step}: validation AP {ap:.3f} (best {state.best_ap:.3f} at step {state.best_step})", rank)
             save(last_path, metrics)
         model.train()
@@ -341,11 +413,16 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
     if rank == 0 and progress:
         from tqdm import tqdm
 
+        # disable=None: no bar where stderr is no terminal (a log file), a line per checkpoint instead.
         bar = tqdm(total=tc.max_steps, initial=state.step, desc=f"dal train {model_kind}", unit="step",
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, disable=None)
+    if learns and tc.max_steps is None and tc.minutes is None:
+        _say("neither --max-steps nor --minutes: training runs until you stop it (Ctrl-C); last.safetensors keeps "
+             f"it resumable (every {tc.checkpoint_every or val_every} steps; --resume continues it)", rank)
     model.train()
     started = time.perf_counter() - state.seconds
     images_per_second = float("nan")
+    step_seconds, step_images = 0.0, 0  # this process's training steps only, for the summary's rate
     window_start, window_images = time.perf_counter(), 0
     last_validated = state.step if resume else -1
     validated_at = state.seconds
@@ -360,6 +437,7 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(tc.seed * 100003 + state.epoch))
         order = order[: steps_per_epoch * tc.batch_size * world].view(steps_per_epoch, world, tc.batch_size)[:, rank]
         for batch_index in range(state.position, steps_per_epoch):
+            step_started = time.perf_counter()
             batch = _collate([dataset[int(i)] for i in order[batch_index]], device)
             with autocast_context(tc.amp, device):
                 losses = net(batch)
@@ -372,6 +450,7 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
             state.seconds = time.perf_counter() - started
             window_images += tc.batch_size * world
             now = time.perf_counter()
+            step_seconds, step_images = step_seconds + now - step_started, step_images + tc.batch_size * world
             if now - window_start > 2.0:
                 images_per_second, window_start, window_images = window_images / (now - window_start), now, 0
             if rank == 0:
@@ -396,8 +475,15 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
                 run_validation()
                 last_validated = state.step
                 state.seconds = validated_at = time.perf_counter() - started
+                window_start, window_images = time.perf_counter(), 0  # the rate counts training alone
+                if bar is not None:
+                    bar.unpause()
             elif tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                 save(last_path)
+                if bar is None or bar.disable:
+                    limit = f"/{tc.max_steps}" if tc.max_steps else ""
+                    _say(f"step {state.step}{limit}: loss {float(losses['loss']):.4f}, {images_per_second:.0f} images/s, "
+                         f"{state.seconds / 60:.1f} min", rank)
             if stop:
                 break
     if last_validated != state.step:
@@ -407,7 +493,7 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
     if writer is not None:
         writer.close()
     summary = {"steps": state.step, "epochs": state.epoch, "seconds": round(state.seconds, 1),
-               "images_per_second": None if math.isnan(images_per_second) else round(images_per_second, 1),
+               "images_per_second": round(step_images / step_seconds, 1) if step_seconds > 0 else None,
                "best_ap": None if state.best_ap == -math.inf else state.best_ap, "best_step": state.best_step,
                "last": str(last_path), "best": str(best_path), "version": __version__}
     if rank == 0:

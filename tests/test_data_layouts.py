@@ -107,3 +107,11 @@ def test_missing_folder_and_missing_contrast(tmp_path):
                                          ("T2-FLAIR", "flair"), ("t2f", "flair"), ("PDw", "pd")])
 def test_contrast_aliases(alias, name):
     assert canonical_contrast(alias) == name
+
+
+def test_the_contrast_a_file_name_declares():
+    from dal.data.layouts import contrast_of_file
+
+    assert contrast_of_file("sub-01_ses-1_T2w.nii.gz") == "t2" and contrast_of_file("/d/case_flair.nii") == "flair"
+    assert contrast_of_file("BraTS-GLI-00000-000-t1n.nii.gz") == "t1" and contrast_of_file("scan.nii.gz") is None
+    assert contrast_of_file("case_seg.nii.gz") is None  # a role, not a contrast

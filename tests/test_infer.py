@@ -163,6 +163,8 @@ def test_lesion_polarity_follows_the_contrast_and_old_checkpoints_score_both_sid
     assert t1.lesion_count == 0  # on T1 a lesion is darker than its PHI: a bright spot is not one
     unknown = detector.predict(image, mask=brain)
     assert dice(unknown.lesions, label) > 0.7 and any("contrast unknown" in w for w in unknown.warnings)
+    named = detector.predict(save(tmp_path / "sub-01_T1w.nii.gz", scan), mask=brain)  # BIDS says T1
+    assert named.lesion_count == 0 and named.info["contrast"] == "t1" and named.warnings == []
     # A checkpoint from before the setting was calibrated on |x - PHI|, and is scored so.
     old = oracle_checkpoint()
     del old.config["scoring"]["polarity"]

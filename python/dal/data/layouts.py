@@ -97,6 +97,13 @@ def _split_role(stem: str) -> tuple[str, str | None]:
     return stem, None
 
 
+def contrast_of_file(path: str | os.PathLike) -> str | None:
+    """The contrast a scan's file name declares, as the layouts read it (``sub-01_T2w.nii.gz`` ->
+    ``t2``, ``case_flair.nii.gz`` -> ``flair``), or None."""
+    role = _split_role(nifti_stem(Path(path)))[1]
+    return role if role in CONTRASTS else None
+
+
 def _add(case: Case, role: str, path: Path) -> None:
     if role == "seg":
         case.label = case.label or path

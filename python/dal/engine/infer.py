@@ -46,6 +46,7 @@ import torch
 
 from dal._version import __version__
 from dal.data.io import DataError, Scan, image_like, load_mask, load_scan, nifti_stem, scan_from_image
+from dal.data.layouts import contrast_of_file
 from dal.data.outputs import OutputError, output_folder  # noqa: F401 (OutputError: also dal.engine.infer.OutputError)
 from dal.data.preprocess import PreprocessConfig, Preprocessor
 from dal.data.registration import register_to_mni
@@ -308,7 +309,9 @@ class Detector:
             mask: brain mask on the scan's grid (path, image or array); default: computed.
             fpr: the calibrated threshold to use: 0.01 or 0.05 false-positive voxels.
             threshold: a threshold of your own (overrides ``fpr``).
-            contrast: the scan's contrast (t1, t2, flair, pd), checked against the checkpoint's.
+            contrast: the scan's contrast (t1, t2, flair, pd), checked against the checkpoint's; it
+                sets the side of the residual that counts (``scoring.polarity``). Default: the one
+                the file name declares (``sub-01_T2w.nii.gz``, ``case_flair.nii.gz``), if any.
             name: the name of the outputs (default: the file name without its suffix).
 
         Raises:
@@ -327,6 +330,8 @@ class Detector:
             raise DataError(f"scan {scan.path or name or 'in memory'}: every voxel is {float(scan.data.min()):g}: "
                             "a constant volume, not a scan")
         brain_given = _as_mask(mask, scan)
+        if contrast is None and scan.path is not None:
+            contrast = contrast_of_file(scan.path)
         name = name or (nifti_stem(scan.path) if scan.path is not None else "scan")
         timings["read"] = time.perf_counter() - clock
 

@@ -51,7 +51,7 @@ from dal.data.outputs import OutputError, output_folder  # noqa: F401 (OutputErr
 from dal.data.preprocess import PreprocessConfig, Preprocessor
 from dal.data.registration import register_to_mni
 from dal.engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from dal.engine.scoring import lesion_sign, score_volume
+from dal.engine.scoring import POPULATION_KEY, lesion_sign, population_statistic, score_volume
 
 FPRS = (0.01, 0.05)
 DEFAULT_FPR = 0.01
@@ -391,15 +391,20 @@ class Detector:
             info=info)
 
     def population_distance(self, brain_scores: np.ndarray) -> float | None:
-        """How far a scan is from the training population: the median score over its brain, over
-        that of the checkpoint's healthy validation scans (``healthy_median_score``). About 1 for a
-        scan the model explains as well as healthy training data; a lesion moves the median little
-        (it is a small part of the brain), anatomy the model cannot rebuild moves all of it.
-        None for checkpoints calibrated before it was recorded."""
-        reference = (self.checkpoint.metrics or {}).get("healthy_median_score")
-        if not reference or not brain_scores.size:
+        """How far a scan is from the training population: the 90th percentile of the scores over
+        its brain, over that of the checkpoint's healthy validation scans
+        (:data:`~dal.engine.scoring.POPULATION_KEY`; the median, ``healthy_median_score``, in
+        checkpoints before it). About 1 for a scan the model explains as well as healthy training
+        data; a lesion moves it little (it is a small part of the brain), anatomy the model cannot
+        rebuild moves all of it. None for checkpoints calibrated before either was recorded."""
+        metrics = self.checkpoint.metrics or {}
+        if not brain_scores.size:
             return None
-        return float(np.median(brain_scores)) / float(reference)
+        if metrics.get(POPULATION_KEY):
+            return population_statistic(brain_scores) / float(metrics[POPULATION_KEY])
+        if metrics.get("healthy_median_score"):
+            return float(np.median(brain_scores)) / float(metrics["healthy_median_score"])
+        return None
 
     def _sign(self, contrast: str | None) -> int | None:
         return lesion_sign(self.polarity, contrast.lower() if contrast else None, self.checkpoint.model_kind)

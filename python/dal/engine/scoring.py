@@ -21,6 +21,18 @@ MAX_MEDIAN_VOXELS = 7  # the largest window dal.ops.median_filter takes
 LESION_SIGN = {"t1": -1, "t2": 1, "flair": 1, "pd": 1}
 
 
+# dal infer's population distance: this statistic of a scan's scores over its brain, over that of
+# the healthy validation scans (stored in the checkpoint's metrics under this key). The 90th
+# percentile: a one-sided residual is 0 over about half of a healthy brain, so its median says
+# nothing, and a lesion of a few percent of the brain moves the 90th percentile little.
+POPULATION_KEY = "healthy_p90_score"
+
+
+def population_statistic(brain_scores) -> float:
+    """The 90th percentile of the scores (any shape; the brain's voxels)."""
+    return float(np.quantile(np.asarray(brain_scores, dtype=np.float64), 0.9)) if np.size(brain_scores) else 0.0
+
+
 def lesion_sign(polarity: str, contrast: str | None, model_kind: str) -> int | None:
     """+1 (brighter than the PHI counts), -1 (darker) or None (both: ``|x - PHI|``) for a scan of
     ``contrast`` under ``scoring.polarity``. The intensity baseline has no PHI (its score is the

@@ -43,7 +43,7 @@ from dal.data.preprocess import Preprocessor
 from dal.engine.checkpoint import load_checkpoint, save_checkpoint
 from dal.engine.config import Config
 from dal.engine.runs import TrainingError, prepare_run_folder, run_folder
-from dal.engine.scoring import lesion_sign, score_volume
+from dal.engine.scoring import POPULATION_KEY, lesion_sign, population_statistic, score_volume
 from dal.engine.sources import (LabelledVolume, cache_folder, folder_training_volumes, folder_validation_volumes,
                                 synthetic_training_volumes, synthetic_validation_volumes, with_template_tissue)
 from dal.metrics import evaluate, threshold_at_fpr
@@ -250,8 +250,8 @@ def validate(model: nn.Module, volumes: list[LabelledVolume], config: Config, de
         thresholds = {key: threshold_at_fpr([o["score"] for _, o in healthy], fpr,
                                             [torch.from_numpy(v.mask) for v, _ in healthy]) for key, fpr in FPRS.items()}
         # What a healthy scan of the training kind leaves: dal infer's population distance is relative to it.
-        reference["healthy_median_score"] = float(np.median([float(o["score"][torch.from_numpy(v.mask)].median())
-                                                             for v, o in healthy]))
+        reference[POPULATION_KEY] = float(np.median([population_statistic(o["score"][torch.from_numpy(v.mask)].numpy())
+                                                      for v, o in healthy]))
     result = evaluate([o["score"] for _, o in lesion], [torch.from_numpy(v.label) for v, _ in lesion],
                       [torch.from_numpy(v.mask) for v, _ in lesion], threshold=thresholds.get("fpr_0.05"),
                       min_size=config.scoring.min_component_voxels)

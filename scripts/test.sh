@@ -10,7 +10,7 @@ echo "== dal_core C++ tests: configuring and building them (CMake), then running
 cmake -S . -B build/dal_core -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build/dal_core -j 2 | { grep --line-buffered -E '^\[ *[0-9]+%\] Built target' || true; } | sed -u 's/^/   /'
 ctest --test-dir build/dal_core --output-on-failure
-echo "== Python tests (pytest; about 10 minutes on 2 cores, one dot a test)"
+echo "== Python tests (pytest: a dot a test passed, s skipped, F failed)"
 .venv-test/bin/python -m pytest "$@"
 if .venv-test/bin/python -c 'from dal import ops; raise SystemExit(ops.cpu_kernel("sobel") != "avx512")'; then
   echo "== the Sobel tests again, on the portable CPU kernel (DAL_PORTABLE=1)"

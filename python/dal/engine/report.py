@@ -104,7 +104,7 @@ def overlay_figure(result, title: str | None = None, label: np.ndarray | None = 
     views = (("sagittal", 0, (1, 2)), ("coronal", 1, (0, 2)), ("axial", 2, (0, 1)))
     image = None
     for index, (view, axis, (across, up)) in enumerate(views):
-        axes = figure.add_axes((0.005 + index * 0.3, 0.1, 0.295, 0.8))
+        axes = figure.add_axes((0.005 + index * 0.3, 0.1, 0.295, 0.78))
         axes.set_axis_off()
         cut = [slice(None)] * 3
         cut[axis] = peak[axis]
@@ -119,7 +119,8 @@ def overlay_figure(result, title: str | None = None, label: np.ndarray | None = 
             if mask is not None and mask[plane].any():
                 axes.contour(mask[plane].T.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.0,
                              origin="lower")
-        axes.set_title(f"{view}, slice {peak[axis]}", color="white", fontsize=9)
+        figure.text(0.005 + index * 0.3 + 0.1475, 0.9, f"{view}, slice {peak[axis]}", color="white", fontsize=9,
+                    ha="center")  # one line for the three titles, whatever each panel's height
     bar_axes = figure.add_axes((0.915, 0.14, 0.015, 0.7))
     bar = figure.colorbar(image, cax=bar_axes, extend="max")
     bar.set_label(f"anomaly score, from the threshold {low:.3g} up", color="white", fontsize=8)

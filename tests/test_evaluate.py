@@ -110,6 +110,7 @@ def test_the_command_with_a_real_checkpoint(tmp_path, data):
     assert "3 volume(s), 2 with lesion" in result.stdout and "report:" in result.stdout
     assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "metrics.csv").exists()
     assert "no lesion label" in result.stderr
+    assert "dal evaluate: volume 3 of 3: c3_t1" in result.stderr and "\r" not in result.stderr  # a log: no bar
 
 
 def test_a_folder_without_labels_or_scans_is_a_clear_error(tmp_path):

@@ -210,7 +210,7 @@ def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None
                                             "pseudo-healthy image, scores, lesion mask, a threshold slider), offline.")
 @click.option("--bids-derivatives", is_flag=True,
               help="SCANS is one BIDS dataset: write BIDS derivatives into BIDS_ROOT/derivatives/dal (or --out), "
-                   "with BIDS names, JSON sidecars and dataset_description.json.")
+                   "with BIDS names, JSON sidecars and dataset_description.json (maps and sidecars only: no overlay).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run in --out.")
 @click.option("--verbose", "-v", is_flag=True, help="Print the time of each stage.")
 @click.pass_context
@@ -252,6 +252,9 @@ def infer(ctx, scans, checkpoint, out, masks, contrast, fpr, threshold, register
 
         if len(scans) != 1 or not Path(scans[0]).is_dir():
             raise click.BadParameter("give one BIDS dataset folder", param_hint="--bids-derivatives")
+        if report:
+            raise click.UsageError("--report goes without --bids-derivatives (a derivative dataset holds the maps "
+                                   "and their sidecars)")
         if ctx.get_parameter_source("out") is click.core.ParameterSource.DEFAULT:
             out = str(Path(scans[0]) / DERIVATIVE_FOLDER)
     names: dict[str, Path] = {}

@@ -198,7 +198,8 @@ def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None
               help="Brain mask on the scan's grid, one per scan, in order (default: computed).")
 @click.option("--contrast", default=None, help="The scans' contrast (t1, t2, flair, pd); picks one scan per case of a folder.")
 @click.option("--fpr", type=click.Choice(["0.01", "0.05"]), default="0.01", show_default=True,
-              help="Calibrated threshold of the lesion mask: 1% or 5% false-positive voxels on healthy scans.")
+              help="The calibrated threshold, at 1% or 5% false-positive voxels on healthy scans: the lesion mask, "
+                   "the overlay's outline and the start of its colour scale.")
 @click.option("--threshold", type=float, default=None, help="A score threshold of your own (overrides --fpr).")
 @click.option("--register", is_flag=True, help="Align each scan to MNI152 (affine) first; outputs come back to its grid.")
 @click.option("--device", default="auto", show_default=True,
@@ -368,7 +369,9 @@ def _report(bar, scan, result, written, verbose: bool) -> None:
 def evaluate(data, checkpoint, out, contrast, register, device, threads, no_overlays, overwrite):
     """Evaluate a checkpoint on labelled scans: per-volume AP, AUROC, best Dice, Dice at 1%/5%
     false positives, lesion-wise recall and false-positive lesions; their means (volumes with
-    lesion only) and pooled values; a CSV, a JSON and a self-contained HTML report."""
+    lesion only) and pooled values; a CSV, a JSON and a self-contained HTML report, whose
+    pictures and 3D viewer show each volume at dal infer's threshold (1% false positives) with
+    its label outlined."""
     from pathlib import Path
 
     from dal import Detector

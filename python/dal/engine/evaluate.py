@@ -252,7 +252,7 @@ def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contr
     if messages:
         sections.append(("Notes", "".join(f"<p class='warn'>{html.escape(m)}</p>" for m in messages)))
     if pictures:
-        low, high = colour_range(overlay_threshold)
+        high = colour_range(overlay_threshold)[1]
         rate = f"{float(overlay_key[4:]):.0%}" if overlay_key else None
         how = f"calibrated at {rate} false-positive voxels on healthy scans" if rate else "none calibrated: 0.5"
         story = (f"One threshold, {overlay_threshold:.3g} ({how}, dal infer's default), makes the lesion mask "

@@ -152,12 +152,11 @@ class DetectionResult:
         """The pseudo-healthy image in the scan's own data type where that is an integer one
         (scaled to its range by nibabel): no more precise than the scan it rebuilds, and a
         fraction of the size and writing time of float32; float32 for a float scan."""
-        stored = np.dtype(self.scan.header.get_data_dtype())
-        if stored.kind not in "iu":
-            return self._image(self.phi, np.float32)
         image = self._image(self.phi, np.float32)
-        image.set_data_dtype(stored)
-        image.header.set_slope_inter(np.nan, np.nan)  # nibabel picks the scaling that fits the values
+        stored = np.dtype(self.scan.header.get_data_dtype())
+        if stored.kind in "iu":
+            image.set_data_dtype(stored)
+            image.header.set_slope_inter(np.nan, np.nan)  # nibabel picks the scaling that fits the values
         return image
 
     @property
@@ -523,8 +522,9 @@ def count_lesions(lesions: np.ndarray, spacing_mm, merge_mm: float) -> int:
     if not lesions.any():
         return 0
     radius = np.floor(merge_mm / 2 / np.asarray(spacing_mm, float) + 1e-9).astype(int)
-    low = np.maximum(np.argwhere(lesions).min(0) - radius - 1, 0)
-    high = np.argwhere(lesions).max(0) + radius + 2
+    inside = np.argwhere(lesions)
+    low = np.maximum(inside.min(0) - radius - 1, 0)
+    high = inside.max(0) + radius + 2
     crop = lesions[tuple(slice(a, b) for a, b in zip(low, high))]  # dilating the box around the mask only
     if radius.any():
         grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]

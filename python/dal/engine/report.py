@@ -92,7 +92,8 @@ def overlay_figure(result, title: str | None = None, label: np.ndarray | None = 
     score = _ras(result.anomaly, affine)
     lesions = _ras(result.lesions, affine)
     truth = None if label is None else _ras(np.asarray(label) != 0, affine)
-    spacing = np.asarray(result.scan.spacing)[ornt[:, 0].astype(int)]
+    spacing = np.empty(3)
+    spacing[ornt[:, 0].astype(int)] = result.scan.spacing  # input axis i became axis ornt[i, 0]
     peak = np.unravel_index(int(np.argmax(score)), score.shape)
     low, high = colour_range(result.threshold)
     inside = scan[_ras(result.brain, affine)] if result.brain.any() else scan.ravel()
@@ -115,10 +116,11 @@ def overlay_figure(result, title: str | None = None, label: np.ndarray | None = 
         shown = np.ma.masked_less(score[plane].T, low)
         image = axes.imshow(shown, cmap=colours, origin="lower", vmin=low, vmax=high, aspect=aspect,
                             interpolation="nearest")
-        for mask, colour in ((lesions, LESION_COLOUR), (truth, LABEL_COLOUR)):
+        # the label dashed under the mask's solid line: where they agree, both stay visible
+        for mask, colour, style in ((truth, LABEL_COLOUR, "dashed"), (lesions, LESION_COLOUR, "solid")):
             if mask is not None and mask[plane].any():
                 axes.contour(mask[plane].T.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.0,
-                             origin="lower")
+                             linestyles=style, origin="lower")
         figure.text(0.005 + index * 0.3 + 0.1475, 0.9, f"{view}, slice {peak[axis]}", color="white", fontsize=9,
                     ha="center")  # one line for the three titles, whatever each panel's height
     bar_axes = figure.add_axes((0.915, 0.14, 0.015, 0.7))
@@ -129,7 +131,8 @@ def overlay_figure(result, title: str | None = None, label: np.ndarray | None = 
                       label=f"lesion mask: score >= {low:.3g}, components >= {result.info.get('min_lesion_voxels', 1)} "
                             "voxels")]
     if truth is not None:
-        handles.append(Line2D([], [], color=LABEL_COLOUR, linewidth=1.5, label="label (ground truth)"))
+        handles.append(Line2D([], [], color=LABEL_COLOUR, linewidth=1.5, linestyle="dashed",
+                              label="label (ground truth)"))
     handles.append(Line2D([], [], color=colours(0.5), linewidth=6,
                           label=f"colour: score {low:.3g} to {high:.3g} (x{COLOUR_SPAN:g} the threshold; "
                                 "below it, none)"))

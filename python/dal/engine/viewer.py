@@ -63,19 +63,19 @@ def scan_volumes(result, title: str, label: np.ndarray | None = None) -> dict:
     image, phi, score, brain = (np.asarray(space[k]) for k in ("image", "phi", "score", "mask"))
     inside = image[brain] if brain.any() else image.ravel()
     grey_high = float(np.percentile(inside, 99.8)) * 1.1 if inside.size else 1.0
-    low, high = colour_range(result.threshold)
-    score_high = max(float(score.max()), high)
+    score_high = max(float(score.max()), colour_range(result.threshold)[1])
     volumes = {
         "scan": nifti_base64(image, affine, high=grey_high)[0],
         "phi": nifti_base64(phi, affine, high=grey_high)[0],
     }
     volumes["score"], slope, inter = nifti_base64(score, affine, high=score_high)
-    volumes["lesions"] = nifti_base64((score >= result.threshold) & brain, affine, label=True)[0]
+    # the mask's voxels are set in the page, from the scores at the slider's threshold
+    volumes["lesions"] = nifti_base64(np.zeros(score.shape, bool), affine, label=True)[0]
     if label is not None:
         volumes["label"] = nifti_base64(label, affine, label=True)[0]
     peak = np.unravel_index(int(np.argmax(score)), score.shape)
     return {"title": title, "volumes": volumes, "grey": [0.0, grey_high], "threshold": float(result.threshold),
-            "threshold_how": threshold_how(result), "score_max": score_high, "score_step": slope,
+            "threshold_how": threshold_how(result), "score_max": score_high,
             "score_slope": slope, "score_inter": inter,
             "peak_mm": [float(v) for v in (affine @ np.array([*peak, 1.0]))[:3]]}
 
@@ -129,7 +129,7 @@ _SCRIPT = """
       score.cal_max = settings.span * t;
       const raw = score.img, mask = lesions.img;
       for (let i = 0; i < raw.length; i++) mask[i] = raw[i] * scan.score_slope + scan.score_inter >= t ? 1 : 0;
-      shown.textContent = t.toPrecision(3) + (Math.abs(t - scan.threshold) < scan.score_step / 2
+      shown.textContent = t.toPrecision(3) + (Math.abs(t - scan.threshold) < scan.score_slope / 2
         ? ' (' + scan.threshold_how + ')' : ' (chosen here; the outputs used ' + scan.threshold.toPrecision(3) + ')');
       nv.updateGLVolume();
     }
@@ -147,7 +147,7 @@ _SCRIPT = """
         if (!colormap) volume.setColormapLabel(settings.labels[name]);
         nv.addVolume(volume);
       }
-      slider.min = 0; slider.max = scan.score_max; slider.step = scan.score_step; slider.value = scan.threshold;
+      slider.min = 0; slider.max = scan.score_max; slider.step = scan.score_slope; slider.value = scan.threshold;
       nv.setAtlasOutline(1);  // label images (lesion mask, label) drawn as outlines
       setThreshold(scan.threshold);
       nv.scene.crosshairPos = nv.mm2frac(scan.peak_mm);

@@ -6,11 +6,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-venv.sh .venv-test --cuda-if-nvcc
-echo "== dal_core C++ tests (CTest)"
+echo "== dal_core C++ tests: configuring and building them (CMake), then running them (CTest)"
 cmake -S . -B build/dal_core -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build/dal_core -j 2 > /dev/null
+cmake --build build/dal_core -j 2 | { grep --line-buffered -E '^\[ *[0-9]+%\] Built target' || true; } | sed -u 's/^/   /'
 ctest --test-dir build/dal_core --output-on-failure
-echo "== Python tests (pytest)"
+echo "== Python tests (pytest: a dot a test passed, s skipped, F failed)"
 .venv-test/bin/python -m pytest "$@"
 if .venv-test/bin/python -c 'from dal import ops; raise SystemExit(ops.cpu_kernel("sobel") != "avx512")'; then
   echo "== the Sobel tests again, on the portable CPU kernel (DAL_PORTABLE=1)"

@@ -92,7 +92,14 @@ def test_csv_json_and_a_self_contained_html_report(oracle_report):
     images = re.findall(r"src='([^']*)'", page)
     assert len(images) == 1 + 3  # the precision-recall curves and one overlay per volume
     assert all(src.startswith("data:image/png;base64,") for src in images)
-    assert "http" not in page and "<table>" in page and "c4: no lesion label" in page
+    assert not re.search(r"""(src|href)=['"]?(https?:|//)""", page)  # nothing fetched: it opens offline
+    assert "<table>" in page and "c4: no lesion label" in page
+    viewer = json.loads(re.search(r"<script type='application/json' id='dal-viewer-data'>(.*?)</script>", page).group(1))
+    assert [scan["title"] for scan in viewer] == [f"{row['case']}_t1" for row in report["rows"]]
+    assert all({"scan", "phi", "score", "lesions", "label"} <= set(scan["volumes"]) for scan in viewer)
+    # one threshold story: the pictures use dal infer's (1%), and the report says so
+    assert viewer[0]["threshold"] == report["summary"]["thresholds"]["fpr_0.01"]
+    assert "One threshold, 0.3 (calibrated at 1% false-positive voxels" in page
 
 
 def test_the_command_with_a_real_checkpoint(tmp_path, data):
@@ -103,6 +110,7 @@ def test_the_command_with_a_real_checkpoint(tmp_path, data):
     assert "3 volume(s), 2 with lesion" in result.stdout and "report:" in result.stdout
     assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "metrics.csv").exists()
     assert "no lesion label" in result.stderr
+    assert "dal evaluate: volume 3 of 3: c3_t1" in result.stderr and "\r" not in result.stderr  # a log: no bar
 
 
 def test_a_folder_without_labels_or_scans_is_a_clear_error(tmp_path):

@@ -50,7 +50,8 @@ def run(*args):
 
 
 def visible(folder):
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    """The files in a folder (none when dal removed the folder it created and wrote nothing into)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
 
 
 def leftovers(folder):

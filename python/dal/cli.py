@@ -200,31 +200,40 @@ def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None
               help="Brain mask on the scan's grid, one per scan, in order (default: computed).")
 @click.option("--contrast", default=None, help="The scans' contrast (t1, t2, flair, pd); picks one scan per case of a folder.")
 @click.option("--fpr", type=click.Choice(["0.01", "0.05"]), default="0.01", show_default=True,
-              help="Calibrated threshold of the lesion mask: 1% or 5% false-positive voxels on healthy scans.")
+              help="The calibrated threshold, at 1% or 5% false-positive voxels on healthy scans: the lesion mask, "
+                   "the overlay's outline and the start of its colour scale.")
 @click.option("--threshold", type=float, default=None, help="A score threshold of your own (overrides --fpr).")
 @click.option("--register", is_flag=True, help="Align each scan to MNI152 (affine) first; outputs come back to its grid.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's choice).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Slices per forward pass.")
 @click.option("--no-overlay", is_flag=True, help="Do not draw NAME_overlay.png.")
+@click.option("--report", is_flag=True, help="Also write NAME_report.html: an interactive 3D viewer (NiiVue; scan, "
+                                            "pseudo-healthy image, scores, lesion mask, a threshold slider), offline.")
+@click.option("--bids-derivatives", is_flag=True,
+              help="SCANS is one BIDS dataset: write BIDS derivatives into BIDS_ROOT/derivatives/dal (or --out), "
+                   "with BIDS names, JSON sidecars and dataset_description.json (maps and sidecars only: no overlay).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run in --out.")
 @click.option("--verbose", "-v", is_flag=True, help="Print the time of each stage.")
-def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, device, threads, batch_size, no_overlay,
-          overwrite, verbose):
+@click.pass_context
+def infer(ctx, scans, checkpoint, out, masks, contrast, fpr, threshold, register, device, threads, batch_size,
+          no_overlay, report, bids_derivatives, overwrite, verbose):
     """Find lesions in SCANS (NIfTI files or folders). For each scan NAME writes, on its own voxel
     grid: NAME_anomaly.nii.gz (scores), NAME_phi.nii.gz (pseudo-healthy image), NAME_lesions.nii.gz
     (lesion mask), NAME_overlay.png and NAME.json (lesion volume, count, peak score, timings,
-    warnings). A scan that fails is reported on one line; the others go on; the exit code is 1
-    if any failed. Files in --out that dal did not write are never replaced."""
+    warnings). One threshold (--fpr, or --threshold) makes the lesion mask, its outline in the
+    overlay and the start of the overlay's colour scale. A scan that fails is reported on one
+    line; the others go on; the exit code is 1 if any failed. Files in --out that dal did not
+    write are never replaced."""
     import sys
     from pathlib import Path
-
-    from tqdm import tqdm
 
     from dal import Detector
     from dal.data.io import DataError, nifti_stem
     from dal.data.outputs import output_folder
     from dal.engine.infer import output_names
+    from dal.engine.progress import progress_bar
 
     if contrast is not None:
         from dal.data.layouts import canonical_contrast
@@ -241,10 +250,22 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
 
     jobs = _inputs(scans, masks, contrast)
     inputs = {p for scan, mask, _ in jobs for p in (scan, mask) if p is not None and Path(p).is_file()}
+    if bids_derivatives:
+        from dal.data.bids import DERIVATIVE_FOLDER
+
+        if len(scans) != 1 or not Path(scans[0]).is_dir():
+            raise click.BadParameter("give one BIDS dataset folder", param_hint="--bids-derivatives")
+        if report:
+            raise click.UsageError("--report goes without --bids-derivatives (a derivative dataset holds the maps "
+                                   "and their sidecars)")
+        if ctx.get_parameter_source("out") is click.core.ParameterSource.DEFAULT:
+            out = str(Path(scans[0]) / DERIVATIVE_FOLDER)
     names: dict[str, Path] = {}
     failed = 0
     with output_folder(out) as folder:  # locked for the batch
-        bar = tqdm(jobs, desc="dal infer", unit="scan", disable=len(jobs) < 2)
+        if bids_derivatives:
+            _write_dataset_description(folder, detector, overwrite)
+        bar = progress_bar(jobs, "dal infer", "scan", enabled=len(jobs) > 1)
         for scan, mask, problem in bar:
             name = nifti_stem(scan)
             if problem is None and name in names and names[name] != scan:
@@ -253,10 +274,23 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
             try:
                 if problem is not None:
                     raise DataError(problem)
-                folder.check(output_names(name, not no_overlay).values(), overwrite=overwrite,
-                             inputs=[*inputs, scan])  # before the work, not after it
+                if bids_derivatives:
+                    from dal.data.bids import derivative_names, sidecar_names
+
+                    relative, bids_names = derivative_names(scan, scans[0])
+                    target = Path(out) / relative
+                    with output_folder(target) as scan_folder:
+                        scan_folder.check([*bids_names.values(), *sidecar_names(bids_names)], overwrite=overwrite,
+                                          inputs=[*inputs, scan])
+                else:
+                    folder.check(output_names(name, not no_overlay, report).values(), overwrite=overwrite,
+                                 inputs=[*inputs, scan])  # before the work, not after it
                 result = detector.predict(scan, mask, fpr=float(fpr), threshold=threshold, contrast=contrast)
-                written = result.save(out, overlay=not no_overlay, protected=inputs, overwrite=overwrite)
+                if bids_derivatives:
+                    written = _save_bids(result, scan, scans[0], target, relative, bids_names, inputs, overwrite)
+                else:
+                    written = result.save(out, overlay=not no_overlay, report=report, protected=inputs,
+                                          overwrite=overwrite)
             except (DalError, ValueError) as error:
                 failed += 1
                 bar.write(f"error: {clip(str(error))}", file=sys.stderr)
@@ -274,6 +308,28 @@ def infer(scans, checkpoint, out, masks, contrast, fpr, threshold, register, dev
     if failed:
         click.echo(f"{failed} of {len(jobs)} scan(s) failed", err=True)
         raise SystemExit(1)
+
+
+def _write_dataset_description(folder, detector, overwrite: bool) -> None:
+    """dataset_description.json of the derivative dataset: written unless the same one is there."""
+    import json
+
+    from dal.data.bids import dataset_description
+
+    text = json.dumps(dataset_description(__version__, detector.checkpoint.path, detector.checkpoint.model_kind),
+                      indent=1)
+    path = folder.path / "dataset_description.json"
+    if folder.owner(path.name) is not None and path.is_file() and path.read_text() == text:
+        return
+    folder.write("dataset_description", {path.name: lambda tmp: tmp.write_text(text)}, overwrite=overwrite)
+
+
+def _save_bids(result, scan, root, target, relative, names, inputs, overwrite: bool):
+    """Write one scan's BIDS derivatives (maps and sidecars) into ``target``."""
+    from dal.data.bids import sidecars, source_uri
+
+    metadata, others = sidecars(result, relative, names, source_uri(scan, root))
+    return result.save(target, names=names, sidecars=others, metadata=metadata, protected=inputs, overwrite=overwrite)
 
 
 def _check_device(device: str) -> None:
@@ -307,14 +363,17 @@ def _report(bar, scan, result, written, verbose: bool) -> None:
               help="Folder for metrics.csv, metrics.json and report.html.")
 @click.option("--contrast", default=None, help="Evaluate only scans of this contrast (default: every scan).")
 @click.option("--register", is_flag=True, help="Align each scan to MNI152 (affine) first.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's choice).")
 @click.option("--no-overlays", is_flag=True, help="Leave the overlays out of the report.")
 @click.option("--overwrite", is_flag=True, help="Replace the reports of an earlier evaluation in --out.")
 def evaluate(data, checkpoint, out, contrast, register, device, threads, no_overlays, overwrite):
     """Evaluate a checkpoint on labelled scans: per-volume AP, AUROC, best Dice, Dice at 1%/5%
     false positives, lesion-wise recall and false-positive lesions; their means (volumes with
-    lesion only) and pooled values; a CSV, a JSON and a self-contained HTML report."""
+    lesion only) and pooled values; a CSV, a JSON and a self-contained HTML report, whose
+    pictures and 3D viewer show each volume at dal infer's threshold (1% false positives) with
+    its label outlined."""
     from pathlib import Path
 
     from dal import Detector

@@ -10,13 +10,26 @@ The pieces the rest of dal uses:
 - :class:`SliceDataset`, :func:`synthetic_volumes`, :func:`load_volumes`, :class:`Augmentation`;
 - :func:`generate_case`, :func:`generate_healthy`, :func:`write_dataset` (``dal.data.synthetic``).
 """
-from dal.data.augment import Augmentation
-from dal.data.dataset import ModelVolume, SliceDataset, load_volumes, synthetic_volumes
-from dal.data.io import DataError, Scan, load_mask, load_scan, load_tissue, save_nifti
-from dal.data.layouts import Case, find_cases
-from dal.data.preprocess import GridState, Preprocessed, PreprocessConfig, Preprocessor
-from dal.data.registration import AffineRegistration, register_to_mni
-from dal.data.synthetic import CONTRASTS, LESIONS, SyntheticCase, generate_case, generate_healthy, write_dataset
+import importlib
+
+# Lazy: importing one module of dal.data (dal.data.io, for dal infer) must not import them all
+# (SimpleITK, scikit-image and the synthetic generator cost seconds that dal infer never uses).
+_HOMES = {
+    "Augmentation": "augment", "ModelVolume": "dataset", "SliceDataset": "dataset", "load_volumes": "dataset",
+    "synthetic_volumes": "dataset", "DataError": "io", "Scan": "io", "load_mask": "io", "load_scan": "io",
+    "load_tissue": "io", "save_nifti": "io", "Case": "layouts", "find_cases": "layouts", "GridState": "preprocess",
+    "Preprocessed": "preprocess", "PreprocessConfig": "preprocess", "Preprocessor": "preprocess",
+    "AffineRegistration": "registration", "register_to_mni": "registration", "CONTRASTS": "synthetic",
+    "LESIONS": "synthetic", "SyntheticCase": "synthetic", "generate_case": "synthetic",
+    "generate_healthy": "synthetic", "write_dataset": "synthetic",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"dal.data.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'dal.data' has no attribute {name!r}")
+
 
 __all__ = [
     "AffineRegistration", "Augmentation", "CONTRASTS", "Case", "DataError", "GridState", "LESIONS", "ModelVolume",

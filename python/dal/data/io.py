@@ -19,6 +19,7 @@ from dal.errors import DalError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MAX_VOXELS = 512 ** 3  # 0.5 GB as float32: a whole head at 0.2 mm; more is a corrupt or hostile header
 GZIP_MAX_RATIO = 1032  # deflate's limit: no .gz file expands to more than this many times its size
+NIFTI_GZIP_LEVEL = 1  # nibabel's default too: 3 to 5 times faster than zlib's 6, for 5-10% larger maps
 
 
 class DataError(DalError, ValueError):
@@ -230,6 +231,14 @@ def load_tissue(path: str | os.PathLike, reference: Scan | None = None) -> np.nd
                                   or not np.allclose(image.affine, reference.affine, atol=1e-3)):
         raise DataError(f"{where}: not on the grid of the scan {reference.path}")
     return np.ascontiguousarray(np.moveaxis(data, -1, 0))
+
+
+def nifti_gz_bytes(image: nib.Nifti1Image) -> bytes:
+    """``image`` as the bytes of a ``.nii.gz`` file: gzip level NIFTI_GZIP_LEVEL, no time stamp in
+    the gzip header (the same map makes the same file)."""
+    import gzip
+
+    return gzip.compress(image.to_bytes(), compresslevel=NIFTI_GZIP_LEVEL, mtime=0)
 
 
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,

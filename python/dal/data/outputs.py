@@ -311,6 +311,8 @@ def output_folder(path: str | os.PathLike, what: str = "output folder"):
     """Create, lock and open the output folder ``path`` (see the module docstring) for the
     ``with`` block; within one process, opening it again gives the same :class:`OutputFolder`.
 
+    A folder this call created is removed again at the end of the block if nothing is left in it.
+
     Raises:
         OutputError: ``path`` is not a folder dal can write (the message names it and why).
         dal.data.locks.FolderInUse: another process writes it.
@@ -319,6 +321,7 @@ def output_folder(path: str | os.PathLike, what: str = "output folder"):
     try:
         if path.exists() and not path.is_dir():
             raise OutputError(f"{what} {path}: exists and is not a folder")
+        created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{what} {path}: cannot be created: {os_error_line(error, path)}") from None
@@ -341,3 +344,14 @@ def output_folder(path: str | os.PathLike, what: str = "output folder"):
     finally:
         _open.pop(key, None)
         lock.__exit__(None, None, None)
+        if created:
+            _remove_if_empty(path)
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove the folder ``path`` if nothing is in it: a command that created its ``--out`` and
+    then failed, or wrote nothing, leaves no empty folder behind."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty (or gone): it stays

@@ -17,7 +17,8 @@ lesion type (the lesion type is known for ``dal synth`` folders).
 
 Outputs in ``out``: ``metrics.csv`` (one row per volume), ``metrics.json`` (rows, means, pooled
 values, groups, what entered each mean), ``report.html`` (the table, the precision-recall
-curves, one overlay per volume; self-contained).
+curves, a 3D viewer (:mod:`dal.engine.viewer`) and one overlay per volume with its label
+outlined, all at dal infer's threshold; self-contained).
 """
 from __future__ import annotations
 
@@ -27,17 +28,18 @@ import io
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dal.data.io import DataError, load_mask
 from dal.data.layouts import find_cases
 from dal.data.outputs import OutputError, OutputFolder, output_folder
 from dal.engine.checkpoint import CheckpointError
-from dal.engine.infer import FPRS, Detector, threshold_key
+from dal.engine.infer import DEFAULT_FPR, FPRS, Detector, threshold_key
+from dal.engine.progress import progress_bar
 from dal.metrics import evaluate, ranked_counts
 
 METRIC_COLUMNS = ["average_precision", "auroc", "best_dice", "dice_fpr_0.01", "dice_fpr_0.05",
@@ -45,6 +47,16 @@ METRIC_COLUMNS = ["average_precision", "auroc", "best_dice", "dice_fpr_0.01", "d
 COLUMNS = ["case", "contrast", "lesion_type", "lesion_voxels", *METRIC_COLUMNS, "lesions",
            "false_positive_lesions_fpr_0.01", "false_positive_lesions_fpr_0.05", "warnings"]
 PR_POINTS = 400  # points kept per precision-recall curve in the report
+# The report's table: fewer columns than metrics.csv (lesion counts, warnings stay in the CSV) and
+# headers in words; the CSV's column names are in each header's tooltip.
+TABLE_COLUMNS = ["case", "contrast", "lesion_type", "lesion_voxels", *METRIC_COLUMNS,
+                 "false_positive_lesions_fpr_0.01", "false_positive_lesions_fpr_0.05"]
+HEADERS = {"case": "case", "contrast": "contrast", "lesion_type": "lesion", "lesion_voxels": "lesion voxels",
+           "lesion_volumes": "volumes with lesion", "group": "group",
+           "average_precision": "AP", "auroc": "AUROC", "best_dice": "best Dice", "dice_fpr_0.01": "Dice 1% FPR",
+           "dice_fpr_0.05": "Dice 5% FPR", "lesion_recall_fpr_0.01": "lesions found 1% FPR",
+           "lesion_recall_fpr_0.05": "lesions found 5% FPR", "false_positive_lesions_fpr_0.01": "false lesions 1% FPR",
+           "false_positive_lesions_fpr_0.05": "false lesions 5% FPR"}
 REPORTS = ("metrics.csv", "metrics.json", "report.html")
 
 
@@ -117,8 +129,9 @@ def evaluate_folder(detector: Detector, data: str | os.PathLike, out: str | os.P
 
 def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contrast: str | None, overlays: bool,
               progress: bool, overwrite: bool) -> dict:
-    from dal.engine.report import html_image, html_report, html_table, overlay_figure, png_base64, \
+    from dal.engine.report import colour_range, html_image, html_report, html_table, overlay_figure, png_base64, \
         precision_recall_figure
+    from dal.engine.viewer import scan_volumes, viewer_section
 
     cases = find_cases(root, contrast)
     lesion_types = _lesion_types(root)
@@ -136,16 +149,21 @@ def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contr
             thresholds[threshold_key(fpr)] = detector.threshold(fpr)
         except CheckpointError as error:
             notes.append(str(error))
-    overlay_key = "fpr_0.05" if "fpr_0.05" in thresholds else next(iter(thresholds), None)
-    overlay_threshold = thresholds.get(overlay_key, 0.5)  # the overlays need one; 0.5 when none is calibrated
+    # The pictures' one threshold: dal infer's default (1% false positives), so that a volume looks
+    # here as dal infer draws it; 0.5 when the checkpoint has none calibrated.
+    overlay_key = threshold_key(DEFAULT_FPR) if threshold_key(DEFAULT_FPR) in thresholds else next(iter(thresholds), None)
+    overlay_threshold = thresholds.get(overlay_key, 0.5)
 
-    scores, labels, masks, rows, failures, pictures, curves = [], [], [], [], [], [], {}
-    for case, key in tqdm(jobs, desc="dal evaluate", unit="scan", disable=not progress):
+    scores, labels, masks, rows, failures, pictures, curves, viewed = [], [], [], [], [], [], {}, []
+    plain = progress and not sys.stderr.isatty()  # a log gets one line a volume instead of a bar
+    for number, (case, key) in enumerate(progress_bar(jobs, "dal evaluate", "scan", enabled=progress), 1):
         name = f"{case.id}_{key}"
+        if plain:
+            print(f"dal evaluate: volume {number} of {len(jobs)}: {name}", file=sys.stderr, flush=True)
         try:
             scan_path = case.image(key)
-            result = detector.predict(scan_path, case.mask, threshold=overlay_threshold,
-                                      contrast=key if key != "scan" else None, name=name)
+            at = {"fpr": float(overlay_key[4:])} if overlay_key else {"threshold": overlay_threshold}
+            result = detector.predict(scan_path, case.mask, contrast=key if key != "scan" else None, name=name, **at)
             label = load_mask(case.label, result.scan, kind="label", allow_zero=True)
         except (DataError, OutputError) as error:
             failures.append(str(error))
@@ -161,7 +179,8 @@ def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contr
         if int(rows[-1]["lesion_voxels"]) > 0:
             curves[name] = _pr_curve(scores[-1], labels[-1], masks[-1])
         if overlays and folder is not None:
-            pictures.append((name, png_base64(overlay_figure(result, title=name), facecolor="black")))
+            pictures.append((name, png_base64(overlay_figure(result, title=name, label=label), facecolor="black")))
+            viewed.append(scan_volumes(result, name, label=label_model))
     if not rows:
         raise DataError(f"data folder {root}: no scan could be evaluated: " + " | ".join(failures))
 
@@ -222,17 +241,30 @@ def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contr
     sections = [
         ("Summary", "<p class='note'>" + summary["note"] + "; " + summary["space"] + ".</p>"
          + html_table(summary_rows, ["metric", "value"])),
-        ("Per volume", html_table(report["rows"], COLUMNS)),
+        ("Per volume", "<p class='note'>FPR: the checkpoint's threshold calibrated at 1% or 5% false-positive "
+                       "voxels on healthy scans. Every column, by its name in metrics.csv, is in its header's "
+                       "tooltip.</p>" + html_table(report["rows"], TABLE_COLUMNS, HEADERS)),
         ("Per contrast and lesion type (means over volumes with lesion)",
-         html_table(group_rows, ["group", "lesion_volumes", *METRIC_COLUMNS])),
+         html_table(group_rows, ["group", "lesion_volumes", *METRIC_COLUMNS], HEADERS)),
         ("Precision-recall curves", html_image(png_base64(precision_recall_figure(curves, "pooled (all volumes)")),
                                                "voxel level, inside the brain mask")),
     ]
     if messages:
         sections.append(("Notes", "".join(f"<p class='warn'>{html.escape(m)}</p>" for m in messages)))
     if pictures:
-        sections.append((f"Overlays (lesions outlined at threshold {overlay_key or 'none calibrated: 0.5'})",
-                         "".join(html_image(data, name) for name, data in pictures)))
+        high = colour_range(overlay_threshold)[1]
+        rate = f"{float(overlay_key[4:]):.0%}" if overlay_key else None
+        how = f"calibrated at {rate} false-positive voxels on healthy scans" if rate else "none calibrated: 0.5"
+        story = (f"One threshold, {overlay_threshold:.3g} ({how}, dal infer's default), makes the lesion mask "
+                 f"(cyan outline) and starts the colour scale, which runs from it to {high:.3g} in every panel and "
+                 "every volume, so that they compare; the label (ground truth) is outlined in green. A healthy "
+                 f"scan is expected to have about {rate or 'some'} of its brain "
+                 "coloured: that is what the threshold was calibrated to. Lesions are counted as dal infer counts "
+                 "them (components closer than the scoring's median window are one lesion); the table's "
+                 "false-positive lesions count components, as the evaluation protocol does.")
+        sections.append(("3D viewer", viewer_section(viewed)))
+        sections.append(("Overlays", f"<p class='note'>{html.escape(story)}</p>"
+                         + "".join(html_image(data, name) for name, data in pictures)))
     texts = dict(zip(REPORTS, (table.getvalue(), json.dumps(report, indent=1, allow_nan=False),
                                html_report(f"dal evaluate: {root}", sections))))
     folder.write("evaluation", {name: (lambda tmp, text=text: tmp.write_text(text)) for name, text in texts.items()},

@@ -19,7 +19,11 @@ Choices written down here:
   the checkpoint's ``scoring.min_component_voxels`` model voxels, converted to a volume: the
   same post-processing as the honest Dice of the evaluation protocol.
 - The threshold is the checkpoint's, calibrated on healthy validation volumes at 1% (default) or
-  5% false-positive voxels, unless one is given.
+  5% false-positive voxels, unless one is given. It is the one threshold of every output: the
+  mask, the overlay's outline and the start of its colour scale.
+- The lesion count: components of the mask closer than the scoring's median window
+  (``scoring.median_mm``, 5 mm) count as one lesion (:func:`count_lesions`); the JSON gives the
+  plain component count too (``lesion_components``).
 - Out-of-distribution warnings (the map is still written, with the warning in ``NAME.json``): more
   than half of the brain above the threshold (a calibrated threshold flags about 1-5% of a
   healthy brain), or more than 2% of brain voxels with an intensity outside ``[-0.25, 4] x`` the
@@ -49,7 +53,6 @@ from dal.data.io import DataError, Scan, image_like, load_mask, load_scan, nifti
 from dal.data.layouts import contrast_of_file
 from dal.data.outputs import OutputError, output_folder  # noqa: F401 (OutputError: also dal.engine.infer.OutputError)
 from dal.data.preprocess import PreprocessConfig, Preprocessor
-from dal.data.registration import register_to_mni
 from dal.engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from dal.engine.scoring import POPULATION_KEY, lesion_sign, population_statistic, score_volume
 
@@ -59,13 +62,17 @@ OOD_FLAGGED_FRACTION = 0.5
 OOD_INTENSITY_RANGE = (-0.25, 4.0)  # times the preprocessing's norm_target
 OOD_INTENSITY_FRACTION = 0.02
 OOD_RESIDUAL_RATIO = 2.0  # the scan's median score in the brain over that of the healthy validation scans
-OUTPUT_SUFFIXES = ("_anomaly.nii.gz", "_phi.nii.gz", "_lesions.nii.gz", "_overlay.png", ".json")
+OUTPUT_SUFFIXES = {"anomaly": "_anomaly.nii.gz", "phi": "_phi.nii.gz", "lesions": "_lesions.nii.gz",
+                   "overlay": "_overlay.png", "report": "_report.html", "json": ".json"}
 NEAR_CONSTANT_SPREAD = 0.02  # the spread of brain intensities, relative to their median, below which a scan is not one
 
 
-def output_names(name: str, overlay: bool = True) -> dict[str, str]:
-    """Suffix -> the file name of each output of the scan ``name``."""
-    return {suffix: f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES if overlay or suffix != "_overlay.png"}
+def output_names(name: str, overlay: bool = True, report: bool = False) -> dict[str, str]:
+    """Role ("anomaly", "phi", "lesions", "overlay", "report", "json") -> the file name of each
+    output of the scan ``name``: the overlay unless ``overlay`` is False, the HTML report (the 3D
+    viewer) with ``report``."""
+    wanted = {"overlay": overlay, "report": report}
+    return {role: f"{name}{suffix}" for role, suffix in OUTPUT_SUFFIXES.items() if wanted.get(role, True)}
 
 
 def threshold_key(fpr: float) -> str:
@@ -143,7 +150,15 @@ class DetectionResult:
 
     @property
     def phi_image(self) -> nib.Nifti1Image:
-        return self._image(self.phi, np.float32)
+        """The pseudo-healthy image in the scan's own data type where that is an integer one
+        (scaled to its range by nibabel): no more precise than the scan it rebuilds, and a
+        fraction of the size and writing time of float32; float32 for a float scan."""
+        image = self._image(self.phi, np.float32)
+        stored = np.dtype(self.scan.header.get_data_dtype())
+        if stored.kind in "iu":
+            image.set_data_dtype(stored)
+            image.header.set_slope_inter(np.nan, np.nan)  # nibabel picks the scaling that fits the values
+        return image
 
     @property
     def lesions_image(self) -> nib.Nifti1Image:
@@ -171,44 +186,65 @@ class DetectionResult:
             **self.info,
         }
 
-    def save(self, out: str | os.PathLike, *, overlay: bool = True, protected=(), overwrite: bool = False
-             ) -> dict[str, Path]:
+    def save(self, out: str | os.PathLike, *, overlay: bool = True, report: bool = False, protected=(),
+             overwrite: bool = False, names: dict[str, str] | None = None,
+             sidecars: dict[str, dict] | None = None, metadata: dict | None = None) -> dict[str, Path]:
         """Write ``NAME_anomaly.nii.gz``, ``NAME_phi.nii.gz``, ``NAME_lesions.nii.gz``,
-        ``NAME_overlay.png`` (unless ``overlay`` is False) and ``NAME.json`` into ``out``, all or
-        none (:mod:`dal.data.outputs`). No output may replace a file of ``protected`` (the input
-        scans and masks), the scan itself, or any file dal did not write in ``out``; outputs of an
-        earlier run are replaced only with ``overwrite``.
+        ``NAME_overlay.png`` (unless ``overlay`` is False), ``NAME_report.html`` (the 3D viewer,
+        with ``report``) and ``NAME.json`` into ``out``, all or none (:mod:`dal.data.outputs`). No
+        output may replace a file of ``protected`` (the input scans and masks), the scan itself,
+        or any file dal did not write in ``out``; outputs of an earlier run are replaced only with
+        ``overwrite``. The maps are compressed in threads (zlib lets go of the GIL) while the
+        overlay is drawn.
+
+        Args:
+            names: role -> file name, instead of :func:`output_names` (the BIDS derivative names).
+            sidecars: more files of the group: file name -> the JSON it holds.
+            metadata: fields added to the JSON summary (a BIDS sidecar's).
+
+        Returns:
+            Role (or sidecar name) -> the path written.
 
         Raises:
             OutputError: ``out`` is not a usable folder, or an output may not be written there.
         """
-        names = output_names(self.name, overlay)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from dal.data.io import nifti_gz_bytes
+
+        names = dict(names or output_names(self.name, overlay, report))
         inputs = [*protected, *([self.scan.path] if self.scan.path is not None else [])]
         started = time.perf_counter()
-        writers = {
-            names["_anomaly.nii.gz"]: lambda tmp: nib.save(self.anomaly_image, str(tmp)),
-            names["_phi.nii.gz"]: lambda tmp: nib.save(self.phi_image, str(tmp)),
-            names["_lesions.nii.gz"]: lambda tmp: nib.save(self.lesions_image, str(tmp)),
-        }
-        if overlay:
-            from dal.engine.report import save_overlay
+        maps = {"anomaly": lambda: self.anomaly_image, "phi": lambda: self.phi_image,
+                "lesions": lambda: self.lesions_image}
+        with ThreadPoolExecutor(max_workers=len(maps)) as pool:
+            encoded = {role: pool.submit(lambda image=image: nifti_gz_bytes(image()))
+                       for role, image in maps.items() if role in names}
+            writers = {names[role]: (lambda tmp, done=done: tmp.write_bytes(done.result()))
+                       for role, done in encoded.items()}
+            if "overlay" in names:
+                from dal.engine.report import save_overlay
 
-            writers[names["_overlay.png"]] = lambda tmp: save_overlay(self, tmp)
+                writers[names["overlay"]] = lambda tmp: save_overlay(self, tmp)
+            if "report" in names:
+                from dal.engine.viewer import viewer_page
 
-        def write_json(tmp: Path) -> None:  # last: its timings include the writing of the others
-            self.timings["write"] = time.perf_counter() - started
-            summary = {**self.summary(), "outputs": {_role(k): v for k, v in names.items()}}
-            tmp.write_text(json.dumps(summary, indent=1, allow_nan=False))
+                writers[names["report"]] = lambda tmp: tmp.write_text(viewer_page(self))
+            for sidecar, content in (sidecars or {}).items():
+                writers[sidecar] = lambda tmp, content=content: tmp.write_text(json.dumps(content, indent=1,
+                                                                                          allow_nan=False))
 
-        writers[names[".json"]] = write_json
-        with output_folder(out) as folder:
-            written = folder.write(self.name, writers, overwrite=overwrite, inputs=inputs)
-        return {_role(suffix): written[name] for suffix, name in names.items()}
+            def write_json(tmp: Path) -> None:  # last: its timings include the writing of the others
+                self.timings["write"] = time.perf_counter() - started
+                summary = {**(metadata or {}), **self.summary(),
+                           "outputs": {role: v for role, v in names.items() if role != "json"}}
+                tmp.write_text(json.dumps(summary, indent=1, allow_nan=False))
 
-
-def _role(suffix: str) -> str:
-    """``_anomaly.nii.gz`` -> ``anomaly``, ``.json`` -> ``json``."""
-    return suffix.lstrip("_.").split(".")[0]
+            writers[names["json"]] = write_json
+            with output_folder(out) as folder:
+                written = folder.write(self.name, writers, overwrite=overwrite, inputs=inputs)
+        paths = {role: written[name] for role, name in names.items()}
+        return {**paths, **{sidecar: written[sidecar] for sidecar in sidecars or {}}}
 
 
 class Detector:
@@ -338,6 +374,8 @@ class Detector:
         config = self.preprocessor.config
         registration = None
         if config.register or config.mask == "template":
+            from dal.data.registration import register_to_mni  # SimpleITK: only when registering
+
             clock = time.perf_counter()
             registration = register_to_mni(scan)
             timings["register"] = time.perf_counter() - clock
@@ -364,7 +402,8 @@ class Detector:
         voxel_ml = float(abs(np.linalg.det(scan.affine[:3, :3]))) / 1000
         model_voxel_ml = config.spacing ** 3 / 1000
         min_voxels = max(1, int(round(self.min_component_voxels * model_voxel_ml / voxel_ml)))
-        lesions, count, largest = _lesion_mask(anomaly >= threshold_value, brain, min_voxels)
+        lesions, components, largest = _lesion_mask(anomaly >= threshold_value, brain, min_voxels)
+        count = count_lesions(lesions, scan.spacing, self.median_mm)
         peak = np.unravel_index(int(np.argmax(anomaly)), anomaly.shape)
         peak_mm = tuple(float(v) for v in (scan.affine @ np.array([*peak, 1.0]))[:3])
         timings["postprocess"] = time.perf_counter() - clock
@@ -379,7 +418,11 @@ class Detector:
                 "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 3), "min_lesion_voxels": min_voxels,
                 "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape),
                 "population_distance": None if distance is None else round(distance, 3),
-                "largest_lesion_ml": round(largest * voxel_ml, 4)}
+                "largest_lesion_ml": round(largest * voxel_ml, 4), "lesion_components": components,
+                "lesion_count_rule": f"connected components (26-connectivity) of the lesion mask, those closer than "
+                                     f"{self.median_mm:g} mm (the scoring's median window) counted as one lesion",
+                "threshold_rule": "the lesion mask, its outline in the overlay and the start of the overlay's colour "
+                                  "scale are all this one threshold"}
         return DetectionResult(
             name=name, anomaly=anomaly.astype(np.float32), phi=phi_scan.astype(np.float32), lesions=lesions,
             brain=brain, scan=scan, threshold=threshold_value, threshold_source=source,
@@ -481,3 +524,28 @@ def _lesion_mask(above: np.ndarray, brain: np.ndarray, min_voxels: int) -> tuple
     keep = sizes >= min_voxels
     keep[0] = False
     return keep[labels], int(keep.sum()), int(sizes[keep].max(initial=0))
+
+
+def count_lesions(lesions: np.ndarray, spacing_mm, merge_mm: float) -> int:
+    """The lesions of a mask: its components (26-connectivity), those closer than ``merge_mm``
+    to one another counted as one (the mask dilated by ``merge_mm / 2``, then labelled). A
+    tumour whose rim and core are cut apart by a thin band under the threshold is one lesion,
+    not three.
+
+    Args:
+        lesions: (X, Y, Z) bool mask.
+        spacing_mm: voxel size along each axis.
+        merge_mm: the gap below which components are one lesion (0: plain components).
+    """
+    if not lesions.any():
+        return 0
+    radius = np.floor(merge_mm / 2 / np.asarray(spacing_mm, float) + 1e-9).astype(int)
+    inside = np.argwhere(lesions)
+    low = np.maximum(inside.min(0) - radius - 1, 0)
+    high = inside.max(0) + radius + 2
+    crop = lesions[tuple(slice(a, b) for a, b in zip(low, high))]  # dilating the box around the mask only
+    if radius.any():
+        grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+        ball = sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radius)) <= 1
+        crop = scipy.ndimage.binary_dilation(crop, structure=ball)
+    return int(scipy.ndimage.label(crop, structure=np.ones((3, 3, 3), bool))[1])

@@ -1,6 +1,12 @@
-"""Pictures and reports: the overlay of an anomaly map on its scan (nilearn, three views), the
+"""Pictures and reports: the overlay of an anomaly map on its scan (three views), the
 precision-recall curves of an evaluation, and a self-contained HTML report (every picture
 embedded as base64 PNG: it opens in a browser from the file, with no server).
+
+One threshold story in every picture: the lesion mask, its outline and the start of the colour
+scale are the same threshold T (the calibrated 1% false-positive one unless another is chosen);
+the colours run from T to ``COLOUR_SPAN * T`` in every panel of every scan of a checkpoint, so
+panels can be compared; the label (ground truth), when there is one, is outlined in another
+colour; every colour and line is in the legend.
 
 Figures are drawn on plain :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas,
 never through pyplot: nothing changes the backend of a notebook that imports dal.
@@ -18,7 +24,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-OVERLAY_SIZE_IN = (11, 3.6)
+OVERLAY_SIZE_IN = (11, 4.4)
+COLOUR_SPAN = 4.0  # the colour scale runs from the threshold T to COLOUR_SPAN x T (saturated above)
+LESION_COLOUR = "cyan"
+LABEL_COLOUR = "lime"
 
 
 def _figure(size) -> Figure:
@@ -32,26 +41,106 @@ def plain_text(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def overlay_figure(result, title: str | None = None) -> Figure:
-    """Three orthogonal views through the highest score: the anomaly map (from half the threshold
-    up, hot colours) over the scan, the lesion mask outlined in cyan."""
-    from nilearn import plotting
+def colour_range(threshold: float) -> tuple[float, float]:
+    """The colour scale of the anomaly map: from the threshold (below it, no colour) to
+    ``COLOUR_SPAN`` times it; the same for every scan scored at that threshold."""
+    threshold = float(threshold)
+    return threshold, max(COLOUR_SPAN * threshold, threshold + 1e-6)
+
+
+def threshold_how(result) -> str:
+    """How the threshold of ``result`` was chosen, in words."""
+    source = str(result.threshold_source)
+    if source.startswith("fpr_"):
+        return f"calibrated: {float(source[4:]):.0%} false-positive voxels on healthy scans"
+    return "given with --threshold"
+
+
+def threshold_text(result) -> str:
+    """The threshold of ``result`` and how it was chosen: "0.128 (calibrated: 1% false-positive ...)"."""
+    return f"{result.threshold:.3g} ({threshold_how(result)})"
+
+
+def score_colours():
+    """The colour map of scores: matplotlib's "hot" without its darkest third, so that a score
+    just above the threshold is as visible as the outline drawn around it."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(colormaps["hot"](np.linspace(0.35, 1.0, 256)), name="dal-scores")
+
+
+def _ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``array`` (X, Y, Z) with its axes flipped and swapped to the closest RAS orientation."""
+    import nibabel as nib
+
+    return nib.orientations.apply_orientation(array, nib.orientations.io_orientation(affine))
+
+
+def overlay_figure(result, title: str | None = None, label: np.ndarray | None = None) -> Figure:
+    """Three orthogonal views (sagittal, coronal, axial, in the scan's closest RAS orientation)
+    through the highest score: the scan in grey, the anomaly map coloured from the threshold up
+    (:func:`colour_range`), the lesion mask outlined in cyan and, given ``label`` ((X, Y, Z) on
+    the scan's grid), the label outlined in green; a colour bar and a legend say what each is."""
+    from matplotlib.lines import Line2D
+
+    import nibabel as nib
+
+    affine = result.scan.affine
+    ornt = nib.orientations.io_orientation(affine)
+    scan = _ras(result.scan.data, affine)
+    score = _ras(result.anomaly, affine)
+    lesions = _ras(result.lesions, affine)
+    truth = None if label is None else _ras(np.asarray(label) != 0, affine)
+    spacing = np.empty(3)
+    spacing[ornt[:, 0].astype(int)] = result.scan.spacing  # input axis i became axis ornt[i, 0]
+    peak = np.unravel_index(int(np.argmax(score)), score.shape)
+    low, high = colour_range(result.threshold)
+    inside = scan[_ras(result.brain, affine)] if result.brain.any() else scan.ravel()
+    grey = np.percentile(inside, [0.5, 99.5]) if inside.size else (0, 1)
 
     figure = _figure(OVERLAY_SIZE_IN)
-    threshold = float(result.threshold)
-    vmax = max(float(result.peak_score), threshold * 1.5, 1e-6)
-    title = title or f"{result.name}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.1f} ml"
-    common = dict(cut_coords=result.peak_mm, display_mode="ortho", figure=figure, black_bg=True,
-                  title=plain_text(title),
-                  draw_cross=False, annotate=True)
-    if (result.anomaly >= threshold / 2).any():
-        display = plotting.plot_stat_map(result.anomaly_image, bg_img=result.scan_image, threshold=threshold / 2,
-                                         vmin=0, vmax=vmax, cmap="hot", symmetric_cbar=False, dim=0,
-                                         resampling_interpolation="continuous", **common)
-    else:  # nothing to show over the scan (nilearn would warn of an empty map)
-        display = plotting.plot_anat(result.scan_image, dim=0, **common)
-    if result.lesions.any():
-        display.add_contours(result.lesions_image, levels=[0.5], colors=["cyan"], linewidths=0.8)
+    figure.patch.set_facecolor("black")
+    colours = score_colours()
+    views = (("sagittal", 0, (1, 2)), ("coronal", 1, (0, 2)), ("axial", 2, (0, 1)))
+    image = None
+    for index, (view, axis, (across, up)) in enumerate(views):
+        axes = figure.add_axes((0.005 + index * 0.3, 0.1, 0.295, 0.78))
+        axes.set_axis_off()
+        cut = [slice(None)] * 3
+        cut[axis] = peak[axis]
+        plane = tuple(cut)
+        aspect = spacing[up] / spacing[across]
+        axes.imshow(scan[plane].T, cmap="gray", origin="lower", vmin=grey[0], vmax=grey[1], aspect=aspect,
+                    interpolation="nearest")
+        shown = np.ma.masked_less(score[plane].T, low)
+        image = axes.imshow(shown, cmap=colours, origin="lower", vmin=low, vmax=high, aspect=aspect,
+                            interpolation="nearest")
+        # the label dashed under the mask's solid line: where they agree, both stay visible
+        for mask, colour, style in ((truth, LABEL_COLOUR, "dashed"), (lesions, LESION_COLOUR, "solid")):
+            if mask is not None and mask[plane].any():
+                axes.contour(mask[plane].T.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.0,
+                             linestyles=style, origin="lower")
+        figure.text(0.005 + index * 0.3 + 0.1475, 0.9, f"{view}, slice {peak[axis]}", color="white", fontsize=9,
+                    ha="center")  # one line for the three titles, whatever each panel's height
+    bar_axes = figure.add_axes((0.915, 0.14, 0.015, 0.7))
+    bar = figure.colorbar(image, cax=bar_axes, extend="max")
+    bar.set_label(f"anomaly score, from the threshold {low:.3g} up", color="white", fontsize=8)
+    bar.ax.tick_params(colors="white", labelsize=7)
+    handles = [Line2D([], [], color=LESION_COLOUR, linewidth=1.5,
+                      label=f"lesion mask: score >= {low:.3g}, components >= {result.info.get('min_lesion_voxels', 1)} "
+                            "voxels")]
+    if truth is not None:
+        handles.append(Line2D([], [], color=LABEL_COLOUR, linewidth=1.5, linestyle="dashed",
+                              label="label (ground truth)"))
+    handles.append(Line2D([], [], color=colours(0.5), linewidth=6,
+                          label=f"colour: score {low:.3g} to {high:.3g} (x{COLOUR_SPAN:g} the threshold; "
+                                "below it, none)"))
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7.5, frameon=False,
+                  labelcolor="white")
+    title = title or result.name
+    figure.suptitle(plain_text(f"{title}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.1f} ml; "
+                               f"threshold {threshold_text(result)}"), color="white", fontsize=10, y=0.98)
     return figure
 
 
@@ -94,13 +183,18 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
-def html_table(rows: list[dict], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+def html_table(rows: list[dict], columns: list[str], headers: dict[str, str] | None = None) -> str:
+    """A table of ``rows`` (dicts) in ``columns``, headed by ``headers`` (column -> words; the
+    column's own name is the tooltip), in a container that scrolls sideways rather than widen
+    the page."""
+    headers = headers or {}
+    head = "".join(f"<th title='{html.escape(c)}'>{html.escape(headers.get(c, c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+.scroll{overflow-x:auto;max-width:100%}th{white-space:normal;max-width:7em;vertical-align:bottom}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .note{color:#555;font-size:13px}.warn{color:#a40}figure{margin:1.5em 0}"""

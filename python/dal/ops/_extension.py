@@ -7,6 +7,7 @@ forces the reference everywhere (for comparisons and debugging).
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 
@@ -77,8 +78,22 @@ def fallback_reason(device_type: str) -> str:
 _warned: set[tuple[str, str]] = set()
 
 
-@torch.compiler.disable
 def warn_fallback(op: str, device_type: str) -> None:
+    """Warn, once per op and device, that the reference runs; under torch.compile, outside the
+    graph. Not decorated with torch.compiler.disable at import: that imports torch._dynamo, which
+    takes as long as importing torch and every `dal infer` would pay for it."""
+    if torch.compiler.is_compiling():
+        _outside_graph()(op, device_type)
+    else:
+        _warn_once(op, device_type)
+
+
+@functools.cache
+def _outside_graph():
+    return torch.compiler.disable(_warn_once)  # compiling: torch._dynamo is loaded already
+
+
+def _warn_once(op: str, device_type: str) -> None:
     if (op, device_type) not in _warned:
         _warned.add((op, device_type))
         warnings.warn(

@@ -45,6 +45,7 @@ VARIANTS = {
     "ae": ModelConfig(kind="ae"),
     "dae": ModelConfig(kind="dae"),
     "dal-second-view-grad": ModelConfig(kind="dal", second_view_grad=True),
+    "dal-whole-batch-auxiliary": ModelConfig(kind="dal", auxiliary_fraction=1.0),  # the step before 0.5
     "dal-no-restoration": ModelConfig(kind="dal", restoration=False),
     "dal-no-onehot": ModelConfig(kind="dal", onehot=False),
 }

@@ -223,7 +223,7 @@ def _initial_weights(model: nn.Module, init: str, rank: int) -> dict:
                else "no training record")
     ap = parent.metrics.get("ap")
     _say(f"starting from the weights of {path} ({history}; validation AP {'none' if ap is None else f'{ap:.3f}'})", rank)
-    return {"checkpoint": path.name, "dal_version": parent.version, "validation_ap": parent.metrics.get("ap"),
+    return {"checkpoint": path.name, "dal_version": parent.version, "validation_ap": ap,
             "training": training or None}
 
 

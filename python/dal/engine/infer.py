@@ -474,7 +474,7 @@ class Detector:
             warnings.append(f"out of distribution: {outside:.1%} of brain voxels have intensities far from anything seen "
                             f"in training (outside {OOD_INTENSITY_RANGE[0]:g} to {OOD_INTENSITY_RANGE[1]:g} times the "
                             "healthy-tissue level): the map is unreliable")
-        if contrast is None and self.polarity == "lesion" and self._sign("t1") is not None:
+        if contrast is None and self._sign("t1") is not None:  # a one-sided score, had the contrast been known
             warnings.append("contrast unknown: the residual counted both ways, while the checkpoint's thresholds were "
                             "calibrated on one side of it (the side lesions take on each contrast); more of the brain "
                             "is flagged than the false-positive rate says: give the contrast (--contrast)")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dal.data.dataset import SliceDataset, synthetic_volumes
+from dal.data.dataset import SliceDataset, synthetic_volume
 from dal.data.io import Scan
 from dal.data.preprocess import Preprocessor
 from dal.data.registration import register_to_mni
@@ -98,7 +98,7 @@ def test_synth_healthy_2mm(benchmark):
 
 @pytest.fixture(scope="module")
 def slice_dataset():
-    return SliceDataset(synthetic_volumes(2, ("t1", "t2")), seed=0)
+    return SliceDataset([synthetic_volume((0, i), c) for i, c in enumerate(("t1", "t2"))], seed=0)
 
 
 @pytest.mark.benchmark(group="slice data set: a batch of 32 items (two augmented views each), 96x112")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dal.data.augment import Augmentation
-from dal.data.dataset import ModelVolume, SliceDataset, synthetic_volumes
+from dal.data.dataset import ModelVolume, SliceDataset, synthetic_volume
 from dal.data.preprocess import PreprocessConfig, Preprocessor
 
 CONFIG = PreprocessConfig(shape=(88, 104, 88))
@@ -12,7 +12,7 @@ CONFIG = PreprocessConfig(shape=(88, 104, 88))
 
 @pytest.fixture(scope="module")
 def volumes():
-    return synthetic_volumes(2, ("t1", "flair"), seed=3, preprocessor=Preprocessor(CONFIG))
+    return [synthetic_volume((3, i), contrast, preprocessor=Preprocessor(CONFIG)) for i, contrast in enumerate(("t1", "flair"))]
 
 
 def test_synthetic_volumes_are_in_model_space(volumes):
@@ -116,7 +116,28 @@ def test_load_volumes_from_a_synth_folder(tmp_path):
 
 
 def test_synthetic_volumes_with_lesions_carry_labels():
-    (volume,) = synthetic_volumes(1, ("flair",), seed=5, preprocessor=Preprocessor(CONFIG), lesions=("wmh",))
+    volume = synthetic_volume((5, 0), "flair", "wmh", Preprocessor(CONFIG))
+    assert not volume.healthy and volume.contrast == "flair" and volume.lesion == "wmh"
     assert volume.label.any() and np.all(volume.mask[volume.label > 0])
     # White-matter lesions are bright on FLAIR.
     assert np.median(volume.image[volume.label > 0]) > np.percentile(volume.image[volume.mask & (volume.label == 0)], 90)
+
+
+def test_the_cache_gives_back_what_it_stored(tmp_path):
+    made = synthetic_volume((6, 0), "t2", "stroke", Preprocessor(CONFIG), tissue=False, cache=tmp_path)
+    again = synthetic_volume((6, 0), "t2", "stroke", Preprocessor(CONFIG), tissue=False, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1 and made.tissue is None
+    for field in ("image", "mask", "label"):
+        np.testing.assert_array_equal(getattr(made, field), getattr(again, field))
+
+
+def test_validation_folder_keeps_the_healthy_cases_of_dal_synth(tmp_path):
+    """Regression: ``dal train --val DIR`` read labels without allowing them empty, so every
+    healthy case that ``dal synth`` writes was rejected ("every voxel is zero")."""
+    from dal.data.synthetic import write_dataset
+    from dal.engine.sources import folder_validation_volumes
+
+    write_dataset(tmp_path, 2, ("flair",), ("none", "wmh"), seed=2, spacing=2, shape=(96, 112, 96))
+    healthy, wmh = folder_validation_volumes(str(tmp_path), "flair", Preprocessor(CONFIG))
+    assert healthy.healthy and healthy.label is not None and not wmh.healthy
+    assert healthy.tissue is None and healthy.contrast == "flair"

@@ -242,11 +242,13 @@ def test_a_real_checkpoint_runs_end_to_end(tmp_path, kind):
 
 
 def test_device_must_exist():
-    with pytest.raises(ValueError, match="device"):
-        infer.resolve_device("tpu")
+    from dal.engine.devices import DeviceError, resolve_device
+
+    with pytest.raises(DeviceError, match="device"):
+        resolve_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device"):
-            infer.resolve_device("cuda")
+        with pytest.raises(DeviceError, match="no CUDA device"):
+            resolve_device("cuda")
 
 
 def test_import_dal_stays_light():

@@ -7,7 +7,7 @@ The pieces the rest of dal uses:
 - :class:`Preprocessor`, :class:`PreprocessConfig` (``dal.data.preprocess``);
 - :func:`register_to_mni` (``dal.data.registration``);
 - :func:`find_cases` (``dal.data.layouts``);
-- :class:`SliceDataset`, :func:`synthetic_volumes`, :func:`load_volumes`, :class:`Augmentation`;
+- :class:`ModelVolume`, :class:`SliceDataset`, :func:`synthetic_volume`, :func:`load_volumes`, :class:`Augmentation`;
 - :func:`generate_case`, :func:`generate_healthy`, :func:`write_dataset` (``dal.data.synthetic``).
 """
 import importlib
@@ -16,7 +16,8 @@ import importlib
 # (SimpleITK, scikit-image and the synthetic generator cost seconds that dal infer never uses).
 _HOMES = {
     "Augmentation": "augment", "ModelVolume": "dataset", "SliceDataset": "dataset", "load_volumes": "dataset",
-    "synthetic_volumes": "dataset", "DataError": "io", "Scan": "io", "load_mask": "io", "load_scan": "io",
+    "synthetic_volume": "dataset", "DataError": "io", "Scan": "io", "load_label": "io", "load_mask": "io",
+    "load_scan": "io",
     "load_tissue": "io", "save_nifti": "io", "Case": "layouts", "find_cases": "layouts", "GridState": "preprocess",
     "Preprocessed": "preprocess", "PreprocessConfig": "preprocess", "Preprocessor": "preprocess",
     "AffineRegistration": "registration", "register_to_mni": "registration", "CONTRASTS": "synthetic",
@@ -34,6 +35,6 @@ def __getattr__(name: str):
 __all__ = [
     "AffineRegistration", "Augmentation", "CONTRASTS", "Case", "DataError", "GridState", "LESIONS", "ModelVolume",
     "PreprocessConfig", "Preprocessed", "Preprocessor", "Scan", "SliceDataset", "SyntheticCase", "find_cases",
-    "generate_case", "generate_healthy", "load_mask", "load_scan", "load_tissue", "load_volumes", "register_to_mni",
-    "save_nifti", "synthetic_volumes", "write_dataset",
+    "generate_case", "generate_healthy", "load_label", "load_mask", "load_scan", "load_tissue", "load_volumes", "register_to_mni",
+    "save_nifti", "synthetic_volume", "write_dataset",
 ]

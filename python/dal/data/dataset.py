@@ -16,75 +16,129 @@ each time the loader is iterated, unless ``persistent_workers``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
+import zipfile
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from dal._version import __version__
 from dal.data.augment import Augmentation
-from dal.data.io import Scan, load_mask, load_scan, load_tissue
+from dal.data.io import Scan, load_label, load_mask, load_scan, load_tissue
 from dal.data.layouts import find_cases
+from dal.data.outputs import OutputError, remove_dead_temporaries, write_atomic
 from dal.data.preprocess import Preprocessor
-from dal.data.synthetic import CONTRASTS, generate_case
+from dal.data.synthetic import GENERATOR_VERSION, generate_case
 
 
 @dataclass
 class ModelVolume:
-    """A volume in model space: ``image`` and ``mask`` (X, Y, Z); ``tissue`` (3, X, Y, Z) CSF, GM, WM
-    or None; ``label`` (X, Y, Z) uint8 lesion label (any non-zero voxel is lesion) or None."""
+    """A volume in model space, the one volume type of training, validation and calibration:
+    ``image`` and ``mask`` (X, Y, Z); ``tissue`` (3, X, Y, Z) CSF, GM, WM or None; ``label``
+    (X, Y, Z) uint8 lesion label (any non-zero voxel is lesion) or None; the ``contrast`` and
+    ``lesion`` kind where known (validation reports AP by each)."""
 
     image: np.ndarray
     mask: np.ndarray
     tissue: np.ndarray | None = None
     name: str = ""
     label: np.ndarray | None = None
+    contrast: str = ""
+    lesion: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        """No lesion voxel (no label, or an empty one)."""
+        return self.label is None or not self.label.any()
+
+
+def normalised_tissue(tissue: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Tissue maps (3, X, Y, Z) restricted to ``mask`` and renormalised to sum to one in it
+    (resampling and the mask's edge leave sums below one), float32."""
+    tissue = tissue * mask
+    total = tissue.sum(axis=0)
+    return np.where(mask, tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
 
 
 def _model_tissue(tissue: np.ndarray, done, preprocessor: Preprocessor) -> np.ndarray:
-    """Tissue maps (3, ...) on the scan's grid -> model space, renormalised to sum to one in the mask."""
-    tissue = np.stack([preprocessor.to_model(t, done.state, "linear") for t in tissue]) * done.mask
-    total = tissue.sum(axis=0)
-    return np.where(done.mask, tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
+    """Tissue maps (3, ...) on the scan's grid -> model space, renormalised in the mask."""
+    return normalised_tissue(np.stack([preprocessor.to_model(t, done.state, "linear") for t in tissue]), done.mask)
 
 
-def load_volumes(root, contrast: str | None = None, preprocessor: Preprocessor | None = None) -> list[ModelVolume]:
+def load_volumes(root, contrast: str | None = None, preprocessor: Preprocessor | None = None, *,
+                 tissue: bool = True) -> list[ModelVolume]:
     """Every case of a data folder (any layout of :func:`~dal.data.layouts.find_cases`) in model
-    space: its ``contrast`` scan, with its brain mask, tissue maps and label where the case has them."""
+    space: its ``contrast`` scan, with its brain mask, label and (with ``tissue``) tissue maps
+    where the case has them. A case without a label, or with an empty one, is healthy."""
     preprocessor = preprocessor or Preprocessor()
     volumes = []
     for case in find_cases(root, contrast):
         scan = load_scan(case.image(contrast))
         mask = load_mask(case.mask, scan) if case.mask else None
         done = preprocessor.forward(scan, mask)
-        tissue = _model_tissue(load_tissue(case.tissue, scan), done, preprocessor) if case.tissue else None
+        maps = _model_tissue(load_tissue(case.tissue, scan), done, preprocessor) if tissue and case.tissue else None
         label = None
         if case.label:
-            label = load_mask(case.label, scan, kind="label", allow_zero=True).astype(np.uint8)  # on the scan's grid
-            label = preprocessor.to_model(label, done.state, "nearest").astype(np.uint8)
-        volumes.append(ModelVolume(done.image, done.mask, tissue, name=case.id, label=label))
+            label = preprocessor.to_model(load_label(case.label, scan).astype(np.uint8), done.state, "nearest")
+            label = label.astype(np.uint8)
+        volumes.append(ModelVolume(done.image, done.mask, maps, name=case.id, label=label, contrast=contrast or ""))
     return volumes
 
 
-def synthetic_volumes(count: int, contrasts: Sequence[str] = CONTRASTS, seed: int = 0,
-                      preprocessor: Preprocessor | None = None, lesions: Sequence[str] = ("none",)) -> list[ModelVolume]:
-    """``count`` synthetic subjects in model space, with their tissue maps and labels; healthy by default.
+def synthetic_volume(seed: Sequence[int], contrast: str, lesion: str = "none", preprocessor: Preprocessor | None = None,
+                     *, tissue: bool = True, cache: Path | None = None, name: str | None = None) -> ModelVolume:
+    """One synthetic subject in model space: the one way training, validation and the tests make one.
 
-    Subject ``i`` has seed ``(seed, i)``, contrast ``contrasts[i % len(contrasts)]`` and lesion
-    ``lesions[i % len(lesions)]``; it goes through ``preprocessor`` (default config) like any scan,
-    its tissue maps and label too. The scans are on the template's 2 mm grid (no resampling loss).
+    The subject of ``seed`` (:func:`~dal.data.synthetic.generate_case`) with one ``contrast`` scan
+    and a ``lesion`` ("none" for healthy) goes through ``preprocessor`` (default config) like any
+    scan, its label and (with ``tissue``) tissue maps too; the scans are on the template's 2 mm
+    grid (no resampling loss). With ``cache`` (a folder) the model-space arrays are stored there
+    under a hash of everything they depend on, and read back the next time.
     """
     preprocessor = preprocessor or Preprocessor()
-    volumes = []
-    for i in range(count):
-        contrast, lesion = contrasts[i % len(contrasts)], lesions[i % len(lesions)]
-        case = generate_case((seed, i), (contrast,), lesion)
+
+    def make() -> dict[str, np.ndarray]:
+        case = generate_case(tuple(seed), (contrast,), lesion)
         done = preprocessor.forward(Scan(case.images[contrast], case.affine, None), mask=case.mask)
-        tissue = _model_tissue(case.tissue, done, preprocessor)
-        label = preprocessor.to_model(case.label, done.state, "nearest").astype(np.uint8)
-        volumes.append(ModelVolume(done.image, done.mask, tissue, name=f"synth-{seed}-{i}-{contrast}-{lesion}",
-                                   label=label))
-    return volumes
+        arrays = {"image": done.image, "mask": done.mask}
+        if lesion != "none":
+            arrays["label"] = preprocessor.to_model(case.label, done.state, "nearest").astype(np.uint8)
+        if tissue:
+            arrays["tissue"] = _model_tissue(case.tissue, done, preprocessor)
+        return arrays
+
+    key = {"seed": list(seed), "contrast": contrast, "lesion": lesion, "tissue": tissue,
+           "preprocessing": preprocessor.config.to_dict()}
+    arrays = make() if cache is None else _cached(cache, key, make)
+    return ModelVolume(arrays["image"], arrays["mask"].astype(bool), arrays.get("tissue"),
+                       name=name or f"synth-{'-'.join(map(str, seed))}-{contrast}-{lesion}", label=arrays.get("label"),
+                       contrast=contrast, lesion=lesion)
+
+
+def _cached(cache: Path, key: dict, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``make()``'s arrays, stored in ``cache`` under a hash of ``key`` (written atomically)."""
+    digest = hashlib.sha256(json.dumps({**key, "dal": __version__, "generator": GENERATOR_VERSION},
+                                       sort_keys=True).encode()).hexdigest()[:24]
+    path = cache / f"{digest}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged cache entry: make it again
+    arrays = make()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(cache)
+        write_atomic(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+    except (OSError, OutputError) as error:  # the cache saves time only: go on without it
+        warnings.warn(f"synthetic cache {cache}: cannot store an entry ({error}); going on without it", stacklevel=3)
+    return arrays
 
 
 class SliceDataset(torch.utils.data.Dataset):

@@ -189,6 +189,12 @@ def load_mask(path: str | os.PathLike, reference: Scan | None = None, *, kind: s
     return mask.data != 0
 
 
+def load_label(path: str | os.PathLike, reference: Scan) -> np.ndarray:
+    """Load a lesion label on ``reference``'s voxel grid as a boolean array (any non-zero voxel
+    is lesion); the one way dal reads a label. A healthy case's label may be empty."""
+    return load_mask(path, reference, kind="label", allow_zero=True)
+
+
 def image_like(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None,
                dtype=None) -> nib.Nifti1Image:
     """A NIfTI image of ``data`` on ``affine``; with ``header`` (the input scan's) it keeps that

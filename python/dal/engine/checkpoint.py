@@ -34,7 +34,18 @@ from dal.errors import DalError, short_repr
 
 FORMAT = "dal-checkpoint"
 FORMAT_VERSION = 1
-THRESHOLD_KEYS = ("fpr_0.01", "fpr_0.05")
+FPRS = (0.01, 0.05)  # the false-positive rates every checkpoint is calibrated at
+DEFAULT_FPR = 0.01  # dal infer's lesion mask
+
+
+def threshold_key(fpr: float) -> str:
+    """The checkpoint's threshold key of a false-positive rate: 0.01 -> "fpr_0.01"."""
+    if not any(abs(fpr - allowed) < 1e-12 for allowed in FPRS):
+        raise ValueError(f"fpr: expected one of {FPRS} (the rates the checkpoint is calibrated at), got {fpr}")
+    return f"fpr_{fpr:g}"
+
+
+THRESHOLD_KEYS = tuple(threshold_key(fpr) for fpr in FPRS)
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive
 _PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")  # after pickle's 0x80 (protocol 2 and later)
 

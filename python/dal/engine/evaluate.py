@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dal.data.io import DataError, load_mask
+from dal.data.io import DataError, load_label
 from dal.data.layouts import find_cases
 from dal.data.outputs import OutputError, OutputFolder, output_folder
-from dal.engine.checkpoint import CheckpointError
-from dal.engine.infer import DEFAULT_FPR, FPRS, Detector, threshold_key
+from dal.engine.checkpoint import DEFAULT_FPR, FPRS, CheckpointError, threshold_key
+from dal.engine.infer import Detector
 from dal.engine.progress import progress_bar
 from dal.metrics import evaluate, ranked_counts
 
@@ -164,7 +164,7 @@ def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contr
             scan_path = case.image(key)
             at = {"fpr": float(overlay_key[4:])} if overlay_key else {"threshold": overlay_threshold}
             result = detector.predict(scan_path, case.mask, contrast=key if key != "scan" else None, name=name, **at)
-            label = load_mask(case.label, result.scan, kind="label", allow_zero=True)
+            label = load_label(case.label, result.scan)
         except (DataError, OutputError) as error:
             failures.append(str(error))
             continue

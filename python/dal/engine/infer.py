@@ -53,11 +53,12 @@ from dal.data.io import DataError, Scan, image_like, load_mask, load_scan, nifti
 from dal.data.layouts import contrast_of_file
 from dal.data.outputs import OutputError, output_folder  # noqa: F401 (OutputError: also dal.engine.infer.OutputError)
 from dal.data.preprocess import PreprocessConfig, Preprocessor
-from dal.engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from dal.engine.checkpoint import DEFAULT_FPR, FPRS, Checkpoint, CheckpointError, load_checkpoint, threshold_key
+from dal.engine.config import ScoringConfig
+from dal.engine.devices import resolve_device
 from dal.engine.scoring import POPULATION_KEY, lesion_sign, population_statistic, score_volume
 
-FPRS = (0.01, 0.05)
-DEFAULT_FPR = 0.01
+DEFAULT_SCORING = ScoringConfig()  # what a checkpoint without a setting gets
 OOD_FLAGGED_FRACTION = 0.5
 OOD_INTENSITY_RANGE = (-0.25, 4.0)  # times the preprocessing's norm_target
 OOD_INTENSITY_FRACTION = 0.02
@@ -73,28 +74,6 @@ def output_names(name: str, overlay: bool = True, report: bool = False) -> dict[
     viewer) with ``report``."""
     wanted = {"overlay": overlay, "report": report}
     return {role: f"{name}{suffix}" for role, suffix in OUTPUT_SUFFIXES.items() if wanted.get(role, True)}
-
-
-def threshold_key(fpr: float) -> str:
-    """The checkpoint's threshold key of a false-positive rate: 0.01 -> "fpr_0.01"."""
-    if not any(abs(fpr - allowed) < 1e-12 for allowed in FPRS):
-        raise ValueError(f"fpr: expected one of {FPRS} (the rates the checkpoint is calibrated at), got {fpr}")
-    return f"fpr_{fpr:g}"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"auto": CUDA when present, else CPU. A CUDA device asked for must exist."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device: expected cpu, cuda or cuda:N, got {device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device}: no CUDA device is available here (torch {torch.__version__}); use cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected cpu, cuda or cuda:N, got {device}")
-    return device
 
 
 @dataclass
@@ -274,12 +253,12 @@ class Detector:
         self.device = resolve_device(device)
         self.model = checkpoint.model.to(self.device, memory_format=torch.channels_last).eval()  # as in training
         self.preprocessor = Preprocessor(preprocessing)
-        self.median_mm = float(scoring.get("median_mm", 5.0))
-        self.erode_mm = float(scoring.get("erode_mm", 2.0))
-        self.min_component_voxels = int(scoring.get("min_component_voxels", 5))
-        self.disagreement = float(scoring.get("disagreement", 0.0))
+        self.median_mm = float(scoring.get("median_mm", DEFAULT_SCORING.median_mm))
+        self.erode_mm = float(scoring.get("erode_mm", DEFAULT_SCORING.erode_mm))
+        self.min_component_voxels = int(scoring.get("min_component_voxels", DEFAULT_SCORING.min_component_voxels))
+        self.disagreement = float(scoring.get("disagreement", DEFAULT_SCORING.disagreement))
         self.polarity = scoring.get("polarity", "absolute")  # checkpoints before the setting scored |x - PHI|
-        self.batch_size = int(batch_size or scoring.get("batch_size", 32))
+        self.batch_size = int(batch_size or scoring.get("batch_size", DEFAULT_SCORING.batch_size))
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected at least 1, got {self.batch_size}")
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dal.engine.config import ScoringConfig
 from dal.ops import residual_score
 
 MAX_MEDIAN_VOXELS = 7  # the largest window dal.ops.median_filter takes
@@ -67,9 +68,9 @@ def _as_tensor(name: str, array, dtype) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm: float = 5.0,
-                 erode_mm: float = 2.0, batch_size: int = 32, device: str | torch.device | None = None,
-                 disagreement: float = 0.0, sign: int | None = None, timings: dict | None = None) -> dict:
+def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm: float = ScoringConfig.median_mm,
+                 erode_mm: float = ScoringConfig.erode_mm, batch_size: int = ScoringConfig.batch_size, device: str | torch.device | None = None,
+                 disagreement: float = ScoringConfig.disagreement, sign: int | None = None, timings: dict | None = None) -> dict:
     """Anomaly score of a model-space volume.
 
     Each axial slice (last axis) with brain in it goes through ``model.pseudo_healthy`` in

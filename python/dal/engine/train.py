@@ -36,21 +36,19 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from dal._version import __version__
-from dal.data.dataset import SliceDataset
+from dal.data.dataset import ModelVolume, SliceDataset
 from dal.data.io import DataError, write_text_atomic
 from dal.data.outputs import append_line
 from dal.data.preprocess import Preprocessor
-from dal.engine.checkpoint import load_checkpoint, save_checkpoint
+from dal.engine.checkpoint import FPRS, THRESHOLD_KEYS, load_checkpoint, save_checkpoint, threshold_key
 from dal.engine.config import Config
+from dal.engine.devices import resolve_device
 from dal.engine.runs import TrainingError, prepare_run_folder, run_folder
 from dal.engine.scoring import POPULATION_KEY, lesion_sign, population_statistic, score_volume
-from dal.engine.sources import (LabelledVolume, cache_folder, folder_training_volumes, folder_validation_volumes,
+from dal.engine.sources import (cache_folder, folder_training_volumes, folder_validation_volumes,
                                 synthetic_training_volumes, synthetic_validation_volumes, with_template_tissue)
 from dal.metrics import evaluate, threshold_at_fpr
 from dal.models import build_model
-
-FPRS = {"fpr_0.01": 0.01, "fpr_0.05": 0.05}
-
 
 @dataclass
 class RunState:
@@ -88,15 +86,6 @@ def _distributed() -> tuple[int, int]:
         dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("DAL_DDP_BACKEND") != "gloo"
                                 else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
-
-
-def resolve_device(name: str, rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"--device {name}: no CUDA device here")
-    return device
 
 
 def autocast_context(amp: str, device: torch.device):
@@ -182,7 +171,7 @@ def _load_data(config: Config, rank: int):
         order = np.random.default_rng(seed).permutation(len(train))
         heldout = [train[i] for i in order[:held]]
         train = [train[i] for i in sorted(order[held:])]
-        val += [LabelledVolume(v.image, v.mask, None, v.name, data.contrast or "", "none") for v in heldout]
+        val += [ModelVolume(v.image, v.mask, None, v.name, None, data.contrast or "", "none") for v in heldout]
     if data.data is not None:
         source = f"{len(train)} scans from {data.data}" + (f"; {held} held out for the thresholds" if held else "")
     if not any(not v.healthy for v in val):
@@ -230,7 +219,7 @@ def _initial_weights(model: nn.Module, init: str, rank: int) -> dict:
 # ------------------------------------------------------------------------------------ validation
 
 
-def validate(model: nn.Module, volumes: list[LabelledVolume], config: Config, device: torch.device):
+def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, device: torch.device):
     """Scores every validation volume; returns (metrics, thresholds, example). AP, AUROC and Dice
     are means over the lesion volumes (``ap_<contrast>``, ``ap_<lesion>`` per group); the
     thresholds come from the healthy ones (1% and 5% false positives); ``example`` is the
@@ -247,8 +236,8 @@ def validate(model: nn.Module, volumes: list[LabelledVolume], config: Config, de
     lesion = [(v, o) for v, o in scored if not v.healthy]
     thresholds, reference = {}, {}
     if healthy:
-        thresholds = {key: threshold_at_fpr([o["score"] for _, o in healthy], fpr,
-                                            [torch.from_numpy(v.mask) for v, _ in healthy]) for key, fpr in FPRS.items()}
+        masks = [torch.from_numpy(v.mask) for v, _ in healthy]
+        thresholds = {threshold_key(fpr): threshold_at_fpr([o["score"] for _, o in healthy], fpr, masks) for fpr in FPRS}
         # What a healthy scan of the training kind leaves: dal infer's population distance is relative to it.
         reference[POPULATION_KEY] = float(np.median([population_statistic(o["score"][torch.from_numpy(v.mask)].numpy())
                                                       for v, o in healthy]))
@@ -279,7 +268,7 @@ def calibrate(model: nn.Module, config: Config, device: torch.device = torch.dev
     return metrics, thresholds
 
 
-def _image_grid(volume: LabelledVolume, scored: dict, classes: int) -> torch.Tensor:
+def _image_grid(volume: ModelVolume, scored: dict, classes: int) -> torch.Tensor:
     """One row of panels of the slice with most lesion: scan, anatomy, restored anatomy (DAL),
     PHI, residual score, label; each scaled to [0, 1], anterior up."""
     z = int(np.argmax(volume.label.sum(axis=(0, 1))))
@@ -381,7 +370,7 @@ def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
         if rank != 0:
             return
         save_checkpoint(path, model, model_kind=model_kind, config=plain, preprocessing=config.preprocessing.to_dict(),
-                        thresholds={k: v for k, v in thresholds.items() if k in FPRS}, metrics=metrics,
+                        thresholds={k: v for k, v in thresholds.items() if k in THRESHOLD_KEYS}, metrics=metrics,
                         optimizer=optimizer if resumable else None,
                         training={**state.record(), "state": state.to_dict()} if resumable else state.record())
 

@@ -258,7 +258,7 @@ def test_an_os_error_while_writing_is_one_line_naming_the_path(tmp_path, monkeyp
 
 
 def test_a_damaged_cache_entry_is_made_again(tmp_path):
-    from dal.engine.sources import _cached
+    from dal.data.dataset import _cached
 
     made = []
 

@@ -1,14 +1,26 @@
-"""dal: unsupervised brain lesion detection by Disentangled Anatomy Learning."""
-from dal._version import __version__
-from dal.errors import DalError
+"""dal: unsupervised brain lesion detection by Disentangled Anatomy Learning.
 
-__all__ = ["DalError", "Detector", "__version__"]
+The public API (what the ``dal`` command stands on):
+
+- :class:`Detector`: load a checkpoint, find lesions in scans and folders (``dal infer``);
+- :func:`train`, :func:`evaluate`, :func:`synthesize` (``dal train``, ``dal evaluate``, ``dal synth``);
+- :class:`DalError` and its subclasses, the errors about inputs, settings and outputs;
+- :func:`dal.ops.build_info`: how the compiled ops were built.
+"""
+from dal._version import __version__
+from dal.errors import (ArgumentError, CheckpointError, ConfigError, DalError, DataError, DeviceError, FolderInUse,
+                        OutputError, TrainingError)
+
+__all__ = ["ArgumentError", "CheckpointError", "ConfigError", "DalError", "DataError", "Detector", "DeviceError",
+           "FolderInUse", "OutputError", "TrainingError", "__version__", "evaluate", "synthesize", "train"]
+
+# Lazy: `import dal` stays light (no torch, nibabel or nilearn until they are used).
+_HOMES = {"Detector": "dal.engine.infer", "train": "dal.api", "evaluate": "dal.api", "synthesize": "dal.api"}
 
 
 def __getattr__(name: str):
-    # Lazy: `import dal` stays light (no torch, nibabel or nilearn until the detector is used).
-    if name == "Detector":
-        from dal.engine.infer import Detector
+    if name in _HOMES:
+        import importlib
 
-        return Detector
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'dal' has no attribute {name!r}")

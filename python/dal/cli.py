@@ -1,47 +1,64 @@
-"""The `dal` command line: a thin Click layer over the public Python API."""
+"""The `dal` command line: a thin Click layer over the public Python API (``dal``, ``dal.ops.build_info``).
+
+Every :class:`dal.DalError` and OSError is one line (``Error: ...``) and exit status 1 (2 for a bad
+option); anything else is a bug in dal, shown with its traceback and a request to report it.
+"""
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import sys
+import traceback
 
 import click
 
-from dal._version import __version__
-from dal.errors import DalError, clip, os_error_line
+import dal
+from dal.errors import clip, os_error_line
+
+BUG_REPORT = ("this is a bug in dal {version}, not a problem with your input: please report it to the dal developers "
+              "with the command line and the traceback above")
 
 
 def build_summary() -> str:
     """One line on how the compiled ops were built and which devices they serve."""
-    from dal import ops
-    from dal.ops import _extension
+    from dal.ops import build_info
 
-    if _extension._C is None:
-        return f"compiled ops: not available ({_extension.LOAD_ERROR}); using the pure-torch reference"
-    from dal import _build_info
-
-    devices = [d for d in ("cpu", "cuda") if any(ops.implementation(op, d) == "compiled" for op in ops.op_names())]
-    cuda = f"CUDA {_build_info.CUDA_VERSION}" if _build_info.WITH_CUDA else "without CUDA"
-    if _build_info.WITH_CUDA:
-        cuda += f" for {_build_info.CUDA_ARCH_LIST}"
-    cpu = f"; CPU Sobel kernel: {ops.cpu_kernel('sobel')}" if ops.cpu_kernel("sobel") else ""
-    return f"compiled ops: built {cuda} against torch {_build_info.TORCH_VERSION}; kernels for {', '.join(devices)}{cpu}"
+    info = build_info()
+    if not info["compiled"]:
+        return f"compiled ops: not available ({info['load_error']}); using the pure-torch reference"
+    cuda = f"CUDA {info['cuda_version']} for {info['cuda_arch_list']}" if info["with_cuda"] else "without CUDA"
+    cpu = f"; CPU Sobel kernel: {info['cpu_sobel_kernel']}" if info["cpu_sobel_kernel"] else ""
+    return (f"compiled ops: built {cuda} against torch {info['torch_version']}; kernels for "
+            f"{', '.join(info['devices'])}{cpu}")
 
 
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
     if value and not ctx.resilient_parsing:
-        click.echo(f"dal {__version__}\n{build_summary()}")
+        click.echo(f"dal {dal.__version__}\n{build_summary()}")
         ctx.exit()
 
 
+def bug_lines(error: BaseException) -> str:
+    """The traceback of an error that is dal's fault, and the request to report it."""
+    trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return f"{trace}dal: {BUG_REPORT.format(version=dal.__version__)}"
+
+
 class _Commands(click.Group):
-    """Every DalError and OSError of a command is one line (``Error: ...``) and exit status 1."""
+    """DalError and OSError: one line, exit status 1. Click's own exits pass through. Anything
+    else is a bug: its traceback, a request to report it, exit status 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except DalError as error:
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except dal.DalError as error:
             raise click.ClickException(str(error)) from None
         except OSError as error:
             raise click.ClickException(os_error_line(error)) from None
+        except Exception as error:
+            click.echo(bug_lines(error), err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,31 +99,22 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite, anato
     """Write synthetic brain MRI cases (scans, brain masks, lesion labels, tissue maps) from the
     MNI152 template, or lesions implanted into a real scan (--anatomy), in a BraTS-like layout
     with a manifest.json."""
-    from dal.data.synthetic import write_dataset
-
     try:
-        grid = tuple(int(s) for s in shape.split(","))
+        grid = tuple(int(size) for size in shape.split(","))
         if len(grid) != 3:
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"expected three integers X,Y,Z; got {shape!r}", param_hint="--shape") from None
     if anatomy_path is None and (tissue_path or anatomy_mask):
         raise click.UsageError("--tissue and --anatomy-mask go with --anatomy")
-    try:
-        anatomy = None
-        if anatomy_path is not None:
-            from dal.data.anatomy import load_anatomy
-
-            anatomy = load_anatomy(anatomy_path, tissue=tissue_path, mask=anatomy_mask, contrast=anatomy_contrast)
-        manifest = write_dataset(out, count, contrasts, lesions, seed, spacing=spacing, shape=grid,
-                                 overwrite=overwrite, progress=True, anatomy=anatomy)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    manifest = dal.synthesize(out, count, contrasts=contrasts, lesions=lesions, seed=seed, spacing=spacing, shape=grid,
+                              overwrite=overwrite, anatomy=anatomy_path, tissue=tissue_path, anatomy_mask=anatomy_mask,
+                              anatomy_contrast=anatomy_contrast, progress=True)
     click.echo(f"wrote {count} case(s) to {out} ({manifest.name})")
 
 
 @main.command()
-@click.option("--data", type=click.Path(file_okay=False), default=None,
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="Data folder (flat/IXI, BraTS-like, BIDS, dal synth). Default: the embedded synthetic population.")
 @click.option("--contrast", default=None, help="The contrast to train on from --data (t1, t2, flair, pd, ...).")
 @click.option("--val", type=click.Path(file_okay=False), default=None,
@@ -138,56 +146,19 @@ def train(data, contrast, val, config_path, out, resume, overwrite, init, model_
     """Train DAL (or a baseline) on healthy scans; validate on labelled ones; keep the best
     checkpoint by validation AP, with thresholds at 1% and 5% false positives. Under torchrun,
     one process per device with DistributedDataParallel."""
-    from dal.engine.config import ConfigError, load_config
-    from dal.engine.train import train as run_training
-
-    if resume and config_path is None and (Path(out) / "config.yaml").is_file():
-        config_path = str(Path(out) / "config.yaml")  # a resumed run keeps its own settings
+    settings = {"data.data": data, "data.contrast": contrast, "data.val": val, "model.kind": model_kind,
+                "train.seed": seed, "train.max_steps": max_steps, "train.minutes": minutes, "train.val_minutes": val_minutes,
+                "train.batch_size": batch_size, "train.device": device, "train.threads": threads, "train.init": init,
+                "preprocessing.register": register}
     try:
-        config = load_config(config_path)
-        overrides = {"data.data": data, "data.contrast": contrast, "data.val": val, "model.kind": model_kind,
-                     "train.seed": seed, "train.max_steps": max_steps, "train.minutes": minutes, "train.val_minutes": val_minutes,
-                     "train.batch_size": batch_size, "train.device": device, "train.threads": threads, "train.init": init,
-                     "preprocessing.register": register}
-        config = config.replace({key: value for key, value in overrides.items() if value is not None})
-    except ConfigError as error:
+        summary = dal.train(out, config_path, settings=settings, resume=resume, overwrite=overwrite, progress=not quiet)
+    except dal.ConfigError as error:
         raise click.BadParameter(str(error), param_hint="--config") from None
-    if data is not None and not Path(data).is_dir():
-        raise click.BadParameter(f"{data}: no such folder", param_hint="--data")
-    summary = run_training(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
+    except dal.DeviceError as error:
+        raise click.BadParameter(str(error), param_hint="--device") from None
     best = "none" if summary["best_ap"] is None else f"{summary['best_ap']:.3f} at step {summary['best_step']}"
     click.echo(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; best validation AP {best}; "
                f"checkpoints in {out}")
-
-
-def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None):
-    """(scan, mask or None, input error or None) for every scan: files as given, folders through
-    dal.data.find_cases (every scan of every case, or those of --contrast; the case's own brain
-    mask where it has one)."""
-    from pathlib import Path
-
-    from dal.data.io import DataError
-    from dal.data.layouts import canonical_contrast, find_cases
-
-    if masks and len(masks) != len(paths):
-        raise click.BadParameter(f"give one --mask per scan ({len(paths)} scan(s), {len(masks)} mask(s))",
-                                 param_hint="--mask")
-    jobs = []
-    for index, path in enumerate(paths):
-        mask = masks[index] if masks else None
-        if not Path(path).is_dir():
-            jobs.append((Path(path), Path(mask) if mask else None, None))
-            continue
-        if mask:
-            jobs.append((Path(path), None, f"{path}: a folder takes the masks of its cases, not --mask"))
-            continue
-        try:
-            for case in find_cases(path, contrast):
-                keys = [canonical_contrast(contrast)] if contrast else sorted(case.images)
-                jobs.extend((case.images[key], case.mask, None) for key in keys)
-        except DataError as error:
-            jobs.append((Path(path), None, str(error)))
-    return jobs
 
 
 @main.command()
@@ -195,7 +166,7 @@ def _inputs(paths: tuple[str, ...], masks: tuple[str, ...], contrast: str | None
 @click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint (.safetensors). Default: the shipped pretrained checkpoint.")
 @click.option("--out", default="dal-output", show_default=True, type=click.Path(),
-              help="Folder for the outputs.")
+              help="Folder for the outputs (with --bids-derivatives: BIDS_ROOT/derivatives/dal).")
 @click.option("--mask", "masks", multiple=True, type=click.Path(),
               help="Brain mask on the scan's grid, one per scan, in order (default: computed).")
 @click.option("--contrast", default=None, help="The scans' contrast (t1, t2, flair, pd); picks one scan per case of a folder.")
@@ -226,133 +197,58 @@ def infer(ctx, scans, checkpoint, out, masks, contrast, fpr, threshold, register
     overlay and the start of the overlay's colour scale. A scan that fails is reported on one
     line; the others go on; the exit code is 1 if any failed. Files in --out that dal did not
     write are never replaced."""
-    import sys
-    from pathlib import Path
-
-    from dal import Detector
-    from dal.data.io import DataError, nifti_stem
-    from dal.data.outputs import output_folder
-    from dal.engine.infer import output_names
-    from dal.engine.progress import progress_bar
-
-    if contrast is not None:
-        from dal.data.layouts import canonical_contrast
-
-        try:
-            contrast = canonical_contrast(contrast)
-        except DataError as error:
-            raise click.BadParameter(str(error), param_hint="--contrast") from None
-    _check_device(device)
-    detector = Detector.load(checkpoint, device=device, threads=threads, batch_size=batch_size,
-                             register=register or None)
-    if threshold is None:
-        detector.threshold(float(fpr))
-
-    jobs = _inputs(scans, masks, contrast)
-    inputs = {p for scan, mask, _ in jobs for p in (scan, mask) if p is not None and Path(p).is_file()}
-    if bids_derivatives:
-        from dal.data.bids import DERIVATIVE_FOLDER
-
-        if len(scans) != 1 or not Path(scans[0]).is_dir():
-            raise click.BadParameter("give one BIDS dataset folder", param_hint="--bids-derivatives")
-        if report:
-            raise click.UsageError("--report goes without --bids-derivatives (a derivative dataset holds the maps "
-                                   "and their sidecars)")
-        if ctx.get_parameter_source("out") is click.core.ParameterSource.DEFAULT:
-            out = str(Path(scans[0]) / DERIVATIVE_FOLDER)
-    names: dict[str, Path] = {}
-    failed = 0
-    with output_folder(out) as folder:  # locked for the batch
-        if bids_derivatives:
-            _write_dataset_description(folder, detector, overwrite)
-        bar = progress_bar(jobs, "dal infer", "scan", enabled=len(jobs) > 1)
-        for scan, mask, problem in bar:
-            name = nifti_stem(scan)
-            if problem is None and name in names and names[name] != scan:
-                problem = f"scan {scan}: its outputs would have the same names as those of {names[name]}; rename one"
-            names.setdefault(name, scan)
-            try:
-                if problem is not None:
-                    raise DataError(problem)
-                if bids_derivatives:
-                    from dal.data.bids import derivative_names, sidecar_names
-
-                    relative, bids_names = derivative_names(scan, scans[0])
-                    target = Path(out) / relative
-                    with output_folder(target) as scan_folder:
-                        scan_folder.check([*bids_names.values(), *sidecar_names(bids_names)], overwrite=overwrite,
-                                          inputs=[*inputs, scan])
-                else:
-                    folder.check(output_names(name, not no_overlay, report).values(), overwrite=overwrite,
-                                 inputs=[*inputs, scan])  # before the work, not after it
-                result = detector.predict(scan, mask, fpr=float(fpr), threshold=threshold, contrast=contrast)
-                if bids_derivatives:
-                    written = _save_bids(result, scan, scans[0], target, relative, bids_names, inputs, overwrite)
-                else:
-                    written = result.save(out, overlay=not no_overlay, report=report, protected=inputs,
-                                          overwrite=overwrite)
-            except (DalError, ValueError) as error:
-                failed += 1
-                bar.write(f"error: {clip(str(error))}", file=sys.stderr)
-                continue
-            except OSError as error:
-                failed += 1
-                bar.write(f"error: scan {scan}: {os_error_line(error)}", file=sys.stderr)
-                continue
-            except Exception as error:  # a bug must not stop the batch; it is reported with the scan's name
-                failed += 1
-                bar.write(f"error: scan {scan}: failed unexpectedly ({type(error).__name__}: {clip(str(error), 300)})",
-                          file=sys.stderr)
-                continue
-            _report(bar, scan, result, written, verbose)
+    detector = _load_detector(checkpoint, device=device, threads=threads, batch_size=batch_size,
+                              register=register or None)
+    given_out = ctx.get_parameter_source("out") is not click.core.ParameterSource.DEFAULT
+    try:
+        outcomes = detector.run(scans, out if given_out else None, masks=masks,
+                                contrast=contrast, fpr=float(fpr), threshold=threshold, overlay=not no_overlay,
+                                report=report, bids_derivatives=bids_derivatives, overwrite=overwrite, progress=True)
+    except dal.ArgumentError as error:
+        raise click.UsageError(str(error)) from None
+    failed = total = 0
+    for outcome in outcomes:
+        total += 1
+        if outcome.error is None:
+            _report(outcome, verbose)
+            continue
+        failed += 1
+        error = outcome.error
+        if isinstance(error, dal.DalError):
+            _say(f"error: {clip(str(error))}", err=True)
+        elif isinstance(error, OSError):
+            _say(f"error: scan {outcome.scan}: {os_error_line(error)}", err=True)
+        else:  # a bug must not stop the batch; it is reported with the scan's name and its traceback
+            _say(f"error: scan {outcome.scan}: {bug_lines(error)}", err=True)
     if failed:
-        click.echo(f"{failed} of {len(jobs)} scan(s) failed", err=True)
+        click.echo(f"{failed} of {total} scan(s) failed", err=True)
         raise SystemExit(1)
 
 
-def _write_dataset_description(folder, detector, overwrite: bool) -> None:
-    """dataset_description.json of the derivative dataset: written unless the same one is there."""
-    import json
-
-    from dal.data.bids import dataset_description
-
-    text = json.dumps(dataset_description(__version__, detector.checkpoint.path, detector.checkpoint.model_kind),
-                      indent=1)
-    path = folder.path / "dataset_description.json"
-    if folder.owner(path.name) is not None and path.is_file() and path.read_text() == text:
-        return
-    folder.write("dataset_description", {path.name: lambda tmp: tmp.write_text(text)}, overwrite=overwrite)
-
-
-def _save_bids(result, scan, root, target, relative, names, inputs, overwrite: bool):
-    """Write one scan's BIDS derivatives (maps and sidecars) into ``target``."""
-    from dal.data.bids import sidecars, source_uri
-
-    metadata, others = sidecars(result, relative, names, source_uri(scan, root))
-    return result.save(target, names=names, sidecars=others, metadata=metadata, protected=inputs, overwrite=overwrite)
-
-
-def _check_device(device: str) -> None:
-    from dal.engine.infer import resolve_device
-
+def _load_detector(checkpoint, **options) -> "dal.Detector":
     try:
-        resolve_device(device)
-    except ValueError as error:
+        return dal.Detector.load(checkpoint, **options)
+    except dal.DeviceError as error:
         raise click.BadParameter(str(error), param_hint="--device") from None
 
 
-def _report(bar, scan, result, written, verbose: bool) -> None:
-    """The lines of one scan done: what was found, its warnings, and with --verbose its timings."""
-    import sys
+def _say(line: str, err: bool = False) -> None:
+    """A line above the progress bar, if one is drawn."""
+    from tqdm import tqdm
 
-    line = (f"{scan}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.2f} ml, peak score "
-            f"{result.peak_score:.3g} -> {written.get('overlay', written['json'])}")
-    bar.write(line)
+    tqdm.write(line, file=sys.stderr if err else sys.stdout)
+
+
+def _report(outcome, verbose: bool) -> None:
+    """The lines of one scan done: what was found, its warnings, and with --verbose its timings."""
+    result, written, scan = outcome.result, outcome.written, outcome.scan
+    _say(f"{scan}: {result.lesion_count} lesion(s), {result.lesion_volume_ml:.2f} ml, peak score "
+         f"{result.peak_score:.3g} -> {written.get('overlay', written['json'])}")
     for warning in result.warnings:
-        bar.write(f"warning: {scan}: {warning}", file=sys.stderr)
+        _say(f"warning: {scan}: {warning}", err=True)
     if verbose:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
-        bar.write(f"  {stages}; total {sum(result.timings.values()):.2f} s")
+        _say(f"  {stages}; total {sum(result.timings.values()):.2f} s")
 
 
 @main.command()
@@ -374,15 +270,9 @@ def evaluate(data, checkpoint, out, contrast, register, device, threads, no_over
     lesion only) and pooled values; a CSV, a JSON and a self-contained HTML report, whose
     pictures and 3D viewer show each volume at dal infer's threshold (1% false positives) with
     its label outlined."""
-    from pathlib import Path
-
-    from dal import Detector
-    from dal.engine.evaluate import evaluate_folder
-
-    _check_device(device)
-    detector = Detector.load(checkpoint, device=device, threads=threads, register=register or None)
-    report = evaluate_folder(detector, data, out, contrast=contrast, overlays=not no_overlays, progress=True,
-                             overwrite=overwrite)
+    detector = _load_detector(checkpoint, device=device, threads=threads, register=register or None)
+    report = dal.evaluate(data, out, model=detector, contrast=contrast, overlays=not no_overlays, progress=True,
+                          overwrite=overwrite)
     summary = report["summary"]
 
     def show(value):
@@ -396,6 +286,6 @@ def evaluate(data, checkpoint, out, contrast, register, device, threads, no_over
                f"pooled AP {show(summary['pooled_average_precision'])}")
     for message in report["failures"] + report["skipped"] + report["notes"]:
         click.echo(f"warning: {message}", err=True)
-    click.echo(f"report: {Path(out) / 'report.html'}")
+    click.echo(f"report: {os.path.join(out, 'report.html')}")
     if report["failures"]:
         raise SystemExit(1)

@@ -5,7 +5,7 @@ average precision (AP) and AUROC equal scikit-learn's ``average_precision_score`
 ``roc_auc_score`` (ties handled as they do: all voxels of one score value enter together), and
 the best Dice is the exact best over every distinct threshold, not a coarse sweep.
 
-Conventions (the field's, see DESIGN.md "Evaluation protocol"):
+Conventions (the field's, see docs/design.md, "Evaluation"):
 
 - Labels: any non-zero voxel is lesion (BraTS labels 1, 2, 4 together are the whole tumour).
 - ``mask``: the voxels evaluated (the brain); voxels outside it are ignored, labels included.

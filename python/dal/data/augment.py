@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import scipy.ndimage as ndi
 
+from dal.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -49,7 +51,7 @@ class Augmentation:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"augmentation config: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+            raise ConfigError(f"augmentation config: unknown keys {sorted(unknown)}; expected {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, tissue: np.ndarray | None,

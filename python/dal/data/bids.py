@@ -63,7 +63,7 @@ def bids_name(entities: dict[str, str], suffix: str, extension: str) -> str:
     """The file name of ``entities`` (in the specification's order), ``suffix`` and ``extension``."""
     for key, label in entities.items():
         if key not in ENTITY_ORDER or not LABEL.fullmatch(str(label)):
-            raise ValueError(f"BIDS entity {key}-{label}: unknown key, or a label that is not alphanumeric")
+            raise DataError(f"BIDS entity {key}-{label}: unknown key, or a label that is not alphanumeric")
     ordered = sorted(entities.items(), key=lambda item: ENTITY_ORDER.index(item[0]))
     return "_".join([*(f"{k}-{v}" for k, v in ordered), suffix]) + extension
 

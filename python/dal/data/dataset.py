@@ -34,6 +34,7 @@ from dal.data.layouts import find_cases
 from dal.data.outputs import OutputError, remove_dead_temporaries, write_atomic
 from dal.data.preprocess import Preprocessor
 from dal.data.synthetic import GENERATOR_VERSION, generate_case
+from dal.errors import ArgumentError
 
 
 @dataclass
@@ -155,10 +156,10 @@ class SliceDataset(torch.utils.data.Dataset):
     def __init__(self, volumes: Sequence[ModelVolume], augmentation: Augmentation | None = None, seed: int = 0,
                  min_brain_fraction: float = 0.05):
         if not volumes:
-            raise ValueError("volumes: expected at least one volume")
+            raise ArgumentError("volumes: expected at least one volume")
         shapes = {v.image.shape for v in volumes}
         if len(shapes) != 1:
-            raise ValueError(f"volumes: expected one shape, got {sorted(shapes)}")
+            raise ArgumentError(f"volumes: expected one shape, got {sorted(shapes)}")
         self.volumes = list(volumes)
         self.augmentation = augmentation or Augmentation()
         self.seed = int(seed)
@@ -167,7 +168,7 @@ class SliceDataset(torch.utils.data.Dataset):
         self.slices = [(n, z) for n, v in enumerate(self.volumes)
                        for z in np.flatnonzero(v.mask.mean(axis=(0, 1)) >= min_brain_fraction)]
         if not self.slices:
-            raise ValueError(f"volumes: no slice has {min_brain_fraction:.0%} of its pixels in the brain mask")
+            raise ArgumentError(f"volumes: no slice has {min_brain_fraction:.0%} of its pixels in the brain mask")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

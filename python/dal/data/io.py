@@ -14,16 +14,12 @@ import nibabel as nib
 import numpy as np
 
 from dal.data.outputs import default_mode, write_atomic  # noqa: F401 (default_mode: used from here too)
-from dal.errors import DalError
+from dal.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MAX_VOXELS = 512 ** 3  # 0.5 GB as float32: a whole head at 0.2 mm; more is a corrupt or hostile header
 GZIP_MAX_RATIO = 1032  # deflate's limit: no .gz file expands to more than this many times its size
 NIFTI_GZIP_LEVEL = 1  # nibabel's default too: 3 to 5 times faster than zlib's 6, for 5-10% larger maps
-
-
-class DataError(DalError, ValueError):
-    """A scan, mask or data folder that dal cannot use; the message names the file and the problem."""
 
 
 @dataclass

@@ -21,14 +21,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from dal.errors import DalError
+from dal.errors import FolderInUse
 
 LOCK_NAME = ".dal-lock"
 _held: dict[Path, int] = {}  # resolved folder -> how many times this process holds it
-
-
-class FolderInUse(DalError):
-    """Another process is writing the folder; the message says which."""
 
 
 def _holder(path: Path) -> str:

@@ -28,15 +28,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from dal.data.locks import folder_lock
-from dal.errors import DalError, clip, os_error_line
+from dal.errors import OutputError, clip, os_error_line
 
 JOURNAL_NAME = ".dal-outputs.jsonl"
 TEMPORARY_PREFIX = ".dal-tmp-"
 _open: dict[Path, "OutputFolder"] = {}
-
-
-class OutputError(DalError, RuntimeError):
-    """Outputs that cannot be written; the message names the path."""
 
 
 def default_mode(directory: bool = False) -> int:

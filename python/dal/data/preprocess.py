@@ -37,7 +37,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import scipy.ndimage as ndi
 import SimpleITK as sitk
 
 from dal.data.io import DataError, Scan, image_like, load_mask, load_scan, save_nifti

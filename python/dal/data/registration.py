@@ -22,6 +22,7 @@ from dal.data.io import DataError, Scan
 from dal.data.masks import rough_brain_mask
 from dal.data.resample import field_of_view_grid, resample, voxel_map
 from dal.data.templates import load_mni152
+from dal.errors import ArgumentError
 
 
 @dataclass
@@ -41,7 +42,7 @@ class AffineRegistration:
     def from_dict(cls, data: dict) -> "AffineRegistration":
         matrix = np.asarray(data["matrix"], dtype=np.float64)
         if matrix.shape != (4, 4):
-            raise ValueError(f"matrix: expected 4x4, got {matrix.shape}")
+            raise ArgumentError(f"matrix: expected 4x4, got {matrix.shape}")
         return cls(matrix)
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import scipy.ndimage as ndi
 import SimpleITK as sitk
 
+from dal.errors import ArgumentError
+
 INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
 
 
@@ -55,7 +57,7 @@ def resample(volume: np.ndarray, index_map: np.ndarray, shape: tuple[int, ...], 
         float32 array of ``shape`` ("nearest" keeps the values, so labels stay labels).
     """
     if interpolation not in INTERPOLATORS:
-        raise ValueError(f"interpolation: expected one of {tuple(INTERPOLATORS)}, got {interpolation!r}")
+        raise ArgumentError(f"interpolation: expected one of {tuple(INTERPOLATORS)}, got {interpolation!r}")
     # SimpleITK indexes a C-ordered (X, Y, Z) array as (Z, Y, X): reverse the axes of the map
     # instead of copying the volume.
     reverse = np.eye(4)[[2, 1, 0, 3]]

@@ -52,6 +52,7 @@ from dal._version import __version__
 from dal.data.io import save_nifti
 from dal.data.outputs import output_folder
 from dal.data.templates import TISSUES, brain_centre, load_mni152
+from dal.errors import ArgumentError, DataError
 
 GENERATOR_VERSION = 2  # raised whenever a seed's case changes: cached cases of another version are not reused
 CONTRASTS = ("t1", "t2", "flair", "pd")
@@ -110,9 +111,9 @@ def output_grid(spacing: float | None = None,
         shape = tuple(int(round(e / spacing)) for e in extent)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
-        raise ValueError(f"shape: expected 3 sizes of at least 8 voxels, got {shape}")
+        raise ArgumentError(f"shape: expected 3 sizes of at least 8 voxels, got {shape}")
     if not 0.25 <= spacing <= 8:
-        raise ValueError(f"spacing: expected 0.25 to 8 mm, got {spacing}")
+        raise ArgumentError(f"spacing: expected 0.25 to 8 mm, got {spacing}")
     affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = brain_centre() - spacing * (np.array(shape) - 1) / 2
     return shape, affine
@@ -286,7 +287,7 @@ def _sample_anatomy(grid: torch.Tensor, shape, source: SamplingSource) -> tuple[
 def _pick(rng: np.random.Generator, candidates: np.ndarray, world: np.ndarray, what: str) -> np.ndarray:
     index = np.argwhere(candidates)
     if len(index) == 0:
-        raise RuntimeError(f"no place for a {what} in this grid: it does not cover enough of the brain")
+        raise DataError(f"no place for a {what} in this grid: it does not cover enough of the brain")
     return world[tuple(index[rng.integers(len(index))])] + rng.uniform(-1, 1, 3)
 
 
@@ -482,7 +483,7 @@ def _render_real(rng: np.random.Generator, contrast: str, image: np.ndarray, tis
 def _seed_key(seed) -> tuple[int, ...]:
     key = (seed,) if np.isscalar(seed) else tuple(seed)
     if not key or any(int(k) != k or k < 0 for k in key):
-        raise ValueError(f"seed: expected a non-negative integer or a tuple of them, got {seed!r}")
+        raise ArgumentError(f"seed: expected a non-negative integer or a tuple of them, got {seed!r}")
     return tuple(int(k) for k in key)
 
 
@@ -511,9 +512,9 @@ def generate_case(seed: int | tuple[int, ...], contrasts: str | tuple[str, ...] 
         contrasts = (contrasts,)
     for contrast in contrasts:
         if contrast not in CONTRASTS:
-            raise ValueError(f"contrasts: expected names from {CONTRASTS}, got {contrast!r}")
+            raise ArgumentError(f"contrasts: expected names from {CONTRASTS}, got {contrast!r}")
     if lesion not in LESIONS:
-        raise ValueError(f"lesion: expected one of {LESIONS}, got {lesion!r}")
+        raise ArgumentError(f"lesion: expected one of {LESIONS}, got {lesion!r}")
     key = _seed_key(seed)
     lesion_rng = np.random.default_rng([*key, 1])
     if anatomy is None:
@@ -522,7 +523,7 @@ def generate_case(seed: int | tuple[int, ...], contrasts: str | tuple[str, ...] 
         warp = _draw_warp(np.random.default_rng([*key, 0]), grid_shape, affine)
     else:
         if spacing is not None or shape is not None:
-            raise ValueError("spacing, shape: a real anatomy keeps its own grid; give neither")
+            raise ArgumentError("spacing, shape: a real anatomy keeps its own grid; give neither")
         grid_shape, affine = anatomy.mask.shape, anatomy.affine
         source = anatomy.source
         warp = _identity_warp(grid_shape, affine)
@@ -622,14 +623,14 @@ def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] =
     contrasts, lesions = tuple(contrasts), tuple(lesions)
     for contrast in contrasts:
         if contrast not in CONTRASTS:
-            raise ValueError(f"contrasts: expected names from {CONTRASTS}, got {contrast!r}")
+            raise ArgumentError(f"contrasts: expected names from {CONTRASTS}, got {contrast!r}")
     for lesion in lesions:
         if lesion not in LESIONS:
-            raise ValueError(f"lesions: expected names from {LESIONS}, got {lesion!r}")
+            raise ArgumentError(f"lesions: expected names from {LESIONS}, got {lesion!r}")
     if not contrasts or not lesions:
-        raise ValueError("contrasts and lesions: expected at least one name each")
+        raise ArgumentError("contrasts and lesions: expected at least one name each")
     if count < 1:
-        raise ValueError(f"count: expected at least 1, got {count}")
+        raise ArgumentError(f"count: expected at least 1, got {count}")
     ids = [f"synth-{i:04d}" for i in range(count)]
     if anatomy is not None:
         spacing = shape = None
@@ -640,7 +641,7 @@ def write_dataset(out: str | os.PathLike, count: int, contrasts: Sequence[str] =
         folder.check(["manifest.json", *ids, *folder.owned()], overwrite=overwrite)
         folder.remove(keep=ids)  # the manifest, and cases of an earlier run that this one does not write
         cases = []
-        for i in tqdm(range(count), desc="dal synth", unit="case", disable=not progress):
+        for i in tqdm(range(count), desc="dal synth", unit="case", disable=None if progress else True):  # no bar in logs
             lesion = lesions[i % len(lesions)]
             case = generate_case((seed, i), contrasts, lesion, spacing=spacing, shape=shape, anatomy=anatomy)
             files = {}

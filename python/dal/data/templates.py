@@ -15,7 +15,7 @@ class Template:
 
     ``tissue`` has shape (3, X, Y, Z) and sums to exactly one inside ``mask`` (zero outside):
     nilearn's GM and WM maps are rescaled where they add up to more than one, and CSF is the rest,
-    as DESIGN.md defines it (brain mask - GM - WM).
+    as docs/design.md defines it (brain mask - GM - WM).
     """
 
     t1: np.ndarray

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from dal._version import __version__
 from dal.data.outputs import write_atomic
-from dal.errors import DalError, short_repr
+from dal.errors import ArgumentError, CheckpointError, short_repr
 
 FORMAT = "dal-checkpoint"
 FORMAT_VERSION = 1
@@ -41,17 +41,13 @@ DEFAULT_FPR = 0.01  # dal infer's lesion mask
 def threshold_key(fpr: float) -> str:
     """The checkpoint's threshold key of a false-positive rate: 0.01 -> "fpr_0.01"."""
     if not any(abs(fpr - allowed) < 1e-12 for allowed in FPRS):
-        raise ValueError(f"fpr: expected one of {FPRS} (the rates the checkpoint is calibrated at), got {fpr}")
+        raise ArgumentError(f"fpr: expected one of {FPRS} (the rates the checkpoint is calibrated at), got {fpr}")
     return f"fpr_{fpr:g}"
 
 
 THRESHOLD_KEYS = tuple(threshold_key(fpr) for fpr in FPRS)
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive
 _PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")  # after pickle's 0x80 (protocol 2 and later)
-
-
-class CheckpointError(DalError, RuntimeError):
-    """A checkpoint that cannot be read; the message names the file."""
 
 
 @dataclass
@@ -118,7 +114,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: st
     thresholds = dict(thresholds or {})
     unknown = set(thresholds) - set(THRESHOLD_KEYS)
     if unknown:
-        raise ValueError(f"thresholds: unknown keys {sorted(unknown)}; expected {THRESHOLD_KEYS}")
+        raise ArgumentError(f"thresholds: unknown keys {sorted(unknown)}; expected {THRESHOLD_KEYS}")
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "dal_version": __version__,
                 "model_kind": model_kind, "config": config, "preprocessing": preprocessing,

@@ -19,15 +19,11 @@ import yaml
 
 from dal.data.augment import Augmentation
 from dal.data.preprocess import PreprocessConfig
-from dal.errors import DalError, clip, short_repr
+from dal.errors import ConfigError, clip, short_repr
 from dal.models.config import LossConfig, ModelConfig
 
 CONFIG_MAX_BYTES = 1_000_000  # a config is a page of settings; more is not one
 POLARITIES = ("lesion", "absolute")  # scoring.polarity
-
-
-class ConfigError(DalError, ValueError):
-    """A configuration that cannot be used; the message names the key."""
 
 
 @dataclass
@@ -134,7 +130,7 @@ class TrainConfig:
 
 @dataclass
 class ScoringConfig:
-    """Post-processing of the residual (DESIGN.md: sizes in millimetres).
+    """Post-processing of the residual (docs/design.md: sizes in millimetres).
 
     Attributes:
         median_mm: side of the median cube.
@@ -142,7 +138,7 @@ class ScoringConfig:
         batch_size: slices per forward pass.
         min_component_voxels: components smaller than this are removed before thresholded Dice.
         disagreement: weight of DAL's anatomy disagreement term, ``w * [A != A_hat]`` added to
-            the residual before the median (DESIGN.md's optional term; 0: off).
+            the residual before the median (docs/design.md's optional term; 0: off).
         polarity: "lesion": only the departure in the direction lesions take on the scan's
             contrast counts (darker than the PHI on T1, brighter on T2, FLAIR and PD; both where
             the contrast is unknown; see :data:`dal.engine.scoring.LESION_SIGN`); "absolute":

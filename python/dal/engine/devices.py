@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from dal.errors import DalError
-
-
-class DeviceError(DalError, ValueError):
-    """A device that is not one of auto, cpu, cuda, cuda:N, or that this machine does not have."""
+from dal.errors import DeviceError
 
 
 def resolve_device(device: str | torch.device | None, rank: int = 0) -> torch.device:

@@ -49,14 +49,34 @@ import scipy.ndimage
 import torch
 
 from dal._version import __version__
-from dal.data.io import DataError, Scan, image_like, load_mask, load_scan, nifti_stem, scan_from_image
+from dal.data.io import (
+    DataError,
+    Scan,
+    image_like,
+    load_mask,
+    load_scan,
+    nifti_stem,
+    scan_from_image,
+)
 from dal.data.layouts import contrast_of_file
 from dal.data.outputs import OutputError, output_folder  # noqa: F401 (OutputError: also dal.engine.infer.OutputError)
 from dal.data.preprocess import PreprocessConfig, Preprocessor
-from dal.engine.checkpoint import DEFAULT_FPR, FPRS, Checkpoint, CheckpointError, load_checkpoint, threshold_key
+from dal.engine.checkpoint import (
+    DEFAULT_FPR,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    threshold_key,
+)
 from dal.engine.config import ScoringConfig
 from dal.engine.devices import resolve_device
-from dal.engine.scoring import POPULATION_KEY, lesion_sign, population_statistic, score_volume
+from dal.engine.scoring import (
+    POPULATION_KEY,
+    lesion_sign,
+    population_statistic,
+    score_volume,
+)
+from dal.errors import ArgumentError
 
 DEFAULT_SCORING = ScoringConfig()  # what a checkpoint without a setting gets
 OOD_FLAGGED_FRACTION = 0.5
@@ -260,7 +280,7 @@ class Detector:
         self.polarity = scoring.get("polarity", "absolute")  # checkpoints before the setting scored |x - PHI|
         self.batch_size = int(batch_size or scoring.get("batch_size", DEFAULT_SCORING.batch_size))
         if self.batch_size < 1:
-            raise ValueError(f"batch_size: expected at least 1, got {self.batch_size}")
+            raise ArgumentError(f"batch_size: expected at least 1, got {self.batch_size}")
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, device: str | torch.device | None = "cpu",
@@ -279,7 +299,7 @@ class Detector:
         """
         if threads is not None:
             if threads < 1:
-                raise ValueError(f"threads: expected at least 1, got {threads}")
+                raise ArgumentError(f"threads: expected at least 1, got {threads}")
             torch.set_num_threads(threads)
             import SimpleITK as sitk
 
@@ -339,7 +359,7 @@ class Detector:
         else:
             threshold_value, source = float(threshold), "given"
             if not np.isfinite(threshold_value):
-                raise ValueError(f"threshold: expected a finite number, got {threshold}")
+                raise ArgumentError(f"threshold: expected a finite number, got {threshold}")
         scan = _as_scan(image)
         if float(scan.data.min()) == float(scan.data.max()):
             raise DataError(f"scan {scan.path or name or 'in memory'}: every voxel is {float(scan.data.min()):g}: "
@@ -353,7 +373,9 @@ class Detector:
         config = self.preprocessor.config
         registration = None
         if config.register or config.mask == "template":
-            from dal.data.registration import register_to_mni  # SimpleITK: only when registering
+            from dal.data.registration import (
+                register_to_mni,  # SimpleITK: only when registering
+            )
 
             clock = time.perf_counter()
             registration = register_to_mni(scan)
@@ -411,6 +433,17 @@ class Detector:
             model_space={"image": done.image, "mask": done.mask, "score": score, "phi": phi,
                          "affine": done.state.model_affine, "state": done.state},
             info=info)
+
+    def run(self, scans, out=None, **options):
+        """Find lesions in ``scans`` (NIfTI files, or data folders: every scan of their cases, with
+        the cases' brain masks) and write each one's outputs into ``out``, as ``dal infer`` does.
+        Arguments are checked now; then it yields a :class:`~dal.engine.batch.ScanOutcome` a scan
+        as each is done (a scan that fails carries its error and the others go on). ``options``:
+        ``masks``, ``contrast``, ``fpr``, ``threshold``, ``overlay``, ``report``,
+        ``bids_derivatives``, ``overwrite``, ``progress`` (see :func:`~dal.engine.batch.run_batch`)."""
+        from dal.engine.batch import run_batch
+
+        return run_batch(self, scans, out, **options)
 
     def population_distance(self, brain_scores: np.ndarray) -> float | None:
         """How far a scan is from the training population: the 90th percentile of the scores over

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from dal.engine.config import ScoringConfig
+from dal.errors import ArgumentError
 from dal.ops import residual_score
 
 MAX_MEDIAN_VOXELS = 7  # the largest window dal.ops.median_filter takes
@@ -48,7 +49,7 @@ def median_kernel_voxels(median_mm: float, spacing_mm: float) -> int:
     (ties go up), ``2 * floor(n / 2) + 1``, clamped to 1..7. 5 mm is 3 voxels at 2 mm and 5 at
     1 mm; a 5-voxel window at 2 mm (10 mm) would erase small white-matter lesions."""
     if not median_mm >= 0 or not spacing_mm > 0:
-        raise ValueError(f"median_mm must be >= 0 and spacing_mm > 0, got {median_mm} and {spacing_mm}")
+        raise ArgumentError(f"median_mm must be >= 0 and spacing_mm > 0, got {median_mm} and {spacing_mm}")
     voxels = 2 * math.floor(median_mm / spacing_mm / 2 + 1e-9) + 1
     return int(min(max(voxels, 1), MAX_MEDIAN_VOXELS))
 
@@ -56,14 +57,14 @@ def median_kernel_voxels(median_mm: float, spacing_mm: float) -> int:
 def erosion_voxels(erode_mm: float, spacing_mm: float) -> int:
     """Erosion radius in voxels: ``erode_mm / spacing_mm`` rounded to the nearest voxel."""
     if not erode_mm >= 0 or not spacing_mm > 0:
-        raise ValueError(f"erode_mm must be >= 0 and spacing_mm > 0, got {erode_mm} and {spacing_mm}")
+        raise ArgumentError(f"erode_mm must be >= 0 and spacing_mm > 0, got {erode_mm} and {spacing_mm}")
     return int(round(erode_mm / spacing_mm))
 
 
 def _as_tensor(name: str, array, dtype) -> torch.Tensor:
     tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
     if tensor.dim() != 3:
-        raise ValueError(f"{name}: expected a 3D volume (X, Y, Z), got shape {tuple(tensor.shape)}")
+        raise ArgumentError(f"{name}: expected a 3D volume (X, Y, Z), got shape {tuple(tensor.shape)}")
     return tensor.to(dtype)
 
 
@@ -104,9 +105,9 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     x = _as_tensor("volume", volume, torch.float32)
     brain = _as_tensor("mask", mask, torch.bool)
     if brain.shape != x.shape:
-        raise ValueError(f"mask: expected the shape of volume {tuple(x.shape)}, got {tuple(brain.shape)}")
+        raise ArgumentError(f"mask: expected the shape of volume {tuple(x.shape)}, got {tuple(brain.shape)}")
     if batch_size < 1:
-        raise ValueError(f"batch_size: expected at least 1, got {batch_size}")
+        raise ArgumentError(f"batch_size: expected at least 1, got {batch_size}")
     parameter = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (parameter.device if parameter is not None else torch.device("cpu"))
     model.eval()

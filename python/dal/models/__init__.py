@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from dal.errors import ConfigError
 from dal.models.autoencoders import AutoEncoder, DenoisingAutoEncoder, IntensityBaseline, ZScoreBaseline
 from dal.models.config import MODEL_KINDS, LossConfig, ModelConfig
 from dal.models.dal import DAL
@@ -26,4 +27,4 @@ def build_model(config: ModelConfig, losses: LossConfig | None = None,
         return IntensityBaseline(config)
     if config.kind == "zscore":
         return ZScoreBaseline(config, volume_shape)
-    raise ValueError(f"model.kind: expected one of {MODEL_KINDS}, got {config.kind!r}")
+    raise ConfigError(f"model.kind: expected one of {MODEL_KINDS}, got {config.kind!r}")

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dal.errors import ArgumentError
 from dal.models.blocks import UNet
 from dal.models.config import ModelConfig
 from dal.models.losses import reconstruction_loss
@@ -71,7 +72,7 @@ class DenoisingAutoEncoder(nn.Module):
 
 
 class IntensityBaseline(nn.Module):
-    """Raw-intensity thresholding, the simple baseline of DESIGN.md: the PHI is zero, so the
+    """Raw-intensity thresholding, the simple baseline of docs/design.md: the PHI is zero, so the
     score is the scan's own intensity, median-filtered inside the eroded brain mask like every
     model's residual. Lesions brighter than all healthy tissue (FLAIR, T2) are found; dark ones
     (T1) are not. Nothing to learn: ``dal train --model intensity`` only calibrates its thresholds
@@ -93,7 +94,7 @@ class IntensityBaseline(nn.Module):
 
 class ZScoreBaseline(nn.Module):
     """The voxel-wise z-score against the healthy training population, the field's strong simple
-    baseline (DESIGN.md): model space is MNI152 space (its config registers every scan), the
+    baseline (docs/design.md): model space is MNI152 space (its config registers every scan), the
     healthy population's mean and standard deviation are kept per voxel, and the score is
     ``median(|x - mean| / std)`` inside the eroded brain mask, like every model's residual.
     Nothing to learn by gradient: ``dal train --model zscore`` fits the two volumes on the
@@ -117,9 +118,9 @@ class ZScoreBaseline(nn.Module):
     def fit_population(self, images: list, masks: list) -> None:
         """Mean and standard deviation per voxel of the (X, Y, Z) ``images`` inside their ``masks``."""
         if not images:
-            raise ValueError("images: expected at least one healthy volume")
+            raise ArgumentError("images: expected at least one healthy volume")
         if tuple(images[0].shape) != tuple(self.mean.shape):
-            raise ValueError(f"images: expected model space's shape {tuple(self.mean.shape)}, got {tuple(images[0].shape)}")
+            raise ArgumentError(f"images: expected model space's shape {tuple(self.mean.shape)}, got {tuple(images[0].shape)}")
         x = torch.stack([torch.as_tensor(i, dtype=torch.float64) for i in images])
         m = torch.stack([torch.as_tensor(k, dtype=torch.bool) for k in masks]).to(torch.float64)
         count = m.sum(0)
@@ -136,7 +137,7 @@ class ZScoreBaseline(nn.Module):
         if not bool((self.std > 0).any()):
             raise RuntimeError("ZScoreBaseline: not fitted (dal train --model zscore fits it)")
         if tuple(volume.shape) != tuple(self.mean.shape):
-            raise ValueError(f"volume: expected the population's shape {tuple(self.mean.shape)}, got {tuple(volume.shape)}")
+            raise ArgumentError(f"volume: expected the population's shape {tuple(self.mean.shape)}, got {tuple(volume.shape)}")
         std = torch.where(self.std > 0, self.std, torch.inf)
         return self.mean.to(volume.device), std.to(volume.device)
 

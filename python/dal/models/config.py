@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dal.errors import ConfigError
+
 MODEL_KINDS = ("dal", "ae", "dae", "intensity", "zscore")
 
 
@@ -75,20 +77,20 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
-            raise ValueError(f"model.kind: expected one of {MODEL_KINDS}, got {self.kind!r}")
+            raise ConfigError(f"model.kind: expected one of {MODEL_KINDS}, got {self.kind!r}")
         for name in ("classes", "channels", "levels", "restoration_channels", "code_channels", "decoder_channels", "ae_latent",
                      "edge_dropout_block", "dae_noise_cells", "anomaly_regions", "restoration_passes", "restoration_block"):
             if getattr(self, name) < 1:
-                raise ValueError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
+                raise ConfigError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
         if self.classes < 2:
-            raise ValueError(f"model.classes: expected at least 2, got {self.classes}")
+            raise ConfigError(f"model.classes: expected at least 2, got {self.classes}")
         if not self.tau > 0:
-            raise ValueError(f"model.tau: expected a positive number, got {self.tau}")
+            raise ConfigError(f"model.tau: expected a positive number, got {self.tau}")
         if not 0 < self.auxiliary_fraction <= 1:
-            raise ValueError(f"model.auxiliary_fraction: expected a fraction in (0, 1], got {self.auxiliary_fraction}")
+            raise ConfigError(f"model.auxiliary_fraction: expected a fraction in (0, 1], got {self.auxiliary_fraction}")
         for name in ("edge_dropout", "anomaly_probability"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"model.{name}: expected a fraction in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"model.{name}: expected a fraction in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
@@ -115,4 +117,4 @@ class LossConfig:
     def __post_init__(self):
         for name, value in vars(self).items():
             if value < 0:
-                raise ValueError(f"loss.{name}: expected a weight >= 0, got {value}")
+                raise ConfigError(f"loss.{name}: expected a weight >= 0, got {value}")

@@ -1,4 +1,4 @@
-"""DAL: Disentangled Anatomy Learning (our reconstruction of Yang et al. 2026; see DESIGN.md).
+"""DAL: Disentangled Anatomy Learning (our reconstruction of Yang et al. 2026; see docs/design.md).
 
 Choices made where the paper is silent, chosen to keep the training step cheap on a CPU:
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from dal.data.io import DataError, Scan, load_mask, load_scan, load_tissue, nifti_stem
 from dal.data.synthetic import CONTRASTS, TISSUE_INTENSITY, SamplingSource, make_source
-from dal.data.templates import TISSUES
+from dal.data.templates import TISSUES, normalised_tissue
 
 FAST_LABELS = {1: "csf", 2: "gm", 3: "wm"}
 
@@ -124,9 +124,7 @@ def load_anatomy(path: str | os.PathLike, *, tissue: str | os.PathLike | None = 
         maps = fit_tissue(image, brain, contrast)
     elif maps is None:
         maps = tissue_from_labels(labels.data, image, brain, f"tissue labels {tissue}")
-    maps = maps * brain
-    total = maps.sum(axis=0)
-    maps = np.where(brain & (total > 1e-6), maps / np.maximum(total, 1e-6), 0).astype(np.float32)
+    maps = normalised_tissue(maps, brain)
     brain &= maps.sum(axis=0) > 0.5
     return RealAnatomy(image=(image * brain).astype(np.float32), tissue=maps * brain, mask=brain,
                        affine=scan.affine, contrast=contrast, name=nifti_stem(path))

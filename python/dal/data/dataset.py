@@ -34,6 +34,7 @@ from dal.data.layouts import find_cases
 from dal.data.outputs import OutputError, remove_dead_temporaries, write_atomic
 from dal.data.preprocess import Preprocessor
 from dal.data.synthetic import GENERATOR_VERSION, generate_case
+from dal.data.templates import normalised_tissue
 from dal.errors import ArgumentError
 
 
@@ -56,14 +57,6 @@ class ModelVolume:
     def healthy(self) -> bool:
         """No lesion voxel (no label, or an empty one)."""
         return self.label is None or not self.label.any()
-
-
-def normalised_tissue(tissue: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Tissue maps (3, X, Y, Z) restricted to ``mask`` and renormalised to sum to one in it
-    (resampling and the mask's edge leave sums below one), float32."""
-    tissue = tissue * mask
-    total = tissue.sum(axis=0)
-    return np.where(mask, tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
 
 
 def _model_tissue(tissue: np.ndarray, done, preprocessor: Preprocessor) -> np.ndarray:

@@ -28,6 +28,14 @@ class Template:
         return float(abs(self.affine[0, 0]))
 
 
+def normalised_tissue(tissue: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Tissue maps (3, X, Y, Z) restricted to ``mask`` and renormalised to sum to one in it
+    (resampling and the mask's edge leave sums below one); zero where no tissue is left. float32."""
+    tissue = tissue * mask
+    total = tissue.sum(axis=0)
+    return np.where(mask & (total > 1e-6), tissue / np.maximum(total, 1e-6), 0).astype(np.float32)
+
+
 def tissue_from_gm_wm(gm: np.ndarray, wm: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Tissue maps (CSF, GM, WM) summing to one inside ``mask``: GM and WM clipped to [0,1] and
     rescaled where their sum exceeds one, CSF = 1 - GM - WM; all zero outside the mask."""

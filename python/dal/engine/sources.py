@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dal.data.dataset import ModelVolume, load_volumes, normalised_tissue, synthetic_volume
+from dal.data.dataset import ModelVolume, load_volumes, synthetic_volume
 from dal.data.preprocess import Preprocessor
+from dal.data.templates import normalised_tissue
 
 
 def cache_folder(configured: str | None) -> Path:

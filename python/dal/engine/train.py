@@ -1,5 +1,8 @@
 """The training loop of ``dal train``: DAL or a baseline on 2D slices, validated on labelled
 volumes, with resumable atomic checkpoints, TensorBoard logs and optional DistributedDataParallel.
+:func:`train` prepares the run folder and hands the run to a :class:`Trainer`, whose
+:meth:`~Trainer.run` lists its steps (data, model, weights, logs, the steps, validation,
+checkpoints), a method each.
 
 Run folder (``--out``)::
 

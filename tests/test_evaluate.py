@@ -136,3 +136,35 @@ def test_a_broken_scan_is_reported_and_the_rest_evaluated(tmp_path, data):
     assert [row["case"] for row in report["rows"]] == ["c1", "c3"]
     assert len(report["failures"]) == 1 and "c2_t1.nii.gz" in report["failures"][0]
     assert torch.tensor(report["summary"]["mean_average_precision"]) > 0.8
+
+
+def test_summarise_on_hand_made_maps():
+    """The summarise step alone: a volume whose lesion scores highest, and one without lesion
+    whose single bright voxel outranks it, so that only the pooled values see the false positive."""
+    from dal.data.layouts import Case
+    from dal.engine.evaluate import Job, Scored, summarise
+
+    brain = np.ones((4, 4, 4), bool)
+    lesion = np.zeros_like(brain)
+    lesion[0, 0, :2] = True
+    with_lesion = np.where(lesion, 1.0, 0.0).astype(np.float32)
+    without = np.zeros(brain.shape, np.float32)
+    without[3, 3, 3] = 1.5
+    scored = Scored()
+    scored.add(Job(Case("a"), "t1", "tumour"), lesion, {"score": with_lesion, "mask": brain}, [])
+    scored.add(Job(Case("b"), "t1", None), np.zeros_like(brain), {"score": without, "mask": brain}, ["odd scan"])
+    done = summarise(scored, {"fpr_0.01": 0.5}, 1, "model space", None)
+    summary, (a, b) = done["summary"], done["rows"]
+    assert (summary["volumes"], summary["lesion_volumes"], summary["volumes_without_lesion"]) == (2, 1, 1)
+    assert a["lesion_voxels"] == 2 and a["average_precision"] == a["best_dice"] == a["dice_fpr_0.01"] == 1.0
+    assert a["lesions"] == 1 and a["lesion_recall_fpr_0.01"] == 1.0 and a["false_positive_lesions_fpr_0.01"] == 0
+    assert np.isnan(b["average_precision"]) and b["dice_fpr_0.01"] is None and b["false_positive_lesions_fpr_0.01"] == 1
+    assert b["lesion_type"] is None and b["warnings"] == "odd scan"
+    assert summary["mean_average_precision"] == 1.0 and summary["mean_dice_fpr_0.01"] == 1.0
+    # pooled, the bright voxel comes first: recall reaches 1 at the lesion's score with 2 of 3 voxels right
+    assert summary["pooled_average_precision"] == pytest.approx(2 / 3)
+    assert summary["lesion_recall_fpr_0.01"] == 1.0 and summary["false_positive_lesions_per_volume_fpr_0.01"] == 0.5
+    assert done["groups"] == {"contrast=t1": {"lesion_volumes": 1, "average_precision": 1.0, "auroc": 1.0,
+                                              "best_dice": 1.0, "dice_fpr_0.01": 1.0, "dice_fpr_0.05": None,
+                                              "lesion_recall_fpr_0.01": 1.0, "lesion_recall_fpr_0.05": None},
+                              "lesion_type=tumour": done["groups"]["contrast=t1"]}

@@ -268,3 +268,23 @@ def test_registered_scans_without_tissue_maps_get_the_mni152_prior():
     assert np.all((np.abs(total - 1) < 1e-5) | (total < 0.05))
     csf, gm, wm = done.tissue[:, mask].mean(1)
     assert gm > 0.3 and wm > 0.3 and csf < 0.25  # the deep brain: grey (thalamus, cortex) and white matter
+
+
+def test_real_data_without_healthy_validation_holds_out_training_scans_for_the_thresholds(tmp_path):
+    import numpy as np
+
+    from dal.data import ModelVolume
+
+    scans = [ModelVolume(np.full((2, 2, 2), i, np.float32), np.ones((2, 2, 2), bool), None, f"s{i}") for i in range(10)]
+    lesion = ModelVolume(scans[0].image, scans[0].mask, None, "l", np.ones((2, 2, 2), np.uint8), "t1", "tumour")
+    config = Config().replace({"data.data": str(tmp_path), "data.contrast": "t1", "data.heldout_fraction": 0.2})
+    train, val, held = train_module._hold_out_healthy(config, scans, [lesion])
+    assert held == 2 and len(train) == 8 and val[0] is lesion
+    assert {v.name for v in val[1:]}.isdisjoint(v.name for v in train) and all(v.healthy for v in val[1:])
+    assert [v.name for v in train] == sorted((v.name for v in train), key=lambda name: int(name[1:]))  # in order
+    assert (val[1].contrast, val[1].lesion) == ("t1", "none")
+    again = train_module._hold_out_healthy(config, scans, [lesion])[0]
+    assert [v.name for v in again] == [v.name for v in train]  # drawn from the seed
+    assert train_module._hold_out_healthy(config, scans, val)[2] == 0  # healthy validation already: none held out
+    with pytest.raises(TrainingError, match="too few to hold out"):
+        train_module._hold_out_healthy(config, scans[:1], [lesion])

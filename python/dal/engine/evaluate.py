@@ -19,6 +19,10 @@ Outputs in ``out``: ``metrics.csv`` (one row per volume), ``metrics.json`` (rows
 values, groups, what entered each mean), ``report.html`` (the table, the precision-recall
 curves, a 3D viewer (:mod:`dal.engine.viewer`) and one overlay per volume with its label
 outlined, all at dal infer's threshold; self-contained).
+
+The steps: :func:`collect` finds the labelled scans, :func:`score` runs the detector on each and
+brings its label to model space, :func:`summarise` computes the metrics, and
+:func:`write_reports` writes them (:func:`metrics_csv`, :func:`metrics_json`, :func:`report_html`).
 """
 from __future__ import annotations
 
@@ -29,13 +33,15 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from dal.data.io import DataError, load_label
-from dal.data.layouts import find_cases
+from dal.data.layouts import Case, find_cases
 from dal.data.outputs import OutputError, OutputFolder, output_folder
 from dal.engine.checkpoint import DEFAULT_FPR, FPRS, CheckpointError, threshold_key
 from dal.engine.infer import Detector
@@ -58,43 +64,7 @@ HEADERS = {"case": "case", "contrast": "contrast", "lesion_type": "lesion", "les
            "lesion_recall_fpr_0.05": "lesions found 5% FPR", "false_positive_lesions_fpr_0.01": "false lesions 1% FPR",
            "false_positive_lesions_fpr_0.05": "false lesions 5% FPR"}
 REPORTS = ("metrics.csv", "metrics.json", "report.html")
-
-
-def _plain(value):
-    """JSON-safe: NaN and infinities become None, numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def _lesion_types(root: Path) -> dict[str, str]:
-    """Case id -> lesion type, from a ``dal synth`` manifest (other layouts do not say)."""
-    try:
-        manifest = json.loads((root / "manifest.json").read_text())
-        return {case["id"]: case["lesion"] for case in manifest.get("cases", [])}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
-def _mean(values) -> float | None:
-    defined = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(defined) / len(defined) if defined else None
-
-
-def _pr_curve(score: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    counts = ranked_counts(score, label, mask)
-    if counts.positives == 0:
-        return np.zeros(0), np.zeros(0)
-    recall = (counts.tp.double() / counts.positives).numpy()[::-1]
-    precision = (counts.tp.double() / (counts.tp + counts.fp).double()).numpy()[::-1]
-    keep = np.unique(np.linspace(0, len(recall) - 1, min(PR_POINTS, len(recall))).astype(int))
-    return np.concatenate([[0.0], recall[keep]]), np.concatenate([[precision[keep][0]], precision[keep]])
+POOLED = "pooled (all volumes)"  # the name of the curve of all voxels of all volumes together
 
 
 def evaluate_folder(detector: Detector, data: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -129,19 +99,62 @@ def evaluate_folder(detector: Detector, data: str | os.PathLike, out: str | os.P
 
 def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contrast: str | None, overlays: bool,
               progress: bool, overwrite: bool) -> dict:
-    from dal.engine.report import colour_range, html_image, html_report, html_table, overlay_figure, png_base64, \
-        precision_recall_figure
-    from dal.engine.viewer import scan_volumes, viewer_section
+    """Collect, score, summarise, write: a function each."""
+    jobs, skipped = collect(root, contrast)
+    thresholds, notes = _calibrated_thresholds(detector)
+    picture = PictureThreshold.of(thresholds)
+    scored = score(detector, jobs, picture, draw=overlays and folder is not None, progress=progress)
+    if not scored.rows:
+        raise DataError(f"data folder {root}: no scan could be evaluated: " + " | ".join(scored.failures))
+    space = f"model space of the checkpoint ({detector.preprocessor.config.spacing:g} mm), inside the brain mask"
+    checkpoint = None if detector.checkpoint.path is None else str(detector.checkpoint.path)
+    report = _plain({**summarise(scored, thresholds, detector.min_component_voxels, space, checkpoint),
+                     "failures": scored.failures, "skipped": skipped, "notes": notes})
+    if folder is not None:
+        write_reports(folder, root, report, scored, picture, overwrite)
+    return report
 
+
+# ------------------------------------------------------------------------------------ collect: scans, thresholds
+
+
+class Job(NamedTuple):
+    """One scan to evaluate: a labelled case and one of its contrasts ("scan" where the layout names none)."""
+
+    case: Case
+    contrast: str
+    lesion_type: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.case.id}_{self.contrast}"
+
+
+def collect(root: Path, contrast: str | None = None) -> tuple[list[Job], list[str]]:
+    """(jobs, skipped): every scan (or every scan of ``contrast``) of every case under ``root``
+    with a lesion label, and a line for each case left out for having none."""
     cases = find_cases(root, contrast)
     lesion_types = _lesion_types(root)
     labelled = [case for case in cases if case.label is not None]
     skipped = [f"case {case.id}: no lesion label; left out" for case in cases if case.label is None]
     if not labelled:
         raise DataError(f"data folder {root}: no case has a lesion label (a *_seg file, a BIDS derivative label)")
-    jobs = [(case, key) for case in labelled
+    jobs = [Job(case, key, lesion_types.get(case.id)) for case in labelled
             for key in ([contrast] if contrast else sorted(case.images))]
+    return jobs, skipped
 
+
+def _lesion_types(root: Path) -> dict[str, str]:
+    """Case id -> lesion type, from a ``dal synth`` manifest (other layouts do not say)."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        return {case["id"]: case["lesion"] for case in manifest.get("cases", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _calibrated_thresholds(detector: Detector) -> tuple[dict[str, float], list[str]]:
+    """The checkpoint's thresholds by key ("fpr_0.01", ...), and a note for each one it lacks."""
     thresholds: dict[str, float] = {}
     notes = []
     for fpr in FPRS:
@@ -149,95 +162,198 @@ def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contr
             thresholds[threshold_key(fpr)] = detector.threshold(fpr)
         except CheckpointError as error:
             notes.append(str(error))
-    # The pictures' one threshold: dal infer's default (1% false positives), so that a volume looks
-    # here as dal infer draws it; 0.5 when the checkpoint has none calibrated.
-    overlay_key = threshold_key(DEFAULT_FPR) if threshold_key(DEFAULT_FPR) in thresholds else next(iter(thresholds), None)
-    overlay_threshold = thresholds.get(overlay_key, 0.5)
+    return thresholds, notes
 
-    scores, labels, masks, rows, failures, pictures, curves, viewed = [], [], [], [], [], [], {}, []
+
+class PictureThreshold(NamedTuple):
+    """The pictures' one threshold: dal infer's default (1% false positives), so that a volume looks
+    here as dal infer draws it; another calibrated one, or 0.5 when the checkpoint has none."""
+
+    key: str | None
+    value: float
+
+    @classmethod
+    def of(cls, thresholds: dict[str, float]) -> "PictureThreshold":
+        key = threshold_key(DEFAULT_FPR) if threshold_key(DEFAULT_FPR) in thresholds else next(iter(thresholds), None)
+        return cls(key, thresholds.get(key, 0.5))
+
+    @property
+    def fpr(self) -> float | None:
+        return float(self.key[4:]) if self.key else None
+
+
+# ------------------------------------------------------------------------------------ score
+
+
+@dataclass
+class Scored:
+    """The volumes scored, in order: each one's name, row (case, contrast, lesion type, lesion
+    voxels, warnings; :func:`summarise` adds the metrics), and score, label and brain mask in
+    model space; the overlays and 3D views of the report; the scans that failed."""
+
+    names: list[str] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    scores: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+    masks: list[torch.Tensor] = field(default_factory=list)
+    pictures: list[tuple[str, str]] = field(default_factory=list)
+    views: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, job: Job, label: np.ndarray, model_space: dict, warnings: list[str]) -> None:
+        """One volume: its label and the detector's maps ("score", "mask"), in model space."""
+        mask = model_space["mask"]
+        self.names.append(job.name)
+        self.rows.append({"case": job.case.id, "contrast": job.contrast, "lesion_type": job.lesion_type,
+                          "lesion_voxels": int((label & mask).sum()), "warnings": "; ".join(warnings)})
+        self.scores.append(torch.from_numpy(model_space["score"]))
+        self.labels.append(torch.from_numpy(label))
+        self.masks.append(torch.from_numpy(mask))
+
+
+def score(detector: Detector, jobs: list[Job], picture: PictureThreshold, draw: bool = False,
+          progress: bool = False) -> Scored:
+    """Every job through :meth:`Detector.predict`, its label (:func:`~dal.data.io.load_label`, on
+    the scan's grid) brought to model space by nearest neighbour; a scan that cannot be read or
+    scored is a failure, not the end. ``draw``: an overlay and a 3D view of each volume."""
+    from dal.engine.report import overlay_figure, png_base64
+    from dal.engine.viewer import scan_volumes
+
+    scored = Scored()
+    at = {"threshold": picture.value} if picture.fpr is None else {"fpr": picture.fpr}
     plain = progress and not sys.stderr.isatty()  # a log gets one line a volume instead of a bar
-    for number, (case, key) in enumerate(progress_bar(jobs, "dal evaluate", "scan", enabled=progress), 1):
-        name = f"{case.id}_{key}"
+    for number, job in enumerate(progress_bar(jobs, "dal evaluate", "scan", enabled=progress), 1):
         if plain:
-            print(f"dal evaluate: volume {number} of {len(jobs)}: {name}", file=sys.stderr, flush=True)
+            print(f"dal evaluate: volume {number} of {len(jobs)}: {job.name}", file=sys.stderr, flush=True)
         try:
-            scan_path = case.image(key)
-            at = {"fpr": float(overlay_key[4:])} if overlay_key else {"threshold": overlay_threshold}
-            result = detector.predict(scan_path, case.mask, contrast=key if key != "scan" else None, name=name, **at)
-            label = load_label(case.label, result.scan)
+            scan_path = job.case.image(job.contrast)
+            result = detector.predict(scan_path, job.case.mask, contrast=job.contrast if job.contrast != "scan" else None,
+                                      name=job.name, **at)
+            label = load_label(job.case.label, result.scan)
         except (DataError, OutputError) as error:
-            failures.append(str(error))
+            scored.failures.append(str(error))
             continue
-        state = result.model_space["state"]
-        label_model = detector.preprocessor.to_model(label.astype(np.uint8), state, "nearest") > 0
-        scores.append(torch.from_numpy(result.model_space["score"]))
-        labels.append(torch.from_numpy(label_model))
-        masks.append(torch.from_numpy(result.model_space["mask"]))
-        rows.append({"case": case.id, "contrast": key, "lesion_type": lesion_types.get(case.id),
-                     "lesion_voxels": int((label_model & result.model_space["mask"]).sum()),
-                     "warnings": "; ".join(result.warnings)})
-        if int(rows[-1]["lesion_voxels"]) > 0:
-            curves[name] = _pr_curve(scores[-1], labels[-1], masks[-1])
-        if overlays and folder is not None:
-            pictures.append((name, png_base64(overlay_figure(result, title=name, label=label), facecolor="black")))
-            viewed.append(scan_volumes(result, name, label=label_model))
-    if not rows:
-        raise DataError(f"data folder {root}: no scan could be evaluated: " + " | ".join(failures))
+        label_model = detector.preprocessor.to_model(label.astype(np.uint8), result.model_space["state"], "nearest") > 0
+        scored.add(job, label_model, result.model_space, result.warnings)
+        if draw:
+            scored.pictures.append((job.name, png_base64(overlay_figure(result, title=job.name, label=label),
+                                                         facecolor="black")))
+            scored.views.append(scan_volumes(result, job.name, label=label_model))
+    return scored
 
-    overall = evaluate(scores, labels, masks)
-    for row, metrics in zip(rows, overall.per_volume):
+
+# ------------------------------------------------------------------------------------ summarise
+
+
+def summarise(scored: Scored, thresholds: dict[str, float], min_component_voxels: int, space: str,
+              checkpoint: str | None) -> dict:
+    """{"summary", "groups", "rows"}: each volume's metrics added to its row; their means over the
+    volumes with lesion, the pooled values and, at each threshold, Dice and lesion detection
+    (``min_component_voxels``: smaller components are left out); means per contrast and lesion type.
+    ``space`` and ``checkpoint`` say where the numbers come from."""
+    overall = evaluate(scored.scores, scored.labels, scored.masks)
+    for row, metrics in zip(scored.rows, overall.per_volume):
         row.update(average_precision=metrics.average_precision, auroc=metrics.auroc, best_dice=metrics.best_dice)
-    at_threshold = {}
-    for key_, threshold in thresholds.items():
-        result = evaluate(scores, labels, masks, threshold=threshold, min_size=detector.min_component_voxels)
-        at_threshold[key_] = result
-        for row, dice, detection in zip(rows, result.dice_at_threshold, result.detection):
-            has_lesion = row["lesion_voxels"] > 0
-            row[f"dice_{key_}"] = dice if has_lesion else None
-            row[f"lesion_recall_{key_}"] = detection.recall if has_lesion else None
-            row["lesions"] = detection.lesions
-            row[f"false_positive_lesions_{key_}"] = detection.false_positives
-
+    at_threshold = {key: _at_threshold(scored, key, threshold, min_component_voxels)
+                    for key, threshold in thresholds.items()}
     summary = {
-        "volumes": len(rows), "lesion_volumes": overall.lesion_volumes,
+        "volumes": len(scored.rows), "lesion_volumes": overall.lesion_volumes,
         "volumes_without_lesion": overall.healthy_volumes,
         "note": "means are over volumes with lesion only (volumes without lesion have no AP; they count for false "
                 "positives); pooled values treat all brain voxels of all volumes as one set",
-        "space": f"model space of the checkpoint ({detector.preprocessor.config.spacing:g} mm), inside the brain mask",
+        "space": space,
         "mean_average_precision": overall.mean_average_precision, "mean_auroc": overall.mean_auroc,
         "mean_best_dice": overall.mean_best_dice,
         "pooled_average_precision": overall.pooled.average_precision, "pooled_auroc": overall.pooled.auroc,
         "pooled_best_dice": overall.pooled.best_dice,
-        "thresholds": thresholds, "min_component_voxels": detector.min_component_voxels,
-        "checkpoint": None if detector.checkpoint.path is None else str(detector.checkpoint.path),
+        "thresholds": thresholds, "min_component_voxels": min_component_voxels, "checkpoint": checkpoint,
     }
-    for key_, result in at_threshold.items():
-        summary[f"mean_dice_{key_}"] = result.mean_dice_at_threshold
-        summary[f"lesion_recall_{key_}"] = result.lesion_recall
-        summary[f"false_positive_lesions_per_volume_{key_}"] = result.false_positives_per_volume
+    for key, result in at_threshold.items():
+        summary[f"mean_dice_{key}"] = result.mean_dice_at_threshold
+        summary[f"lesion_recall_{key}"] = result.lesion_recall
+        summary[f"false_positive_lesions_per_volume_{key}"] = result.false_positives_per_volume
+    return {"summary": summary, "groups": _group_means(scored.rows), "rows": scored.rows}
+
+
+def _at_threshold(scored: Scored, key: str, threshold: float, min_size: int):
+    """The metrics at ``threshold``; each row gets its Dice and lesion recall (none without
+    lesion), its lesions and its false-positive components."""
+    result = evaluate(scored.scores, scored.labels, scored.masks, threshold=threshold, min_size=min_size)
+    for row, dice, detection in zip(scored.rows, result.dice_at_threshold, result.detection):
+        has_lesion = row["lesion_voxels"] > 0
+        row[f"dice_{key}"] = dice if has_lesion else None
+        row[f"lesion_recall_{key}"] = detection.recall if has_lesion else None
+        row["lesions"] = detection.lesions
+        row[f"false_positive_lesions_{key}"] = detection.false_positives
+    return result
+
+
+def _group_means(rows: list[dict]) -> dict[str, dict]:
+    """"contrast=<c>" and "lesion_type=<t>": the number of volumes with lesion in the group and
+    the means of their metrics."""
     groups = {}
     for field_name in ("contrast", "lesion_type"):
         for value in sorted({row[field_name] for row in rows if row[field_name] is not None}):
             members = [row for row in rows if row[field_name] == value and row["lesion_voxels"] > 0]
             groups[f"{field_name}={value}"] = {"lesion_volumes": len(members),
                                                **{c: _mean([row.get(c) for row in members]) for c in METRIC_COLUMNS}}
-    report = _plain({"summary": summary, "groups": groups, "rows": rows, "failures": failures, "skipped": skipped,
-                     "notes": notes})
-    if folder is None:
-        return report
+    return groups
 
+
+def _mean(values) -> float | None:
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(defined) / len(defined) if defined else None
+
+
+def _plain(value):
+    """JSON-safe: NaN and infinities become None, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# ------------------------------------------------------------------------------------ write
+
+
+def write_reports(folder: OutputFolder, root: Path, report: dict, scored: Scored, picture: PictureThreshold,
+                  overwrite: bool = False) -> None:
+    """:data:`REPORTS` into ``folder``, all three or none (:meth:`OutputFolder.write`)."""
+    texts = dict(zip(REPORTS, (metrics_csv(report["rows"]), metrics_json(report),
+                               report_html(root, report, scored, picture))))
+    folder.write("evaluation", {name: (lambda tmp, text=text: tmp.write_text(text)) for name, text in texts.items()},
+                 overwrite=overwrite)
+
+
+def metrics_csv(rows: list[dict]) -> str:
+    """``metrics.csv``: a row per volume in :data:`COLUMNS`; no value is an empty cell."""
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in report["rows"]:
+    for row in rows:
         writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in COLUMNS})
+    return table.getvalue()
 
-    curves["pooled (all volumes)"] = _pr_curve(torch.cat([s[m] for s, m in zip(scores, masks)]),
-                                               torch.cat([y[m] for y, m in zip(labels, masks)]), None)
-    summary_rows = [{"metric": k, "value": v} for k, v in report["summary"].items()
-                    if isinstance(v, (int, float)) or v is None]
+
+def metrics_json(report: dict) -> str:
+    return json.dumps(report, indent=1, allow_nan=False)
+
+
+def report_html(root: Path, report: dict, scored: Scored, picture: PictureThreshold) -> str:
+    """``report.html``: the summary, the table, the group means, the precision-recall curves, the
+    notes and, drawn, the 3D viewer and the overlays."""
+    from dal.engine.report import html_image, html_report, html_table, png_base64, precision_recall_figure
+    from dal.engine.viewer import viewer_section
+
+    summary = report["summary"]
+    summary_rows = [{"metric": k, "value": v} for k, v in summary.items() if isinstance(v, (int, float)) or v is None]
     group_rows = [{"group": g, **values} for g, values in report["groups"].items()]
-    messages = [*notes, *failures, *skipped]
+    messages = [*report["notes"], *report["failures"], *report["skipped"]]
     sections = [
         ("Summary", "<p class='note'>" + summary["note"] + "; " + summary["space"] + ".</p>"
          + html_table(summary_rows, ["metric", "value"])),
@@ -246,27 +362,48 @@ def _evaluate(detector: Detector, root: Path, folder: OutputFolder | None, contr
                        "tooltip.</p>" + html_table(report["rows"], TABLE_COLUMNS, HEADERS)),
         ("Per contrast and lesion type (means over volumes with lesion)",
          html_table(group_rows, ["group", "lesion_volumes", *METRIC_COLUMNS], HEADERS)),
-        ("Precision-recall curves", html_image(png_base64(precision_recall_figure(curves, "pooled (all volumes)")),
+        ("Precision-recall curves", html_image(png_base64(precision_recall_figure(_curves(scored), POOLED)),
                                                "voxel level, inside the brain mask")),
     ]
     if messages:
         sections.append(("Notes", "".join(f"<p class='warn'>{html.escape(m)}</p>" for m in messages)))
-    if pictures:
-        high = colour_range(overlay_threshold)[1]
-        rate = f"{float(overlay_key[4:]):.0%}" if overlay_key else None
-        how = f"calibrated at {rate} false-positive voxels on healthy scans" if rate else "none calibrated: 0.5"
-        story = (f"One threshold, {overlay_threshold:.3g} ({how}, dal infer's default), makes the lesion mask "
-                 f"(cyan outline) and starts the colour scale, which runs from it to {high:.3g} in every panel and "
-                 "every volume, so that they compare; the label (ground truth) is outlined in green. A healthy "
-                 f"scan is expected to have about {rate or 'some'} of its brain "
-                 "coloured: that is what the threshold was calibrated to. Lesions are counted as dal infer counts "
-                 "them (components closer than the scoring's median window are one lesion); the table's "
-                 "false-positive lesions count components, as the evaluation protocol does.")
-        sections.append(("3D viewer", viewer_section(viewed)))
-        sections.append(("Overlays", f"<p class='note'>{html.escape(story)}</p>"
-                         + "".join(html_image(data, name) for name, data in pictures)))
-    texts = dict(zip(REPORTS, (table.getvalue(), json.dumps(report, indent=1, allow_nan=False),
-                               html_report(f"dal evaluate: {root}", sections))))
-    folder.write("evaluation", {name: (lambda tmp, text=text: tmp.write_text(text)) for name, text in texts.items()},
-                 overwrite=overwrite)
-    return report
+    if scored.pictures:
+        sections.append(("3D viewer", viewer_section(scored.views)))
+        sections.append(("Overlays", f"<p class='note'>{html.escape(_overlay_story(picture))}</p>"
+                         + "".join(html_image(data, name) for name, data in scored.pictures)))
+    return html_report(f"dal evaluate: {root}", sections)
+
+
+def _curves(scored: Scored) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The precision-recall curve of each volume with lesion, and the pooled one (:data:`POOLED`)."""
+    curves = {name: _pr_curve(score, label, mask) for name, row, score, label, mask
+              in zip(scored.names, scored.rows, scored.scores, scored.labels, scored.masks) if row["lesion_voxels"] > 0}
+    curves[POOLED] = _pr_curve(torch.cat([s[m] for s, m in zip(scored.scores, scored.masks)]),
+                               torch.cat([y[m] for y, m in zip(scored.labels, scored.masks)]), None)
+    return curves
+
+
+def _pr_curve(score: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    counts = ranked_counts(score, label, mask)
+    if counts.positives == 0:
+        return np.zeros(0), np.zeros(0)
+    recall = (counts.tp.double() / counts.positives).numpy()[::-1]
+    precision = (counts.tp.double() / (counts.tp + counts.fp).double()).numpy()[::-1]
+    keep = np.unique(np.linspace(0, len(recall) - 1, min(PR_POINTS, len(recall))).astype(int))
+    return np.concatenate([[0.0], recall[keep]]), np.concatenate([[precision[keep][0]], precision[keep]])
+
+
+def _overlay_story(picture: PictureThreshold) -> str:
+    """What the overlays show, in words: one threshold for the mask and the colour scale."""
+    from dal.engine.report import colour_range
+
+    high = colour_range(picture.value)[1]
+    rate = None if picture.fpr is None else f"{picture.fpr:.0%}"
+    how = f"calibrated at {rate} false-positive voxels on healthy scans" if rate else "none calibrated: 0.5"
+    return (f"One threshold, {picture.value:.3g} ({how}, dal infer's default), makes the lesion mask "
+            f"(cyan outline) and starts the colour scale, which runs from it to {high:.3g} in every panel and "
+            "every volume, so that they compare; the label (ground truth) is outlined in green. A healthy "
+            f"scan is expected to have about {rate or 'some'} of its brain "
+            "coloured: that is what the threshold was calibrated to. Lesions are counted as dal infer counts "
+            "them (components closer than the scoring's median window are one lesion); the table's "
+            "false-positive lesions count components, as the evaluation protocol does.")

@@ -1,5 +1,8 @@
 """The training loop of ``dal train``: DAL or a baseline on 2D slices, validated on labelled
 volumes, with resumable atomic checkpoints, TensorBoard logs and optional DistributedDataParallel.
+:func:`train` prepares the run folder and hands the run to a :class:`Trainer`, whose
+:meth:`~Trainer.run` lists its steps (data, model, weights, logs, the steps, validation,
+checkpoints), a method each.
 
 Run folder (``--out``)::
 
@@ -135,62 +138,86 @@ def _say(message: str, rank: int) -> None:
         tqdm.write(f"dal train: {message}", file=sys.stdout)
 
 
-def _load_data(config: Config, rank: int):
-    """Training volumes, validation volumes and a message on the anatomical prior."""
+def _load_data(config: Config, rank: int) -> tuple[list[ModelVolume], list[ModelVolume]]:
+    """Training volumes and validation volumes, with a message on where they come from and on the
+    anatomical prior."""
     data = config.data
     preprocessor = Preprocessor(config.preprocessing)
-    template_prior, held = False, 0
     cache = cache_folder(data.cache)
-    seed = config.train.seed
-    if data.data is None:
-        train = synthetic_training_volumes(data.train_volumes, data.synthetic_contrasts, seed, preprocessor, cache)
-        source = f"{len(train)} synthetic subjects ({', '.join(data.synthetic_contrasts)})"
-    else:
-        try:
-            train = folder_training_volumes(data.data, data.contrast, preprocessor)
-        except DataError as error:
-            raise TrainingError(f"--data {data.data}: {error}") from None
-        if config.preprocessing.register and not all(v.tissue is not None for v in train):
-            train = with_template_tissue(train, preprocessor)
-            template_prior = True
-    if data.val is not None:
-        try:
-            val = folder_validation_volumes(data.val, data.contrast, preprocessor)
-        except DataError as error:
-            raise TrainingError(f"--val {data.val}: {error}") from None
-    else:
-        val = synthetic_validation_volumes(data.val_contrasts, data.val_lesions, data.val_healthy, seed, preprocessor,
-                                           cache)
-        if data.data is not None:
-            val = [v for v in val if not v.healthy]  # never calibrate on synthetic scans for real data
-    if data.data is not None and not any(v.healthy for v in val):
-        held = max(1, round(data.heldout_fraction * len(train))) if data.heldout_fraction > 0 else 0
-        if held == 0 or held >= len(train):
-            raise TrainingError(f"--data {data.data}: {len(train)} scan(s): too few to hold out healthy scans for the "
-                                "thresholds (give --val with healthy cases, or more scans)")
-        order = np.random.default_rng(seed).permutation(len(train))
-        heldout = [train[i] for i in order[:held]]
-        train = [train[i] for i in sorted(order[held:])]
-        val += [ModelVolume(v.image, v.mask, None, v.name, None, data.contrast or "", "none") for v in heldout]
-    if data.data is not None:
-        source = f"{len(train)} scans from {data.data}" + (f"; {held} held out for the thresholds" if held else "")
+    train, template_prior = _training_volumes(config, preprocessor, cache)
+    val = _validation_volumes(config, preprocessor, cache)
+    train, val, held = _hold_out_healthy(config, train, val)
     if not any(not v.healthy for v in val):
         raise TrainingError("validation: no labelled volume with a lesion (the best checkpoint is chosen by AP)")
-    has_tissue = all(v.tissue is not None for v in train)
-    if config.model.kind != "dal":
-        prior = "not used by this model"
-    elif config.loss.prior <= 0:
-        prior = "off (loss.prior is 0)"
-    elif template_prior:
-        prior = "on (MNI152 tissue maps: the scans are registered to MNI152 space)"
-    elif has_tissue:
-        prior = "on (tissue maps of the training scans)"
+    if data.data is None:
+        source = f"{len(train)} synthetic subjects ({', '.join(data.synthetic_contrasts)})"
     else:
-        prior = ("OFF: the training scans have no tissue maps (give tissue labels with the data, or register "
-                 "the scans to MNI152 space with --register, to turn it on)")
+        source = f"{len(train)} scans from {data.data}" + (f"; {held} held out for the thresholds" if held else "")
     _say(f"training on {source}; validating on {sum(not v.healthy for v in val)} lesion and "
-         f"{sum(v.healthy for v in val)} healthy volume(s); anatomical prior {prior}", rank)
+         f"{sum(v.healthy for v in val)} healthy volume(s); anatomical prior "
+         f"{_prior_description(config, train, template_prior)}", rank)
     return train, val
+
+
+def _training_volumes(config: Config, preprocessor: Preprocessor, cache) -> tuple[list[ModelVolume], bool]:
+    """The training volumes, and whether their tissue maps are the MNI152 template's."""
+    data = config.data
+    if data.data is None:
+        return synthetic_training_volumes(data.train_volumes, data.synthetic_contrasts, config.train.seed,
+                                          preprocessor, cache), False
+    try:
+        train = folder_training_volumes(data.data, data.contrast, preprocessor)
+    except DataError as error:
+        raise TrainingError(f"--data {data.data}: {error}") from None
+    if config.preprocessing.register and not all(v.tissue is not None for v in train):
+        return with_template_tissue(train, preprocessor), True
+    return train, False
+
+
+def _validation_volumes(config: Config, preprocessor: Preprocessor, cache) -> list[ModelVolume]:
+    """The labelled volumes of ``--val``, or synthetic ones (with real training data, only those
+    with a lesion: never calibrate on synthetic scans for real data)."""
+    data = config.data
+    if data.val is not None:
+        try:
+            return folder_validation_volumes(data.val, data.contrast, preprocessor)
+        except DataError as error:
+            raise TrainingError(f"--val {data.val}: {error}") from None
+    val = synthetic_validation_volumes(data.val_contrasts, data.val_lesions, data.val_healthy, config.train.seed,
+                                       preprocessor, cache)
+    return val if data.data is None else [v for v in val if not v.healthy]
+
+
+def _hold_out_healthy(config: Config, train: list[ModelVolume],
+                      val: list[ModelVolume]) -> tuple[list[ModelVolume], list[ModelVolume], int]:
+    """(training, validation, how many held out): with real training data and no healthy
+    validation volume, ``data.heldout_fraction`` of the training scans, drawn from the seed, become
+    the healthy validation volumes the thresholds are calibrated on."""
+    data = config.data
+    if data.data is None or any(v.healthy for v in val):
+        return train, val, 0
+    held = max(1, round(data.heldout_fraction * len(train))) if data.heldout_fraction > 0 else 0
+    if held == 0 or held >= len(train):
+        raise TrainingError(f"--data {data.data}: {len(train)} scan(s): too few to hold out healthy scans for the "
+                            "thresholds (give --val with healthy cases, or more scans)")
+    order = np.random.default_rng(config.train.seed).permutation(len(train))
+    heldout = [ModelVolume(v.image, v.mask, None, v.name, None, data.contrast or "", "none")
+               for v in (train[i] for i in order[:held])]
+    return [train[i] for i in sorted(order[held:])], val + heldout, held
+
+
+def _prior_description(config: Config, train: list[ModelVolume], template_prior: bool) -> str:
+    """Whether the anatomical prior is on, and from which tissue maps, in words."""
+    if config.model.kind != "dal":
+        return "not used by this model"
+    if config.loss.prior <= 0:
+        return "off (loss.prior is 0)"
+    if template_prior:
+        return "on (MNI152 tissue maps: the scans are registered to MNI152 space)"
+    if all(v.tissue is not None for v in train):
+        return "on (tissue maps of the training scans)"
+    return ("OFF: the training scans have no tissue maps (give tissue labels with the data, or register "
+            "the scans to MNI152 space with --register, to turn it on)")
 
 
 def _initial_weights(model: nn.Module, init: str, rank: int) -> dict:
@@ -224,23 +251,10 @@ def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, devic
     are means over the lesion volumes (``ap_<contrast>``, ``ap_<lesion>`` per group); the
     thresholds come from the healthy ones (1% and 5% false positives); ``example`` is the
     (volume, scored maps) pair with the largest lesion, for the image grid."""
-    spacing = config.preprocessing.spacing
-    scored = []
-    for volume in volumes:
-        out = score_volume(model, volume.image, volume.mask, spacing, median_mm=config.scoring.median_mm,
-                           erode_mm=config.scoring.erode_mm, batch_size=config.scoring.batch_size, device=device,
-                           disagreement=config.scoring.disagreement,
-                           sign=lesion_sign(config.scoring.polarity, volume.contrast or None, config.model.kind))
-        scored.append((volume, out))
+    scored = [(volume, _score_validation_volume(model, volume, config, device)) for volume in volumes]
     healthy = [(v, o) for v, o in scored if v.healthy]
     lesion = [(v, o) for v, o in scored if not v.healthy]
-    thresholds, reference = {}, {}
-    if healthy:
-        masks = [torch.from_numpy(v.mask) for v, _ in healthy]
-        thresholds = {threshold_key(fpr): threshold_at_fpr([o["score"] for _, o in healthy], fpr, masks) for fpr in FPRS}
-        # What a healthy scan of the training kind leaves: dal infer's population distance is relative to it.
-        reference[POPULATION_KEY] = float(np.median([population_statistic(o["score"][torch.from_numpy(v.mask)].numpy())
-                                                      for v, o in healthy]))
+    thresholds, reference = _calibration(healthy)
     result = evaluate([o["score"] for _, o in lesion], [torch.from_numpy(v.label) for v, _ in lesion],
                       [torch.from_numpy(v.mask) for v, _ in lesion], threshold=thresholds.get("fpr_0.05"),
                       min_size=config.scoring.min_component_voxels)
@@ -249,14 +263,40 @@ def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, devic
     if thresholds:
         metrics["dice_fpr_0.05"] = result.mean_dice_at_threshold
     metrics.update(reference)
-    groups: dict[str, list[float]] = {}
-    for (volume, _), per_volume in zip(lesion, result.per_volume):
-        for group in (f"ap_{volume.contrast}" if volume.contrast else None, f"ap_{volume.lesion}" if volume.lesion else None):
-            if group and not math.isnan(per_volume.average_precision):
-                groups.setdefault(group, []).append(per_volume.average_precision)
-    metrics.update({group: float(np.mean(values)) for group, values in sorted(groups.items())})
+    metrics.update(_group_aps([volume for volume, _ in lesion], result.per_volume))
     example = max(lesion, key=lambda pair: int(pair[0].label.sum()))
     return metrics, thresholds, example
+
+
+def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Config, device: torch.device) -> dict:
+    scoring = config.scoring
+    return score_volume(model, volume.image, volume.mask, config.preprocessing.spacing, median_mm=scoring.median_mm,
+                        erode_mm=scoring.erode_mm, batch_size=scoring.batch_size, device=device,
+                        disagreement=scoring.disagreement,
+                        sign=lesion_sign(scoring.polarity, volume.contrast or None, config.model.kind))
+
+
+def _calibration(healthy: list[tuple[ModelVolume, dict]]) -> tuple[dict, dict]:
+    """(thresholds, reference) from the scored healthy volumes: the thresholds at 1% and 5% false
+    positives, and the population statistic of a healthy scan; both empty without healthy volumes."""
+    if not healthy:
+        return {}, {}
+    masks = [torch.from_numpy(v.mask) for v, _ in healthy]
+    thresholds = {threshold_key(fpr): threshold_at_fpr([o["score"] for _, o in healthy], fpr, masks) for fpr in FPRS}
+    # What a healthy scan of the training kind leaves: dal infer's population distance is relative to it.
+    reference = {POPULATION_KEY: float(np.median([population_statistic(o["score"][torch.from_numpy(v.mask)].numpy())
+                                                  for v, o in healthy]))}
+    return thresholds, reference
+
+
+def _group_aps(volumes: list[ModelVolume], per_volume) -> dict[str, float]:
+    """Mean AP per contrast (``ap_<contrast>``) and per lesion type (``ap_<lesion>``), in name order."""
+    groups: dict[str, list[float]] = {}
+    for volume, metrics in zip(volumes, per_volume):
+        for group in (f"ap_{volume.contrast}" if volume.contrast else None, f"ap_{volume.lesion}" if volume.lesion else None):
+            if group and not math.isnan(metrics.average_precision):
+                groups.setdefault(group, []).append(metrics.average_precision)
+    return {group: float(np.mean(values)) for group, values in sorted(groups.items())}
 
 
 def calibrate(model: nn.Module, config: Config, device: torch.device = torch.device("cpu")) -> tuple[dict, dict]:
@@ -280,7 +320,7 @@ def _image_grid(volume: ModelVolume, scored: dict, classes: int) -> torch.Tensor
     return torch.cat([p.T.flip(0) for p in panels], 1)[None]
 
 
-# ------------------------------------------------------------------------------------ the loop
+# ------------------------------------------------------------------------------------ the run
 
 
 def train(config: Config, out: str | os.PathLike, resume: bool = False, progress: bool = True,
@@ -302,191 +342,324 @@ def train(config: Config, out: str | os.PathLike, resume: bool = False, progress
         _say("--model zscore: working in MNI152 space (preprocessing.register on)", rank)
     with run_folder(out, rank, resume):
         resume = prepare_run_folder(out, config, rank, resume=resume, overwrite=overwrite)
-        return _train(config, Path(out), resume, progress)
+        return Trainer(config, Path(out), resume, progress).run()
 
 
-def _train(config: Config, out: Path, resume: bool, progress: bool) -> dict:
-    rank, world = _distributed()
-    tc = config.train
-    last_path, best_path = out / "last.safetensors", out / "best.safetensors"
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)
-    device = resolve_device(tc.device, rank)
+class _ImageRate:
+    """Images per second of training steps alone (validations left out): over the last couple of
+    seconds, for the progress line, and over every step of this process, for the summary."""
 
-    train_volumes, val_volumes = _load_data(config, rank)
-    dataset = SliceDataset(train_volumes, config.augmentation, seed=tc.seed,
-                           min_brain_fraction=config.data.min_brain_fraction)
-    if len(dataset) < tc.batch_size * world:
-        raise TrainingError(f"train.batch_size: {tc.batch_size} x {world} process(es) is more than the "
-                            f"{len(dataset)} training slices")
+    WINDOW_S = 2.0
 
-    torch.manual_seed(tc.seed)
-    # channels-last: oneDNN's convolutions of few channels are faster in it on the CPU (the bf16
-    # step of DAL 1.56x, of DAE 1.35x: benchmarks/bench_models.py); inputs of one channel are
-    # channels-last already.
-    model = build_model(config.model, config.loss, config.preprocessing.shape).to(device,
-                                                                                  memory_format=torch.channels_last)
-    learns = any(parameter.requires_grad for parameter in model.parameters())  # not intensity, not zscore
-    if hasattr(model, "fit_population"):
-        model.fit_population([v.image for v in train_volumes], [v.mask for v in train_volumes])
-        _say(f"fitted the population's mean and std on {len(train_volumes)} scans", rank)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay) if learns else None
-    state = RunState()
-    thresholds: dict = {}
-    if resume:
-        checkpoint = load_checkpoint(last_path)
-        if checkpoint.config["model"] != config.to_dict()["model"]:
-            raise TrainingError(f"--resume: the model settings differ from those of {last_path}")
-        model.load_state_dict(checkpoint.model.state_dict())
-        if optimizer is not None:
-            optimizer.load_state_dict(checkpoint.optimizer_state)
-        torch.set_rng_state(checkpoint.rng_state)
-        state = RunState.from_dict(checkpoint.training["state"])
-        thresholds = checkpoint.thresholds
-        _say(f"resuming {out} at step {state.step} (epoch {state.epoch})", rank)
-    else:
-        torch.manual_seed(tc.seed + 1000 * rank)  # noise and drop-out differ per process
+    def __init__(self):
+        self.current = float("nan")
+        self.step_seconds, self.step_images = 0.0, 0
+        self.restart_window()
+
+    def restart_window(self) -> None:
+        self.window_start, self.window_images = time.perf_counter(), 0
+
+    def count(self, images: int, step_started: float) -> None:
+        self.window_images += images
+        now = time.perf_counter()
+        self.step_seconds, self.step_images = self.step_seconds + now - step_started, self.step_images + images
+        if now - self.window_start > self.WINDOW_S:
+            self.current, self.window_start, self.window_images = self.window_images / (now - self.window_start), now, 0
+
+    def overall(self) -> float | None:
+        return round(self.step_images / self.step_seconds, 1) if self.step_seconds > 0 else None
+
+
+class Trainer:
+    """One leg of a run in the prepared run folder ``out`` (:func:`train` prepares it), in the
+    manner of nnU-Net's ``nnUNetTrainer``: :meth:`run` lists the steps, each a method. Every
+    process trains; process 0 alone validates, logs and writes."""
+
+    def __init__(self, config: Config, out: Path, resume: bool, progress: bool):
+        self.config, self.out, self.resume, self.progress = config, out, resume, progress
+        self.rank, self.world = _distributed()
+        self.last_path, self.best_path = out / "last.safetensors", out / "best.safetensors"
+        self.state = RunState()
+        self.thresholds: dict = {}  # the latest validation's, saved with every checkpoint
+        self.writer = self.bar = None
+
+    def run(self) -> dict:
+        """Train until the steps or the minutes run out; returns :func:`train`'s summary."""
+        self.set_up_process()
+        self.load_data()
+        self.create_model()
+        if self.resume:
+            self.load_last_checkpoint()
+        else:
+            self.start_weights()
+        self.start_leg()
+        self.open_logs()
+        self.train_steps()
+        return self.finish()
+
+    # ---------------------------------------------------------------- set-up
+
+    def set_up_process(self) -> None:
+        tc = self.config.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        torch.use_deterministic_algorithms(tc.deterministic, warn_only=True)
+        self.device = resolve_device(tc.device, self.rank)
+
+    def load_data(self) -> None:
+        """The training and validation volumes, and the slices the steps draw their batches from."""
+        tc = self.config.train
+        self.train_volumes, self.val_volumes = _load_data(self.config, self.rank)
+        self.dataset = SliceDataset(self.train_volumes, self.config.augmentation, seed=tc.seed,
+                                    min_brain_fraction=self.config.data.min_brain_fraction)
+        if len(self.dataset) < tc.batch_size * self.world:
+            raise TrainingError(f"train.batch_size: {tc.batch_size} x {self.world} process(es) is more than the "
+                                f"{len(self.dataset)} training slices")
+        self.steps_per_epoch = len(self.dataset) // (tc.batch_size * self.world)
+        self.val_every = tc.val_every or self.steps_per_epoch
+
+    def create_model(self) -> None:
+        """The model from the seed (fitted to the population, for zscore) and its optimizer (none
+        for the baselines that learn nothing)."""
+        torch.manual_seed(self.config.train.seed)
+        # channels-last: oneDNN's convolutions of few channels are faster in it on the CPU (the bf16
+        # step of DAL 1.56x, of DAE 1.35x: benchmarks/bench_models.py); inputs of one channel are
+        # channels-last already.
+        self.model = build_model(self.config.model, self.config.loss, self.config.preprocessing.shape).to(
+            self.device, memory_format=torch.channels_last)
+        self.learns = any(parameter.requires_grad for parameter in self.model.parameters())  # not intensity, zscore
+        if hasattr(self.model, "fit_population"):
+            self.model.fit_population([v.image for v in self.train_volumes], [v.mask for v in self.train_volumes])
+            _say(f"fitted the population's mean and std on {len(self.train_volumes)} scans", self.rank)
+        self.optimizer = (torch.optim.AdamW(self.model.parameters(), lr=self.config.train.lr,
+                                            weight_decay=self.config.train.weight_decay) if self.learns else None)
+
+    def start_weights(self) -> None:
+        """A new run: this process's seed (noise and drop-out differ per process) and, with
+        ``train.init``, a checkpoint's weights."""
+        tc = self.config.train
+        torch.manual_seed(tc.seed + 1000 * self.rank)
         if tc.init is not None:
-            state.init = _initial_weights(model, tc.init, rank)
-    leg_hardware = hardware_description(device, world)
-    if leg_hardware not in state.hardware:
-        state.hardware.append(leg_hardware)
-    net = model
-    if world > 1 and learns:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.state.init = _initial_weights(self.model, tc.init, self.rank)
 
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
+    def start_leg(self) -> None:
+        """This leg's machine in the record, and the model wrapped for DistributedDataParallel
+        (after its weights are loaded: DDP starts every process from process 0's)."""
+        hardware = hardware_description(self.device, self.world)
+        if hardware not in self.state.hardware:
+            self.state.hardware.append(hardware)
+        self.net = self.model
+        if self.world > 1 and self.learns:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
-    steps_per_epoch = len(dataset) // (tc.batch_size * world)
-    val_every = tc.val_every or steps_per_epoch
-    model_kind = config.model.kind
-    plain = config.to_dict()
+    # ---------------------------------------------------------------- checkpoints
 
-    def save(path, metrics=None, resumable=True):
-        if rank != 0:
+    def load_last_checkpoint(self) -> None:
+        """A resumed run: weights, optimizer, torch's generator, the run's state and thresholds
+        from ``last.safetensors``, made with the same model settings."""
+        checkpoint = load_checkpoint(self.last_path)
+        if checkpoint.config["model"] != self.config.to_dict()["model"]:
+            raise TrainingError(f"--resume: the model settings differ from those of {self.last_path}")
+        self.model.load_state_dict(checkpoint.model.state_dict())
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        torch.set_rng_state(checkpoint.rng_state)
+        self.state = RunState.from_dict(checkpoint.training["state"])
+        self.thresholds = checkpoint.thresholds
+        _say(f"resuming {self.out} at step {self.state.step} (epoch {self.state.epoch})", self.rank)
+
+    def save(self, path: Path, metrics: dict | None = None, resumable: bool = True) -> None:
+        """Process 0 writes a checkpoint: a resumable one with the optimizer and the run's state, the
+        best one with what its weights cost alone."""
+        if self.rank != 0:
             return
-        save_checkpoint(path, model, model_kind=model_kind, config=plain, preprocessing=config.preprocessing.to_dict(),
-                        thresholds={k: v for k, v in thresholds.items() if k in THRESHOLD_KEYS}, metrics=metrics,
-                        optimizer=optimizer if resumable else None,
-                        training={**state.record(), "state": state.to_dict()} if resumable else state.record())
+        config = self.config
+        save_checkpoint(path, self.model, model_kind=config.model.kind, config=config.to_dict(),
+                        preprocessing=config.preprocessing.to_dict(),
+                        thresholds={k: v for k, v in self.thresholds.items() if k in THRESHOLD_KEYS},
+                        metrics=metrics, optimizer=self.optimizer if resumable else None,
+                        training={**self.state.record(), "state": self.state.to_dict()} if resumable
+                        else self.state.record())
 
-    def run_validation():
-        nonlocal thresholds
-        if rank == 0:
-            _say(f"step {state.step}: validating on {len(val_volumes)} volume(s)", rank)
-            metrics, thresholds, example = validate(model, val_volumes, config, device)
-            record = {"step": state.step, "epoch": state.epoch, "seconds": round(state.seconds, 1), **metrics,
-                      **{f"threshold_{k}": v for k, v in thresholds.items()}}
-            append_line(out / "metrics.jsonl", json.dumps(record, allow_nan=False))
-            for key, value in metrics.items():
-                if value is not None:
-                    writer.add_scalar(f"val/{key}", value, state.step)
-            volume, scored = example
-            writer.add_image("val/scan_anatomy_restored_phi_score_label", _image_grid(volume, scored, config.model.classes),
-                             state.step)
+    def checkpoint_due(self) -> bool:
+        every = self.config.train.checkpoint_every
+        return bool(every) and self.state.step % every == 0
+
+    # ---------------------------------------------------------------- the steps
+
+    def train_steps(self) -> None:
+        """Steps until the step limit or the time budget, every process stopping at the same step;
+        a validation when due and at the end, a checkpoint in between as ``checkpoint_every`` says."""
+        self.model.train()
+        self.started = time.perf_counter() - self.state.seconds
+        self.rate = _ImageRate()
+        self.last_validated = self.state.step if self.resume else -1
+        self.validated_at = self.state.seconds
+        tc = self.config.train
+        stop = not self.learns or (tc.max_steps is not None and self.state.step >= tc.max_steps)
+        while not stop:
+            for indices in self.epoch_batches():
+                step_started = time.perf_counter()
+                losses = self.step(indices)
+                self.count_step(step_started)
+                self.log_step(losses)
+                stop = self.out_of_budget()
+                if self.state.position == self.steps_per_epoch:
+                    self.state.epoch, self.state.position = self.state.epoch + 1, 0
+                if stop or self.validation_due():
+                    self.validate_between_steps()
+                elif self.checkpoint_due():
+                    self.save(self.last_path)
+                    self.log_checkpoint(losses)
+                if stop:
+                    break
+        if self.last_validated != self.state.step:
+            self.validate_and_save()
+
+    def epoch_batches(self) -> torch.Tensor:
+        """This process's batches (rows of slice indices) left in the epoch: the epoch's permutation,
+        drawn from (seed, epoch), cut into steps x processes x batch, from the position on."""
+        tc = self.config.train
+        self.dataset.set_epoch(self.state.epoch)
+        order = torch.randperm(len(self.dataset),
+                               generator=torch.Generator().manual_seed(tc.seed * 100003 + self.state.epoch))
+        batches = order[: self.steps_per_epoch * tc.batch_size * self.world].view(
+            self.steps_per_epoch, self.world, tc.batch_size)[:, self.rank]
+        return batches[self.state.position:]
+
+    def step(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step on the slices ``indices``; returns the losses."""
+        batch = _collate([self.dataset[int(i)] for i in indices], self.device)
+        with autocast_context(self.config.train.amp, self.device):
+            losses = self.net(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        losses = {key: value.detach() for key, value in losses.items()}
+        self.optimizer.step()
+        return losses
+
+    def count_step(self, step_started: float) -> None:
+        self.state.step += 1
+        self.state.position += 1
+        self.state.seconds = time.perf_counter() - self.started
+        self.rate.count(self.config.train.batch_size * self.world, step_started)
+
+    def out_of_budget(self) -> bool:
+        """Out of steps or minutes; under DDP, as soon as one process is, so that all stop together."""
+        tc = self.config.train
+        out_of_steps = tc.max_steps is not None and self.state.step >= tc.max_steps
+        out_of_time = tc.minutes is not None and self.state.seconds >= 60 * tc.minutes
+        stop = out_of_steps or out_of_time
+        if self.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    # ---------------------------------------------------------------- validation
+
+    def validation_due(self) -> bool:
+        tc = self.config.train
+        if tc.val_minutes is not None:
+            return self.state.seconds - self.validated_at >= 60 * tc.val_minutes
+        return self.state.step % self.val_every == 0
+
+    def validate_between_steps(self) -> None:
+        """A validation in the loop: its time counts as the run's, not in the images' rate."""
+        self.validate_and_save()
+        self.state.seconds = self.validated_at = time.perf_counter() - self.started
+        self.rate.restart_window()
+        if self.bar is not None:
+            self.bar.unpause()
+
+    def validate_and_save(self) -> None:
+        """Process 0 validates, logs, keeps the weights as best if their AP is, and saves the last
+        checkpoint; every process waits for it."""
+        if self.rank == 0:
+            state = self.state
+            _say(f"step {state.step}: validating on {len(self.val_volumes)} volume(s)", self.rank)
+            metrics, self.thresholds, example = validate(self.model, self.val_volumes, self.config, self.device)
+            self.log_validation(metrics, example)
             ap = metrics["ap"] if metrics["ap"] is not None else -math.inf
             if ap > state.best_ap:
                 state.best_ap, state.best_step = ap, state.step
-                save(best_path, metrics, resumable=False)
-            _say(f"step {state.step}: validation AP {ap:.3f} (best {state.best_ap:.3f} at step {state.best_step})", rank)
-            save(last_path, metrics)
-        model.train()
-        if world > 1:
+                self.save(self.best_path, metrics, resumable=False)
+            _say(f"step {state.step}: validation AP {ap:.3f} (best {state.best_ap:.3f} at step {state.best_step})",
+                 self.rank)
+            self.save(self.last_path, metrics)
+        self.last_validated = self.state.step
+        self.model.train()
+        if self.world > 1:
             dist.barrier()
 
-    bar = None
-    if rank == 0 and progress:
-        from tqdm import tqdm
+    # ---------------------------------------------------------------- logs
 
-        # disable=None: no bar where stderr is no terminal (a log file), a line per checkpoint instead.
-        bar = tqdm(total=tc.max_steps, initial=state.step, desc=f"dal train {model_kind}", unit="step",
-                   dynamic_ncols=True, disable=None)
-    if learns and tc.max_steps is None and tc.minutes is None:
-        _say("neither --max-steps nor --minutes: training runs until you stop it (Ctrl-C); last.safetensors keeps "
-             f"it resumable (every {tc.checkpoint_every or val_every} steps; --resume continues it)", rank)
-    model.train()
-    started = time.perf_counter() - state.seconds
-    images_per_second = float("nan")
-    step_seconds, step_images = 0.0, 0  # this process's training steps only, for the summary's rate
-    window_start, window_images = time.perf_counter(), 0
-    last_validated = state.step if resume else -1
-    validated_at = state.seconds
+    def open_logs(self) -> None:
+        """TensorBoard and the progress bar (process 0), and a word on a run with no end."""
+        tc = self.config.train
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
 
-    def validation_due() -> bool:
-        if tc.val_minutes is not None:
-            return state.seconds - validated_at >= 60 * tc.val_minutes
-        return state.step % val_every == 0
-    stop = not learns or (tc.max_steps is not None and state.step >= tc.max_steps)
-    while not stop:
-        dataset.set_epoch(state.epoch)
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(tc.seed * 100003 + state.epoch))
-        order = order[: steps_per_epoch * tc.batch_size * world].view(steps_per_epoch, world, tc.batch_size)[:, rank]
-        for batch_index in range(state.position, steps_per_epoch):
-            step_started = time.perf_counter()
-            batch = _collate([dataset[int(i)] for i in order[batch_index]], device)
-            with autocast_context(tc.amp, device):
-                losses = net(batch)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            losses = {key: value.detach() for key, value in losses.items()}
-            optimizer.step()
-            state.step += 1
-            state.position = batch_index + 1
-            state.seconds = time.perf_counter() - started
-            window_images += tc.batch_size * world
-            now = time.perf_counter()
-            step_seconds, step_images = step_seconds + now - step_started, step_images + tc.batch_size * world
-            if now - window_start > 2.0:
-                images_per_second, window_start, window_images = window_images / (now - window_start), now, 0
-            if rank == 0:
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{float(losses['loss']):.4f}", img_s=f"{images_per_second:.0f}", refresh=False)
-                if tc.log_every and state.step % tc.log_every == 0:
-                    for key, value in losses.items():
-                        writer.add_scalar(f"train/{key}", float(value), state.step)
-                    if not math.isnan(images_per_second):
-                        writer.add_scalar("train/images_per_second", images_per_second, state.step)
-            out_of_steps = tc.max_steps is not None and state.step >= tc.max_steps
-            out_of_time = tc.minutes is not None and state.seconds >= 60 * tc.minutes
-            stop = out_of_steps or out_of_time
-            if world > 1:
-                flag = torch.tensor([float(stop)], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = bool(flag.item())
-            if state.position == steps_per_epoch:
-                state.epoch, state.position = state.epoch + 1, 0
-            if stop or validation_due():
-                run_validation()
-                last_validated = state.step
-                state.seconds = validated_at = time.perf_counter() - started
-                window_start, window_images = time.perf_counter(), 0  # the rate counts training alone
-                if bar is not None:
-                    bar.unpause()
-            elif tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
-                save(last_path)
-                if bar is None or bar.disable:
-                    limit = f"/{tc.max_steps}" if tc.max_steps else ""
-                    _say(f"step {state.step}{limit}: loss {float(losses['loss']):.4f}, {images_per_second:.0f} images/s, "
-                         f"{state.seconds / 60:.1f} min", rank)
-            if stop:
-                break
-    if last_validated != state.step:
-        run_validation()
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
-    summary = {"steps": state.step, "epochs": state.epoch, "seconds": round(state.seconds, 1),
-               "images_per_second": round(step_images / step_seconds, 1) if step_seconds > 0 else None,
-               "best_ap": None if state.best_ap == -math.inf else state.best_ap, "best_step": state.best_step,
-               "last": str(last_path), "best": str(best_path), "version": __version__}
-    if rank == 0:
-        write_text_atomic(json.dumps(summary, indent=1, allow_nan=False), out / "summary.json")
-    if world > 1:
-        dist.barrier()
-    return {**summary, "model": model}
+            self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.state.step if self.resume else None)
+            if self.progress:
+                from tqdm import tqdm
+
+                # disable=None: no bar where stderr is no terminal (a log file), a line per checkpoint instead.
+                self.bar = tqdm(total=tc.max_steps, initial=self.state.step, desc=f"dal train {self.config.model.kind}",
+                                unit="step", dynamic_ncols=True, disable=None)
+        if self.learns and tc.max_steps is None and tc.minutes is None:
+            _say("neither --max-steps nor --minutes: training runs until you stop it (Ctrl-C); last.safetensors keeps "
+                 f"it resumable (every {tc.checkpoint_every or self.val_every} steps; --resume continues it)", self.rank)
+
+    def log_step(self, losses: dict[str, torch.Tensor]) -> None:
+        """The progress bar, and every ``log_every`` steps the losses and the rate in TensorBoard."""
+        if self.rank != 0:
+            return
+        step, log_every = self.state.step, self.config.train.log_every
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{float(losses['loss']):.4f}", img_s=f"{self.rate.current:.0f}", refresh=False)
+        if log_every and step % log_every == 0:
+            for key, value in losses.items():
+                self.writer.add_scalar(f"train/{key}", float(value), step)
+            if not math.isnan(self.rate.current):
+                self.writer.add_scalar("train/images_per_second", self.rate.current, step)
+
+    def log_checkpoint(self, losses: dict[str, torch.Tensor]) -> None:
+        """A line per checkpoint where there is no progress bar (a log file)."""
+        if self.bar is None or self.bar.disable:
+            max_steps = self.config.train.max_steps
+            limit = f"/{max_steps}" if max_steps else ""
+            _say(f"step {self.state.step}{limit}: loss {float(losses['loss']):.4f}, {self.rate.current:.0f} images/s, "
+                 f"{self.state.seconds / 60:.1f} min", self.rank)
+
+    def log_validation(self, metrics: dict, example: tuple[ModelVolume, dict]) -> None:
+        """A line of ``metrics.jsonl``, the scalars and the image grid of the largest lesion in TensorBoard."""
+        state = self.state
+        record = {"step": state.step, "epoch": state.epoch, "seconds": round(state.seconds, 1), **metrics,
+                  **{f"threshold_{k}": v for k, v in self.thresholds.items()}}
+        append_line(self.out / "metrics.jsonl", json.dumps(record, allow_nan=False))
+        for key, value in metrics.items():
+            if value is not None:
+                self.writer.add_scalar(f"val/{key}", value, state.step)
+        volume, scored = example
+        self.writer.add_image("val/scan_anatomy_restored_phi_score_label",
+                              _image_grid(volume, scored, self.config.model.classes), state.step)
+
+    def finish(self) -> dict:
+        """Close the logs; process 0 writes ``summary.json``; returns it with the trained model."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        state = self.state
+        summary = {"steps": state.step, "epochs": state.epoch, "seconds": round(state.seconds, 1),
+                   "images_per_second": self.rate.overall(),
+                   "best_ap": None if state.best_ap == -math.inf else state.best_ap, "best_step": state.best_step,
+                   "last": str(self.last_path), "best": str(self.best_path), "version": __version__}
+        if self.rank == 0:
+            write_text_atomic(json.dumps(summary, indent=1, allow_nan=False), self.out / "summary.json")
+        if self.world > 1:
+            dist.barrier()
+        return {**summary, "model": self.model}

@@ -1,5 +1,5 @@
 """Evaluation of a checkpoint on a labelled data folder (``dal evaluate``), by the protocol of
-DESIGN.md ("Evaluation protocol").
+docs/design.md ("Evaluation").
 
 Every scan of every case with a lesion label (BraTS-like, BIDS with derivatives, a ``dal synth``
 folder; :func:`~dal.data.find_cases`) goes through :meth:`Detector.predict`, and is scored **in

@@ -19,13 +19,9 @@ from dal.data.io import write_text_atomic
 from dal.data.outputs import output_folder
 from dal.engine.checkpoint import CheckpointError, read_metadata
 from dal.engine.config import Config, dump_config
-from dal.errors import DalError
+from dal.errors import DalError, TrainingError
 
 RUN_FILES = ("config.yaml", "last.safetensors", "best.safetensors", "metrics.jsonl", "summary.json", "tensorboard")
-
-
-class TrainingError(DalError, RuntimeError):
-    """A run that cannot start (bad data, an occupied run folder); nothing was written."""
 
 
 @contextmanager

@@ -27,5 +27,11 @@ def test_the_readme_python_example_runs(tmp_path, index):
     assert run.returncode == 0, run.stderr[-3000:]
     if "result.save(" in code:
         assert (tmp_path / "out" / "scan.json").is_file() and (tmp_path / "out" / "scan_anomaly.nii.gz").is_file()
-    if "print(" in code:
+    if "lesion_volume_ml" in code:
         assert re.fullmatch(r"[0-9.e+-]+\n", run.stdout), run.stdout  # the lesion volume in ml
+    if "dal.evaluate(" in code:
+        assert (tmp_path / "evaluation" / "metrics.json").is_file()
+        lines = run.stdout.splitlines()
+        assert [re.sub(r" \d+ lesion\(s\)$", "", line) for line in lines[:2]] == [
+            "synth-0000_flair.nii.gz", "synth-0001_flair.nii.gz"], lines
+        assert len(lines) == 3 and lines[-1].startswith("CheckpointError "), lines

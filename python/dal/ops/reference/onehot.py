@@ -4,15 +4,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dal.ops.reference._common import compute_dtype
+from dal.ops.reference._common import check_floating, compute_dtype
 
 __all__ = ["check_onehot_args", "onehot_st", "onehot_st_backward"]
 
+
 def check_onehot_args(logits: torch.Tensor, tau: float, noise: torch.Tensor | None, dim: int) -> int:
     """Validates onehot_st's arguments as the kernels do; returns dim wrapped to [0, ndim)."""
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
-        got = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise TypeError(f"logits must be a floating-point tensor (float32, float64, bfloat16 or float16), got {got}")
+    check_floating(logits, "logits")
     if logits.dim() < 1:
         raise ValueError("logits must have at least one dimension (the classes)")
     if not -logits.dim() <= dim < logits.dim():

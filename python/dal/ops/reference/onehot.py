@@ -47,7 +47,7 @@ def onehot_st(logits: torch.Tensor, tau: float = 1.0, noise: torch.Tensor | None
     # hard + (soft - soft) is exactly hard in the forward, and soft's gradient in the backward;
     # a pixel with a NaN logit keeps its hard one-hot (its gradient is not defined).
     out = hard + (soft - soft.detach())
-    return torch.where(out.isnan(), hard, out).to(logits.dtype)
+    return torch.where(out.isnan(), hard, out).to(logits.dtype).contiguous()  # as the kernels return it
 
 
 def onehot_st_backward(

@@ -41,8 +41,9 @@ def sobel(x: torch.Tensor, magnitude: bool = True, normalized: bool = False) -> 
     """Sobel gradient of (N, C, H, W) or (N, C, D, H, W), replicate border: the magnitude
     (N, C, ...) or the components (N, C, dims, ...), ordered x (W), y (H), z (D)."""
     check_image(x)
-    if x.numel() == 0:
-        return x.new_zeros(sobel_shape(x, magnitude))
+    if x.numel() == 0:  # x * 0 keeps the graph: an empty input's gradient is empty, not missing
+        empty = x * 0
+        return empty if magnitude else empty.unsqueeze(2).expand(sobel_shape(x, False)).contiguous()
     g = components(x.to(compute_dtype(x.dtype)), normalized)
     if not magnitude:
         return g.to(x.dtype)

@@ -96,6 +96,7 @@ class Case:
     compare_grad: Callable = close
     backward: str | None = None  # the op's backward op, schema (grad, *args)
     cuda_graph: bool = False  # forward and backward capture in a CUDA graph
+    autocast: bool = False  # the models run it under CPU autocast (bfloat16)
     bad: tuple = field(default=())
 
 
@@ -170,6 +171,7 @@ _SOBEL = dict(
     vjp_shapes=((1, 2, 5, 4), (1, 1, 3, 4, 3)),
     backward="sobel_backward",
     cuda_graph=True,
+    autocast=True,
     bad=SOBEL_BAD,
 )
 _CANNY = dict(
@@ -191,6 +193,7 @@ _ONEHOT = dict(
     compare_grad=straight_through_grad,
     backward="onehot_st_backward",
     cuda_graph=True,
+    autocast=True,
     bad=ONEHOT_BAD,
 )
 _RESIDUAL = dict(

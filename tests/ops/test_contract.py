@@ -2,7 +2,7 @@
 skipped, visibly, without a GPU): the dtypes it takes, 2D and 3D, tiny, non-contiguous and empty
 input, inputs left untouched, bad input refused with the reference's exact exception type on every
 path (public face, reference, compiled kernel, fake kernel), torch.library.opcheck, its gradient
-(gradcheck in float64, or a backward that refuses), agreement with the pure-torch reference (on a
+(gradcheck in float64, or a backward that refuses), CPU autocast, agreement with the pure-torch reference (on a
 GPU, with the CPU path too), and the path that ran. What only one op has (its oracles, the edge
 cases of its math) is in test_<stem>.py.
 """
@@ -241,6 +241,18 @@ def test_gradient(case, dims, device):
         assert out.dtype == torch.bool and not out.requires_grad
         with pytest.raises(RuntimeError, match="does not require grad"):
             out.float().sum().backward()
+
+
+@pytest.mark.parametrize("case", _params([c for c in CASES if c.autocast]))
+def test_cpu_autocast_bfloat16(case):
+    """A bfloat16 activation from a convolution under CPU autocast stays bfloat16."""
+    x, *rest = case.inputs(case.shapes[0], torch.float32, "cpu")
+    conv = torch.nn.Conv2d(x.shape[1], x.shape[1], 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        args = case.args(conv(x), *[t.to(torch.bfloat16) for t in rest])
+        out = _face(case)(*args)
+    assert out.dtype == torch.bfloat16
+    case.compare(out, _reference(case)(*args), torch.bfloat16)
 
 
 # ---- what only a GPU shows -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """What only dal.ops.onehot_st has: a one-hot for every temperature, any class count and class
-dim, ties and NaN, its gradient as the softmax's, torch.compile with inductor, CPU autocast. The
+dim, ties and NaN, its gradient as the softmax's, torch.compile with inductor. The
 contract (dtypes, shapes, layouts, bad input, opcheck, gradcheck of the backward, reference,
 fallback) is in test_contract.py."""
 import pytest
@@ -79,13 +79,3 @@ def test_torch_compile_fullgraph(device):
     (g1,) = torch.autograd.grad(out.sum(), logits)
     (g2,) = torch.autograd.grad(anatomy(logits).sum(), logits)
     torch.testing.assert_close(g1, g2)
-
-
-def test_cpu_autocast_bfloat16():
-    logits = _logits((2, 4, 6, 6), torch.float32, "cpu")
-    conv = torch.nn.Conv2d(4, 4, 1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        h = conv(logits)
-        out = ops.onehot_st(h)
-    assert out.dtype == torch.bfloat16
-    assert torch.equal(out, reference.onehot_st(h))

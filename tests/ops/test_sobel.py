@@ -210,16 +210,6 @@ def test_cpu_kernel_follows_the_cpu_capability_and_dal_portable():
     assert ops.cpu_kernel("canny") == "portable"
 
 
-def test_cpu_autocast_bfloat16():
-    x = _image((2, 3, 8, 8), torch.float32, "cpu")
-    conv = torch.nn.Conv2d(3, 4, 1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        h = conv(x)
-        out = ops.sobel(h)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out, reference.sobel(h), **TOLERANCE[torch.bfloat16])
-
-
 def test_many_images_past_the_grid_limit(cuda_device):
     """N * C = 70000 images: more than one launch's grid takes along z (65535)."""
     x = _image((70000, 1, 4, 4), torch.float32, "cpu")

@@ -39,7 +39,8 @@ def _scaled_logits(logits, tau, noise):
 
 
 def onehot_st(logits: torch.Tensor, tau: float = 1.0, noise: torch.Tensor | None = None, dim: int = 1) -> torch.Tensor:
-    """Straight-through one-hot: forward one_hot(argmax(z)), backward grad of softmax(z), z = (logits + noise) / tau."""
+    """Straight-through one-hot of (N, K, *) logits along dim, a tensor of their shape and dtype:
+    forward one_hot(argmax(z)), backward grad of softmax(z), z = (logits + noise) / tau."""
     dim = check_onehot_args(logits, tau, noise, dim)
     z = _scaled_logits(logits, tau, noise)
     soft = torch.softmax(z, dim)
@@ -53,7 +54,8 @@ def onehot_st(logits: torch.Tensor, tau: float = 1.0, noise: torch.Tensor | None
 def onehot_st_backward(
     grad: torch.Tensor, logits: torch.Tensor, tau: float = 1.0, noise: torch.Tensor | None = None, dim: int = 1
 ) -> torch.Tensor:
-    """The straight-through gradient: s * (grad - <grad, s>) / tau with s = softmax(z) along dim."""
+    """The straight-through gradient, of logits' shape: s * (grad - <grad, s>) / tau with
+    s = softmax(z) along dim; grad has the shape of logits."""
     dim = check_onehot_args(logits, tau, noise, dim)
     if grad.shape != logits.shape:
         raise ValueError(f"grad must have the shape of logits {tuple(logits.shape)}, got {tuple(grad.shape)}")

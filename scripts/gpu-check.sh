@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: builds dal against that machine's torch, runs the CUDA tests, the
-# GPU benchmarks (benchmarks/bench_cuda.py) and a short training run on synthetic tensors, and
-# writes ONE JSON of the results, $OUT/gpu-check.json (OUT defaults to ./gpu-check-out).
+# GPU benchmarks (those marked cuda in benchmarks/bench_<op>.py) and a short training run on
+# synthetic tensors, and writes ONE JSON of the results, $OUT/gpu-check.json (OUT defaults to
+# ./gpu-check-out).
 #
 #   bash scripts/gpu-check.sh               on the GPU machine; stops each step by a deadline so
 #                                           that the whole run ends within DAL_GPU_CHECK_SECONDS (450)
@@ -89,16 +90,17 @@ export TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=$(nproc) DAL_BUILD_DIR=${DAL_BUILD_DI
 step build 240 "$py" -m pip install -v --no-index --no-deps --no-build-isolation "$root"
 
 cd "$work"  # tests and benchmarks import the dal just built, never the source tree's
-op_tests=(tests/test_onehot.py tests/test_sobel.py tests/test_canny.py tests/test_median.py tests/test_residual.py
-          tests/test_metrics.py tests/test_cuda.py)
+op_tests=(tests/ops tests/test_metrics.py)
+op_benchmarks=(benchmarks/bench_onehot.py benchmarks/bench_sobel.py benchmarks/bench_canny.py benchmarks/bench_median.py
+               benchmarks/bench_residual.py)
 step build_tests 60 "$py" -m pytest -q -p no:cacheprovider --rootdir "$root" -c "$root/pyproject.toml" \
-  --junitxml="$work/build_tests.xml" "$root/tests/test_build.py" \
-  "$root/tests/test_sobel.py::test_avx512_magnitude_matches_the_portable_kernel_bit_for_bit" \
-  "$root/tests/test_sobel.py::test_cpu_kernel_follows_the_cpu_capability_and_dal_portable"
+  --junitxml="$work/build_tests.xml" "$root/tests/ops/test_build.py" \
+  "$root/tests/ops/test_sobel.py::test_avx512_magnitude_matches_the_portable_kernel_bit_for_bit" \
+  "$root/tests/ops/test_sobel.py::test_cpu_kernel_follows_the_cpu_capability_and_dal_portable"
 step cuda_tests 180 "$py" -m pytest -q -p no:cacheprovider --rootdir "$root" -c "$root/pyproject.toml" -m cuda \
   --junitxml="$work/cuda_tests.xml" "${op_tests[@]/#/$root/}"
-step benchmarks 150 "$py" -m pytest -q -p no:cacheprovider --rootdir "$root" -c "$root/pyproject.toml" \
-  --benchmark-only --benchmark-json="$work/benchmarks.bench.json" "$root/benchmarks/bench_cuda.py"
+step benchmarks 150 "$py" -m pytest -q -p no:cacheprovider --rootdir "$root" -c "$root/pyproject.toml" -m cuda \
+  --benchmark-only --benchmark-json="$work/benchmarks.bench.json" "${op_benchmarks[@]/#/$root/}"
 step train 60 "$py" "$root/scripts/gpu_check.py" train "$work/train.json"
 parts+=("build_tests=$work/build_tests.xml" "cuda_tests=$work/cuda_tests.xml"
         "benchmarks=$work/benchmarks.bench.json" "train=$work/train.json")

@@ -14,7 +14,7 @@ echo "== Python tests (pytest: a dot a test passed, s skipped, F failed)"
 .venv-test/bin/python -m pytest "$@"
 if .venv-test/bin/python -c 'from dal import ops; raise SystemExit(ops.cpu_kernel("sobel") != "avx512")'; then
   echo "== the Sobel tests again, on the portable CPU kernel (DAL_PORTABLE=1)"
-  DAL_PORTABLE=1 .venv-test/bin/python -m pytest tests/test_sobel.py
+  DAL_PORTABLE=1 .venv-test/bin/python -m pytest tests/ops/test_sobel.py tests/ops/test_contract.py -k sobel
 else
   echo "== the Sobel tests ran on the portable CPU kernel (this CPU has no AVX-512): no second run"
 fi

@@ -2,14 +2,17 @@
 import pytest
 import torch
 
-DEVICES = [
-    "cpu",
-    # On a GPU, a CUDA case that ran the reference (dal._C built without CUDA) fails instead of warning.
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
-                                pytest.mark.filterwarnings("error::dal.ops.DalFallbackWarning")]),
-]
+# On a GPU, a CUDA case that ran the reference (dal._C built without CUDA) fails instead of warning.
+CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+                                   pytest.mark.filterwarnings("error::dal.ops.DalFallbackWarning")])
 
 
-@pytest.fixture(params=DEVICES)
+@pytest.fixture(params=["cpu", CUDA])
 def device(request):
+    return request.param
+
+
+@pytest.fixture(params=[CUDA])
+def cuda_device(request):
+    """For what only a GPU shows (grid limits, plans cached per launch): CUDA alone."""
     return request.param

@@ -67,6 +67,33 @@ def cpu_kernel(op: str) -> str | None:
     return _C.SOBEL_CPU_KERNEL if op == "sobel" else "portable"
 
 
+def build_info() -> dict:
+    """How dal._C was built and what it serves here, for ``dal --version`` and bug reports.
+
+    Keys: ``compiled`` (dal._C loaded), ``load_error`` (why not, else None), ``force_reference``
+    (DAL_FORCE_REFERENCE=1), ``with_cuda`` (built with CUDA kernels), ``torch_version``,
+    ``cuda_version`` and ``cuda_arch_list`` (what it was built against and for, from
+    dal._build_info; None where it was never built, or built without CUDA), ``devices`` (the
+    device types on which *any* op runs a compiled kernel; empty when the reference runs
+    everywhere), ``cpu_sobel_kernel`` (:func:`cpu_kernel` of sobel: "avx512", "portable" or None).
+    """
+    try:  # written by setup.py: absent from a checkout that was never built
+        from dal import _build_info
+    except ImportError:
+        _build_info = None
+    return {
+        "compiled": _C is not None,
+        "load_error": LOAD_ERROR,
+        "force_reference": FORCE_REFERENCE,
+        "with_cuda": bool(getattr(_build_info, "WITH_CUDA", False)),
+        "torch_version": getattr(_build_info, "TORCH_VERSION", None),
+        "cuda_version": getattr(_build_info, "CUDA_VERSION", None),
+        "cuda_arch_list": getattr(_build_info, "CUDA_ARCH_LIST", None),
+        "devices": [d for d in _DISPATCH_KEYS if any(device == d for _, device in _COMPILED)],
+        "cpu_sobel_kernel": cpu_kernel("sobel"),
+    }
+
+
 def fallback_reason(device_type: str) -> str:
     if FORCE_REFERENCE:
         return "DAL_FORCE_REFERENCE=1"

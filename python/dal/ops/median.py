@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from dal.ops import reference
+from dal.ops._common import no_gradient, refusing_gradient
 from dal.ops._extension import has_kernel, op_names, warn_fallback
 
 
@@ -26,17 +27,9 @@ def median_filter(x: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
     if has_kernel("median_filter", x.device.type):
         return torch.ops.dal.median_filter(x, kernel_size)
     warn_fallback("median_filter", x.device.type)
-    return reference.median_filter(x, kernel_size)
-
-
-def no_gradient(op: str):
-    """An autograd backward that refuses: a score map is not trained through, and a silent zero
-    or None gradient would hide the mistake of trying."""
-
-    def backward(ctx, grad):
-        raise RuntimeError(f"dal.ops.{op} has no gradient: compute it under torch.no_grad() or detach its inputs")
-
-    return backward
+    with torch.no_grad():  # the reference is differentiable; the op is not, on either path
+        out = reference.median_filter(x, kernel_size)
+    return refusing_gradient("median_filter", out, x)
 
 
 if "median_filter" in op_names():

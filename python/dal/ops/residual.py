@@ -1,11 +1,11 @@
-"""Fused residual score and binary morphology of masks: fake kernels and public faces."""
+"""DAL's fused residual score (kernel 4): fake kernel, refused gradient, and public face."""
 from __future__ import annotations
 
 import torch
 
 from dal.ops import reference
+from dal.ops._common import no_gradient, refusing_gradient
 from dal.ops._extension import has_kernel, op_names, warn_fallback
-from dal.ops.median import no_gradient
 
 
 def residual_score(
@@ -33,38 +33,9 @@ def residual_score(
     if has_kernel("residual_score", x.device.type):
         return torch.ops.dal.residual_score(x, phi, mask, kernel_size, erode)
     warn_fallback("residual_score", x.device.type)
-    return reference.residual_score(x, phi, mask, kernel_size, erode)
-
-
-def binary_erode(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    """Erosion of ``mask != 0`` by a cube of side ``2 * radius + 1``, replicate border (the
-    volume's edge does not erode), as ``scipy.ndimage.minimum_filter(..., mode="nearest")``.
-
-    Args:
-        mask: (N, C, H, W) or (N, C, D, H, W) tensor of any dtype.
-        radius: in voxels, >= 0.
-
-    Returns:
-        bool tensor of the shape of ``mask``.
-    """
-    if has_kernel("binary_erode", mask.device.type):
-        return torch.ops.dal.binary_erode(mask, radius)
-    warn_fallback("binary_erode", mask.device.type)
-    return reference.binary_erode(mask, radius)
-
-
-def binary_dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    """Dilation of ``mask != 0`` by a cube of side ``2 * radius + 1``, replicate border.
-    Shapes as :func:`binary_erode`."""
-    if has_kernel("binary_dilate", mask.device.type):
-        return torch.ops.dal.binary_dilate(mask, radius)
-    warn_fallback("binary_dilate", mask.device.type)
-    return reference.binary_dilate(mask, radius)
-
-
-def _fake_morphology(mask, radius):
-    reference.check_morphology_args(mask, radius)
-    return mask.new_empty(mask.shape, dtype=torch.bool)
+    with torch.no_grad():  # the reference is differentiable; the op is not, on either path
+        out = reference.residual_score(x, phi, mask, kernel_size, erode)
+    return refusing_gradient("residual_score", out, x, phi)
 
 
 if "residual_score" in op_names():
@@ -75,6 +46,3 @@ if "residual_score" in op_names():
         return x.new_empty(x.shape)
 
     torch.library.register_autograd("dal::residual_score", no_gradient("residual_score"))
-
-    torch.library.register_fake("dal::binary_erode")(_fake_morphology)
-    torch.library.register_fake("dal::binary_dilate")(_fake_morphology)

@@ -5,6 +5,7 @@ import torch
 
 from dal.ops import reference
 from dal.ops._extension import has_kernel, op_names, warn_fallback
+from dal.ops.reference.sobel import sobel_shape
 
 
 def sobel(x: torch.Tensor, magnitude: bool = True, normalized: bool = False) -> torch.Tensor:
@@ -31,9 +32,8 @@ def sobel(x: torch.Tensor, magnitude: bool = True, normalized: bool = False) -> 
 
 
 def _output_like(x, magnitude, normalized):
-    reference.check_edge_input(x)
-    shape = list(x.shape) if magnitude else [*x.shape[:2], x.dim() - 2, *x.shape[2:]]
-    return x.new_empty(shape)
+    reference.check_image(x)
+    return x.new_empty(sobel_shape(x, magnitude))
 
 
 def _setup_context(ctx, inputs, output):

@@ -4,15 +4,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dal.ops.reference._common import compute_dtype
+from dal.ops.reference._common import check_floating, compute_dtype
 
 __all__ = ["check_onehot_args", "onehot_st", "onehot_st_backward"]
 
+
 def check_onehot_args(logits: torch.Tensor, tau: float, noise: torch.Tensor | None, dim: int) -> int:
     """Validates onehot_st's arguments as the kernels do; returns dim wrapped to [0, ndim)."""
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
-        got = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise TypeError(f"logits must be a floating-point tensor (float32, float64, bfloat16 or float16), got {got}")
+    check_floating(logits, "logits")
     if logits.dim() < 1:
         raise ValueError("logits must have at least one dimension (the classes)")
     if not -logits.dim() <= dim < logits.dim():
@@ -40,7 +39,8 @@ def _scaled_logits(logits, tau, noise):
 
 
 def onehot_st(logits: torch.Tensor, tau: float = 1.0, noise: torch.Tensor | None = None, dim: int = 1) -> torch.Tensor:
-    """Straight-through one-hot: forward one_hot(argmax(z)), backward grad of softmax(z), z = (logits + noise) / tau."""
+    """Straight-through one-hot of (N, K, *) logits along dim, a tensor of their shape and dtype:
+    forward one_hot(argmax(z)), backward grad of softmax(z), z = (logits + noise) / tau."""
     dim = check_onehot_args(logits, tau, noise, dim)
     z = _scaled_logits(logits, tau, noise)
     soft = torch.softmax(z, dim)
@@ -48,13 +48,14 @@ def onehot_st(logits: torch.Tensor, tau: float = 1.0, noise: torch.Tensor | None
     # hard + (soft - soft) is exactly hard in the forward, and soft's gradient in the backward;
     # a pixel with a NaN logit keeps its hard one-hot (its gradient is not defined).
     out = hard + (soft - soft.detach())
-    return torch.where(out.isnan(), hard, out).to(logits.dtype)
+    return torch.where(out.isnan(), hard, out).to(logits.dtype).contiguous()  # as the kernels return it
 
 
 def onehot_st_backward(
     grad: torch.Tensor, logits: torch.Tensor, tau: float = 1.0, noise: torch.Tensor | None = None, dim: int = 1
 ) -> torch.Tensor:
-    """The straight-through gradient: s * (grad - <grad, s>) / tau with s = softmax(z) along dim."""
+    """The straight-through gradient, of logits' shape: s * (grad - <grad, s>) / tau with
+    s = softmax(z) along dim; grad has the shape of logits."""
     dim = check_onehot_args(logits, tau, noise, dim)
     if grad.shape != logits.shape:
         raise ValueError(f"grad must have the shape of logits {tuple(logits.shape)}, got {tuple(grad.shape)}")

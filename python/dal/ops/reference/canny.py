@@ -1,4 +1,4 @@
-"""Pure-torch references of the edge ops: Sobel (2D/3D, differentiable) and Canny (2D/3D)."""
+"""Pure-torch reference of the Canny edge detector (2D/3D)."""
 from __future__ import annotations
 
 import math
@@ -6,84 +6,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dal.ops.reference._common import compute_dtype
+from dal.ops.reference._common import check_image, compute_dtype, shifted
+from dal.ops.reference.sobel import components
 
-__all__ = ["canny", "check_canny_args", "check_edge_input", "sobel", "sobel_backward"]
-
-
-def check_edge_input(x: torch.Tensor, name: str = "x") -> int:
-    """Validates an edge op's image argument as the kernels do; returns its spatial dims (2 or 3)."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{name} must be a floating-point tensor (float32, float64, bfloat16 or float16), got {got}")
-    if x.dim() not in (4, 5):
-        raise ValueError(f"{name} must be (N, C, H, W) or (N, C, D, H, W), got {x.dim()} dimensions {tuple(x.shape)}")
-    return x.dim() - 2
-
-
-def _neighbours(t: torch.Tensor, axis: int, offset: int) -> torch.Tensor:
-    """t shifted by `offset` along `axis` (t[i + offset]), replicate border."""
-    n = t.shape[axis]
-    index = (torch.arange(n, device=t.device) + offset).clamp(0, n - 1)
-    return t.index_select(axis, index)
-
-
-def _smooth(t: torch.Tensor, axis: int) -> torch.Tensor:
-    """[1, 2, 1] along `axis`, summed as the kernels do: centre, then the pair around it."""
-    return 2 * t + (_neighbours(t, axis, -1) + _neighbours(t, axis, 1))
-
-
-def _diff(t: torch.Tensor, axis: int) -> torch.Tensor:
-    return _neighbours(t, axis, 1) - _neighbours(t, axis, -1)
-
-
-def _components(x: torch.Tensor, normalized: bool) -> torch.Tensor:
-    dims = x.dim() - 2
-    axes = list(range(x.dim() - 1, 1, -1))  # W, H[, D]: kornia's component order x, y[, z]
-    comps = []
-    for derivative_axis in axes:
-        g = _diff(x, derivative_axis)
-        for axis in axes:
-            if axis != derivative_axis:
-                g = _smooth(g, axis)
-        comps.append(g)
-    scale = 1.0 / (8.0 if dims == 2 else 32.0) if normalized else 1.0
-    return torch.stack(comps, 2) * scale
-
-
-def sobel(x: torch.Tensor, magnitude: bool = True, normalized: bool = False) -> torch.Tensor:
-    """Sobel gradient of (N, C, H, W) or (N, C, D, H, W), replicate border: the magnitude
-    (N, C, ...) or the components (N, C, dims, ...), ordered x (W), y (H), z (D)."""
-    check_edge_input(x)
-    if x.numel() == 0:
-        shape = list(x.shape) if magnitude else [*x.shape[:2], x.dim() - 2, *x.shape[2:]]
-        return x.new_zeros(shape)
-    g = _components(x.to(compute_dtype(x.dtype)), normalized)
-    if not magnitude:
-        return g.to(x.dtype)
-    squared = (g * g).sum(2)
-    nonzero = squared > 0
-    # sqrt's gradient is infinite at 0: take it only where the gradient is non-zero, so that the
-    # magnitude's gradient is 0 where the image gradient is 0.
-    mag = torch.where(nonzero, torch.sqrt(torch.where(nonzero, squared, torch.ones_like(squared))), 0.0)
-    return mag.to(x.dtype)
-
-
-def sobel_backward(grad: torch.Tensor, x: torch.Tensor, magnitude: bool = True, normalized: bool = False) -> torch.Tensor:
-    """The vector-Jacobian product of sobel: d<grad, sobel(x)>/dx (differentiable itself)."""
-    check_edge_input(x)
-    with torch.enable_grad():
-        x_ = x if x.requires_grad else x.detach().requires_grad_()
-        out = sobel(x_, magnitude, normalized)
-        if grad.shape != out.shape:
-            raise ValueError(f"grad must have the shape of sobel's output {tuple(out.shape)}, got {tuple(grad.shape)}")
-        (grad_x,) = torch.autograd.grad(out, x_, grad, create_graph=torch.is_grad_enabled() or grad.requires_grad)
-    return grad_x
+__all__ = ["canny", "check_canny_args", "gaussian_taps"]
 
 
 def check_canny_args(x: torch.Tensor, low: float, high: float, sigma: float, use_quantiles: bool) -> int:
     """Validates canny's arguments as the kernels do; returns the spatial dims (2 or 3)."""
-    dims = check_edge_input(x)
+    dims = check_image(x)
     if not (math.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
     if math.isnan(low) or math.isnan(high):
@@ -113,12 +44,12 @@ def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
     for axis in range(2, x.dim()):
         out = taps[0] * x
         for j in range(len(taps) - 1, 0, -1):
-            out = out + (_neighbours(x, axis, -j) + _neighbours(x, axis, j)) * taps[j]
+            out = out + (shifted(x, axis, -j) + shifted(x, axis, j)) * taps[j]
         x = out
     return x
 
 
-def _shifted(t: torch.Tensor, offsets: list[torch.Tensor]) -> torch.Tensor:
+def _at_offsets(t: torch.Tensor, offsets: list[torch.Tensor]) -> torch.Tensor:
     """t at p + offset(p) for every voxel p; offsets per spatial axis (W, H[, D]), clamped at the border."""
     spatial = t.shape[2:]
     grids = torch.meshgrid(*[torch.arange(n, device=t.device) for n in spatial], indexing="ij")
@@ -145,7 +76,7 @@ def _magnitude_along(g: torch.Tensor, mag: torch.Tensor, sign: int) -> torch.Ten
         return F.one_hot(index, dims).movedim(-1, 2) * torch.where(g < 0, -sign, sign)
 
     def mag_at(step):
-        return _shifted(mag, list(step.unbind(2)))
+        return _at_offsets(mag, list(step.unbind(2)))
 
     a_major = component(a, major)
     w1 = component(a, minor1) / a_major
@@ -167,7 +98,7 @@ def canny(
     if x.numel() == 0:
         return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
     smoothed = _gaussian(x.to(compute_dtype(x.dtype)), sigma)
-    g = _components(smoothed, normalized=False)
+    g = components(smoothed, normalized=False)
     mag = (g * g).sum(2).sqrt()
     if use_quantiles:
         q = torch.tensor([low, high], dtype=torch.float64, device=x.device)

@@ -1,4 +1,5 @@
-"""Shared fixtures: every op test runs on every device; CUDA cases are skipped, visibly, without a GPU."""
+"""Shared fixtures: every op test runs on every device (CUDA cases are skipped, visibly, without a GPU);
+one tiny checkpoint for the tests of the commands."""
 import pytest
 import torch
 
@@ -16,3 +17,11 @@ def device(request):
 def cuda_device(request):
     """For what only a GPU shows (grid limits, plans cached per launch): CUDA alone."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A tiny autoencoder checkpoint with thresholds (read only: tests write elsewhere)."""
+    from infer_phantoms import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")

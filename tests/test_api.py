@@ -6,15 +6,10 @@ from click.testing import CliRunner
 
 import dal
 from dal.cli import main
-from infer_phantoms import phantom, save, tiny_checkpoint
+from infer_phantoms import phantom, save
 
 ERRORS = ["ArgumentError", "CheckpointError", "ConfigError", "DataError", "DeviceError", "FolderInUse", "OutputError",
           "TrainingError"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

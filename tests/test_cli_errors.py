@@ -19,11 +19,6 @@ from infer_phantoms import SHAPE, phantom, ras_affine, save, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
 def good(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scans")
     scan, _, brain = phantom()

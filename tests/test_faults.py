@@ -35,11 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     return save(tmp_path_factory.mktemp("scan") / "s1.nii.gz", phantom()[0])
 

@@ -13,8 +13,8 @@ import torch.nn as nn
 from dal.engine.config import ScoringConfig
 from dal.errors import ArgumentError
 from dal.ops import residual_score
+from dal.ops.median import MAX_KERNEL_SIZE as MAX_MEDIAN_VOXELS  # the largest window median_filter takes
 
-MAX_MEDIAN_VOXELS = 7  # the largest window dal.ops.median_filter takes
 # The direction in which lesions depart from healthy tissue: hyperintense on T2, FLAIR and PD
 # (oedema, gliosis, infarct, white-matter hyperintensities), hypointense on T1 without contrast
 # agent. Scoring only that side halves what the PHI's healthy errors contribute: on the README's

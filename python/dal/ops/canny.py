@@ -1,4 +1,4 @@
-"""The Canny edge detector (kernel 3), 2D and 3D."""
+"""The Canny edge detector, 2D and 3D."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Exact median filter (kernel 4): fake kernel and public face."""
+"""Exact median filter: fake kernel and public face."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +6,7 @@ import torch
 from dal.ops import reference
 from dal.ops._common import no_gradient, refusing_gradient
 from dal.ops._extension import has_kernel, op_names, warn_fallback
+from dal.ops.reference.median import MAX_KERNEL_SIZE  # noqa: F401 (the largest window, for callers)
 
 
 def median_filter(x: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:

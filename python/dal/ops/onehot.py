@@ -1,4 +1,4 @@
-"""The differentiable one-hot operator (kernel 1): fake kernel, autograd, and public face."""
+"""The differentiable one-hot operator: fake kernel, autograd, and public face."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""DAL's fused residual score (kernel 4): fake kernel, refused gradient, and public face."""
+"""DAL's fused residual score: fake kernel, refused gradient, and public face."""
 from __future__ import annotations
 
 import torch

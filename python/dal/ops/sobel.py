@@ -1,4 +1,4 @@
-"""The Sobel operator (kernel 2): fused 2D/3D gradient or magnitude, differentiable."""
+"""The Sobel operator: fused 2D/3D gradient or magnitude, differentiable."""
 from __future__ import annotations
 
 import torch

@@ -1,10 +1,10 @@
 """Builds dal._C from csrc/ and dal_core/include.
 
 CPU kernels are always built, for any x86-64 CPU: the AVX-512 Sobel kernel is compiled beside the
-portable one and chosen at run time (csrc/cpu/sobel_avx512.h). CUDA kernels are added when torch
-has CUDA and nvcc is found, or when FORCE_CUDA=1 (CI builds them that way on a machine without a
-GPU), for TORCH_CUDA_ARCH_LIST, by default every architecture from sm_80 to sm_120 with PTX for the
-newest.
+portable one and chosen at run time (dal_core/include/dal/sobel_avx512.h). CUDA kernels are added
+when torch has CUDA and nvcc is found, or when FORCE_CUDA=1 (CI builds them that way on a machine
+without a GPU), for TORCH_CUDA_ARCH_LIST, by default every architecture from sm_80 to sm_120 with
+PTX for the newest.
 """
 import os
 import shutil

@@ -1,6 +1,6 @@
 // CPU kernel of dal::canny. Every step but hysteresis is split over images, planes and rows (one
 // volume uses every core), with contiguous inner loops along W: the separable Gaussian, the
-// Sobel rows of sobel_rows.h, then non-maximum suppression and double threshold (dal/canny.h).
+// Sobel rows of sobel_cpu.h, then non-maximum suppression and double threshold (dal/canny.h).
 // Hysteresis is a worklist flood from the strong voxels through the weak ones, to convergence,
 // parallel over images; it touches only candidate voxels, a small fraction of the volume.
 #include <ATen/ATen.h>
@@ -13,8 +13,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "../common.h"
+#include "cpu_helpers.h"
 #include "dal/canny.h"
-#include "sobel_rows.h"
+#include "sobel_cpu.h"
 
 namespace dal {
 namespace {
@@ -38,7 +40,7 @@ void gaussian_row(acc_t* __restrict__ out, const std::vector<acc_t>& taps, int64
 // The input row (b, dz, hy) in acc_t: the row itself when scalar_t is acc_t, else converted into
 // `slot` (W values).
 template <typename scalar_t, typename acc_t>
-const acc_t* row_in_acc(const scalar_t* in, const EdgeGeometry& g, int64_t b, int64_t dz, int64_t hy, acc_t* slot) {
+const acc_t* row_in_acc(const scalar_t* in, const Geometry& g, int64_t b, int64_t dz, int64_t hy, acc_t* slot) {
   const scalar_t* row = in + ((b * g.depth + dz) * g.rows + hy) * g.cols;
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     return row;
@@ -50,7 +52,7 @@ const acc_t* row_in_acc(const scalar_t* in, const EdgeGeometry& g, int64_t b, in
 
 // Gaussian along D: each output row combines the rows at the same (h) of other planes.
 template <typename scalar_t, typename acc_t>
-void gaussian_along_d(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
+void gaussian_along_d(const scalar_t* in, acc_t* out, const Geometry& g, const std::vector<acc_t>& taps) {
   const int64_t W = g.cols, radius = static_cast<int64_t>(taps.size()) - 1;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
     thread_local std::vector<acc_t> converted;
@@ -64,7 +66,7 @@ void gaussian_along_d(const scalar_t* in, acc_t* out, const EdgeGeometry& g, con
 // Gaussian along H then W, fused per output row: the rows around it are combined into a buffer
 // replicate-padded by the radius, which the pass along W reads.
 template <typename scalar_t, typename acc_t>
-void gaussian_along_h_and_w(const scalar_t* in, acc_t* out, const EdgeGeometry& g, const std::vector<acc_t>& taps) {
+void gaussian_along_h_and_w(const scalar_t* in, acc_t* out, const Geometry& g, const std::vector<acc_t>& taps) {
   const int64_t W = g.cols, radius = static_cast<int64_t>(taps.size()) - 1;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
     thread_local std::vector<acc_t> converted, padded;
@@ -82,7 +84,7 @@ void gaussian_along_h_and_w(const scalar_t* in, acc_t* out, const EdgeGeometry& 
 
 // Sobel components (images, kDims, D, H, W) and magnitude (images, D, H, W) of the smoothed image.
 template <typename acc_t, int kDims>
-void gradient(const acc_t* smoothed, acc_t* components, acc_t* magnitude, const EdgeGeometry& g) {
+void gradient(const acc_t* smoothed, acc_t* components, acc_t* magnitude, const Geometry& g) {
   const int64_t volume = g.voxels();
   for_each_row_block<acc_t, acc_t, kDims>(g, [&](int64_t b, int64_t d, int64_t h0, int64_t h1, auto& rows) {
     rows.sweep(smoothed, b, d, h0, h1, [&](int64_t h, const SobelParts<acc_t>& parts) {
@@ -99,7 +101,7 @@ void gradient(const acc_t* smoothed, acc_t* components, acc_t* magnitude, const 
 
 // Per-image thresholds: the values given, or numpy-style linear quantiles of the magnitude.
 template <typename acc_t>
-void thresholds(const acc_t* magnitude, const EdgeGeometry& g, double low, double high, bool use_quantiles,
+void thresholds(const acc_t* magnitude, const Geometry& g, double low, double high, bool use_quantiles,
                 std::vector<acc_t>& low_of, std::vector<acc_t>& high_of) {
   low_of.assign(static_cast<size_t>(g.images), static_cast<acc_t>(low));
   high_of.assign(static_cast<size_t>(g.images), static_cast<acc_t>(high));
@@ -125,7 +127,7 @@ void thresholds(const acc_t* magnitude, const EdgeGeometry& g, double low, doubl
 
 // Non-maximum suppression and double threshold of every interior voxel.
 template <typename acc_t, int kDims>
-void classify(const acc_t* components, const acc_t* magnitude, uint8_t* labels, const EdgeGeometry& g,
+void classify(const acc_t* components, const acc_t* magnitude, uint8_t* labels, const Geometry& g,
               const std::vector<acc_t>& low_of, const std::vector<acc_t>& high_of) {
   const int64_t volume = g.voxels(), W = g.cols, plane = g.rows * W;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
@@ -146,21 +148,21 @@ void classify(const acc_t* components, const acc_t* magnitude, uint8_t* labels, 
   });
 }
 
-// Hysteresis to convergence: every weak voxel connected (8 / 26 neighbours) to a strong one
-// through weak ones becomes an edge (kReached). Labelled voxels are interior, so their
+// Hysteresis to convergence, the rule of dal/canny.h: every weak voxel connected (8 / 26
+// neighbours) to a strong one through weak ones becomes an edge (kReached). Labelled voxels are interior, so their
 // neighbours are in range. Each image is cut into slabs along its outer axis (D in 3D, H in 2D),
 // enough for every thread to have one: each slab is flooded on its own, then the voxels that
 // touch a reached voxel across a slab boundary seed the next round, until no seed is left. A
 // flood writes only inside its slab and the seeds are gathered between rounds: no data race.
 class Hysteresis {
  public:
-  Hysteresis(uint8_t* labels, const EdgeGeometry& g)
+  Hysteresis(uint8_t* labels, const Geometry& g)
       : labels_(labels), g_(g), outer_(g.spatial_dims == 3 ? g.depth : g.rows),
         line_(g.spatial_dims == 3 ? g.rows * g.cols : g.cols) {
-    for (int dd = (g.spatial_dims == 3 ? -1 : 0); dd <= (g.spatial_dims == 3 ? 1 : 0); ++dd)
-      for (int dh = -1; dh <= 1; ++dh)
-        for (int dw = -1; dw <= 1; ++dw)
-          if (dd || dh || dw) offsets_.push_back((dd * g.rows + dh) * g.cols + dw);
+    canny::any_neighbour(g.spatial_dims, [&](int dd, int dh, int dw) {
+      offsets_.push_back((dd * g.rows + dh) * g.cols + dw);
+      return false;
+    });
     // Inside a parallel region (one image per thread) the flood runs alone: one slab.
     const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
     const int64_t wanted = (threads + g.images - 1) / g.images;
@@ -213,7 +215,7 @@ class Hysteresis {
       stack.pop_back();
       for (const int64_t o : offsets_) {
         const int64_t q = p + o;
-        if (q >= s.begin && q < s.end && (labels_[q] == canny::kWeak || labels_[q] == canny::kEdge)) {
+        if (q >= s.begin && q < s.end && canny::is_candidate(labels_[q])) {
           labels_[q] = canny::kReached;
           stack.push_back(q);
         }
@@ -228,7 +230,7 @@ class Hysteresis {
     std::vector<int64_t> found;
     auto scan_line = [&](int64_t line_begin, bool look_before) {
       for (int64_t i = line_begin; i < line_begin + line_; ++i) {
-        if (labels_[i] != canny::kWeak && labels_[i] != canny::kEdge) continue;
+        if (!canny::is_candidate(labels_[i])) continue;
         for (const int64_t o : offsets_) {
           const int64_t q = i + o;
           if ((look_before ? q < s.begin : q >= s.end) && labels_[q] == canny::kReached) {
@@ -249,7 +251,7 @@ class Hysteresis {
   }
 
   uint8_t* labels_;
-  EdgeGeometry g_;
+  Geometry g_;
   int64_t outer_, line_, slabs_per_image_;
   std::vector<int64_t> offsets_;
 };
@@ -262,7 +264,7 @@ struct CannyParams {
 // The whole pipeline over the images of g, in `work` ((kDims + 2) * g.total() values) and
 // `labels` (g.total()).
 template <typename scalar_t, typename acc_t, int kDims>
-void canny_pipeline(const scalar_t* x, bool* edges, const EdgeGeometry& g, const std::vector<acc_t>& taps,
+void canny_pipeline(const scalar_t* x, bool* edges, const Geometry& g, const std::vector<acc_t>& taps,
                     const CannyParams& p, acc_t* work, uint8_t* labels) {
   const int64_t n = g.total();
   acc_t* smoothed = work;
@@ -282,7 +284,7 @@ void canny_pipeline(const scalar_t* x, bool* edges, const EdgeGeometry& g, const
   thresholds(magnitude, g, p.low, p.high, p.use_quantiles, low_of, high_of);
   classify<acc_t, kDims>(components, magnitude, labels, g, low_of, high_of);
   if (p.use_hysteresis) Hysteresis(labels, g).run();
-  const uint8_t kept = p.use_hysteresis ? canny::kReached : canny::kWeak;
+  const uint8_t kept = canny::lowest_edge_label(p.use_hysteresis);
   at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) edges[i] = labels[i] >= kept;
   });
@@ -292,7 +294,7 @@ void canny_pipeline(const scalar_t* x, bool* edges, const EdgeGeometry& g, const
 // in buffers of one image that stay in its cache (the loops inside then run serially); otherwise
 // every step is split over all threads, down to the rows of one volume.
 template <typename scalar_t, int kDims>
-void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double sigma, const CannyParams& p,
+void canny_kernel(const scalar_t* x, bool* edges, const Geometry& g, double sigma, const CannyParams& p,
                   const at::TensorOptions& acc_options) {
   using acc_t = at::opmath_type<scalar_t>;
   const int radius = canny::gaussian_radius(sigma);
@@ -301,7 +303,7 @@ void canny_kernel(const scalar_t* x, bool* edges, const EdgeGeometry& g, double 
   const std::vector<acc_t> taps(taps64.begin(), taps64.end());
 
   if (g.images > 1 && g.images >= at::get_num_threads()) {
-    EdgeGeometry one = g;
+    Geometry one = g;
     one.images = 1;
     const int64_t volume = g.voxels();
     at::parallel_for(0, g.images, 1, [&](int64_t begin, int64_t end) {
@@ -326,7 +328,7 @@ at::Tensor canny_cpu(const at::Tensor& x_in, double low, double high, double sig
   const at::Tensor x = x_in.contiguous();
   at::Tensor edges = at::empty(x.sizes(), x.options().dtype(at::kBool));
   if (x.numel() == 0) return edges;
-  const EdgeGeometry g = edge_geometry(x);
+  const Geometry g = geometry_of(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "canny_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_options = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);

@@ -8,7 +8,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <limits>
 #include <vector>
 
 #include "../common.h"
@@ -73,14 +72,14 @@ void onehot_backward(const scalar_t* grad, const scalar_t* logits, const scalar_
     const acc_t tau = static_cast<acc_t>(tau_value);  // a local, not a capture: stays in a register
     acc_t* __restrict const weights = scratch.data() + at::get_thread_num() * l.classes * kChunk;
     acc_t z_max[kChunk], sum_w[kChunk], dot_gw[kChunk];
-    std::fill(z_max, z_max + count, -std::numeric_limits<acc_t>::infinity());
+    std::fill(z_max, z_max + count, onehot::max_start<acc_t>());
     for (int32_t k = 0; k < l.classes; ++k) {
       const int64_t row = base + k * l.inner;
       acc_t* __restrict const z = weights + k * kChunk;
       for (int64_t j = 0; j < count; ++j) {
         const acc_t n = kHasNoise ? static_cast<acc_t>(noise[row + j]) : acc_t(0);
         z[j] = onehot::scaled_logit(static_cast<acc_t>(logits[row + j]), n, tau);
-        z_max[j] = z[j] > z_max[j] ? z[j] : z_max[j];  // by value: std::max's reference blocks vectorising
+        z_max[j] = onehot::max_step(z_max[j], z[j]);
       }
     }
     std::fill(sum_w, sum_w + count, acc_t(0));

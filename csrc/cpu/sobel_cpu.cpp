@@ -1,7 +1,7 @@
-// CPU kernels of dal::sobel: one fused pass over blocks of output rows (sobel_rows.h; the float32
-// magnitude on AVX-512 CPUs in registers, sobel_avx512.h), split over images, planes and rows so
-// that one volume uses every core. The backward gathers the weights around each output row with
-// the adjoint taps of dal/sobel.h.
+// CPU kernels of dal::sobel: one fused pass over blocks of output rows (the row sweep of
+// sobel_cpu.h; the float32 magnitude on AVX-512 CPUs in registers, dal/sobel_avx512.h), split over
+// images, planes and rows so that one volume uses every core. The backward gathers the weights
+// around each output row with the adjoint taps of dal/sobel.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -16,7 +16,8 @@
 #include <vector>
 
 #include "../common.h"
-#include "sobel_avx512.h"
+#include "dal/sobel_avx512.h"
+#include "sobel_cpu.h"
 
 namespace dal {
 
@@ -36,7 +37,6 @@ const char* sobel_cpu_kernel() {
 namespace {
 
 using namespace cpu;
-using sobel::smooth;
 
 bool avx512_chosen() {
   static const bool chosen = std::strcmp(sobel_cpu_kernel(), "avx512") == 0;
@@ -54,18 +54,18 @@ void magnitude_row(const SobelParts<acc_t>& parts, scalar_t* __restrict__ out, a
 }
 
 template <typename scalar_t, int kDims, bool kMagnitude>
-void sobel_forward(const scalar_t* x, scalar_t* out, const EdgeGeometry& g, bool normalized) {
+void sobel_forward(const scalar_t* x, scalar_t* out, const Geometry& g, bool normalized) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = sobel::scale<acc_t>(kDims, normalized);
 #if defined(DAL_SOBEL_AVX512)
   if constexpr (kMagnitude && std::is_same_v<scalar_t, float>) {
     if (avx512_chosen()) {
-      const bool stream = g.total() * int64_t(sizeof(float)) >= avx512::kStreamingBytes;
+      const bool stream = g.total() * int64_t(sizeof(float)) >= sobel::avx512::kStreamingBytes;
       const RowBlocks blocks{g};
       blocks.parallel([&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           blocks.block(i, [&](int64_t b, int64_t d, int64_t h0, int64_t h1) {
-            avx512::magnitude_block<kDims>(x, out, g, b, d, h0, h1, scale, stream);
+            sobel::avx512::magnitude_block<kDims>(x, out, g, b, d, h0, h1, scale, stream, kBlockRows);
           });
         }
       });
@@ -89,7 +89,7 @@ void sobel_forward(const scalar_t* x, scalar_t* out, const EdgeGeometry& g, bool
 // Backward, step 1 (magnitude only): per-voxel weights d|g|/dg_k * grad, as (images, dims, D, H, W).
 template <typename scalar_t, int kDims>
 void magnitude_weights(const scalar_t* grad, const scalar_t* x, at::opmath_type<scalar_t>* weights,
-                       const EdgeGeometry& g) {
+                       const Geometry& g) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t volume = g.voxels();
   for_each_row_block<scalar_t, acc_t, kDims>(g, [&](int64_t b, int64_t d, int64_t h0, int64_t h1, auto& rows) {
@@ -120,20 +120,14 @@ void add_scaled_row(acc_t* __restrict__ into, const weight_t* __restrict__ row, 
 // Per output row, the D and H taps (dal/sobel.h adjoint_taps) gather the weight rows around it
 // into per-component buffers, and the W taps finish.
 template <typename scalar_t, typename weight_t, int kDims>
-void sobel_adjoint(const weight_t* weights, scalar_t* grad_x, const EdgeGeometry& g,
+void sobel_adjoint(const weight_t* weights, scalar_t* grad_x, const Geometry& g,
                    at::opmath_type<scalar_t> scale) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t volume = g.voxels(), W = g.cols;
   for_each_row_index(g, [&](int64_t b, int64_t d, int64_t h) {
     thread_local std::vector<acc_t> buffers;
     buffers.resize(static_cast<size_t>(2 * (W + 2)));
-    acc_t smooth_d[3] = {0, 1, 0}, diff_d[3] = {0, 0, 0}, smooth_h[3], diff_h[3];
-    if (kDims == 3) {
-      sobel::adjoint_taps(false, d, g.depth, smooth_d);
-      sobel::adjoint_taps(true, d, g.depth, diff_d);
-    }
-    sobel::adjoint_taps(false, h, g.rows, smooth_h);
-    sobel::adjoint_taps(true, h, g.rows, diff_h);
+    const sobel::RowTaps<acc_t> taps = sobel::row_taps<acc_t>(kDims == 3, d, g.depth, h, g.rows);
     // Buffer 0 gathers the part to be differentiated along W (gx), buffer 1 the part to be
     // smoothed along W (gy and gz): both are transposed along W in the same pass below.
     acc_t* to_diff = buffers.data() + 1;
@@ -141,23 +135,22 @@ void sobel_adjoint(const weight_t* weights, scalar_t* grad_x, const EdgeGeometry
     std::fill(to_diff - 1, to_diff + W + 1, acc_t(0));
     std::fill(to_smooth - 1, to_smooth + W + 1, acc_t(0));
     const weight_t* base = weights + b * kDims * volume;
-    for (int k = 0; k < (kDims == 3 ? 3 : 1); ++k) {
+    for (int a = kDims == 3 ? 0 : 1; a < (kDims == 3 ? 3 : 2); ++a) {
       for (int j = 0; j < 3; ++j) {
-        const int64_t dz = clamp_index(d + k - 1, g.depth), hy = clamp_index(h + j - 1, g.rows);
+        const int64_t dz = clamp_index(d + a - 1, g.depth), hy = clamp_index(h + j - 1, g.rows);
         const int64_t row = (dz * g.rows + hy) * W;
-        const acc_t s_d = kDims == 3 ? smooth_d[k] : acc_t(1);
-        const acc_t cx = s_d * smooth_h[j], cy = s_d * diff_h[j];
-        const acc_t cz = kDims == 3 ? diff_d[k] * smooth_h[j] : acc_t(0);
-        if (cx != acc_t(0)) add_scaled_row(to_diff, base + row, cx, W);
-        if (cy != acc_t(0)) add_scaled_row(to_smooth, base + volume + row, cy, W);
-        if (cz != acc_t(0)) add_scaled_row(to_smooth, base + 2 * volume + row, cz, W);
+        acc_t f[3];
+        sobel::row_factors(taps, a, j, f);
+        if (f[0] != acc_t(0)) add_scaled_row(to_diff, base + row, f[0], W);
+        if (f[1] != acc_t(0)) add_scaled_row(to_smooth, base + volume + row, f[1], W);
+        if (kDims == 3 && f[2] != acc_t(0)) add_scaled_row(to_smooth, base + 2 * volume + row, f[2], W);
       }
     }
     scalar_t* out = grad_x + ((b * g.depth + d) * g.rows + h) * W;
     // Interior taps along W (neighbours outside are the zeros at -1 and W), then the two ends.
     for (int64_t w = 0; w < W; ++w) {
       const acc_t v = to_diff[w - 1] - to_diff[w + 1] +
-                      smooth(to_smooth[w - 1], to_smooth[w], to_smooth[w + 1]);
+                      sobel::smooth(to_smooth[w - 1], to_smooth[w], to_smooth[w + 1]);
       out[w] = static_cast<scalar_t>(scale * v);
     }
     for (const int64_t w : {int64_t(0), W - 1}) {
@@ -176,7 +169,7 @@ at::Tensor sobel_cpu(const at::Tensor& x_in, bool magnitude, bool normalized) {
   const at::Tensor x = x_in.contiguous();
   at::Tensor out = at::empty(sobel_output_shape(x, magnitude), x.options());
   if (x.numel() == 0) return out;
-  const EdgeGeometry g = edge_geometry(x);
+  const Geometry g = geometry_of(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sobel_cpu", [&] {
     const scalar_t* in = x.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
@@ -198,7 +191,7 @@ at::Tensor sobel_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
   const at::Tensor grad = grad_in.contiguous();
   at::Tensor grad_x = at::empty_like(x);
   if (x.numel() == 0) return grad_x;
-  const EdgeGeometry g = edge_geometry(x);
+  const Geometry g = geometry_of(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sobel_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t scale = sobel::scale<acc_t>(g.spatial_dims, normalized);

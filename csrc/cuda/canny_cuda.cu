@@ -1,5 +1,5 @@
 // CUDA kernel of dal::canny: one thread per voxel for the separable Gaussian (dal/canny.h's
-// gaussian_step), the Sobel gradient (edges_device.cuh) and non-maximum suppression with double
+// gaussian_step), the Sobel gradient (sobel_cuda.cuh) and non-maximum suppression with double
 // threshold (dal/canny.h's classify). Hysteresis runs on tiles in shared memory: each block loads
 // its tile of labels with a one-voxel halo, propagates "reached" through weak voxels inside the
 // tile until the tile stops changing, writes it back and raises a device flag if anything
@@ -14,8 +14,9 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "../common.h"
 #include "dal/canny.h"
-#include "edges_device.cuh"
+#include "sobel_cuda.cuh"
 
 namespace dal {
 namespace {
@@ -32,7 +33,7 @@ __global__ void gaussian_taps_kernel(double sigma, int radius, double* taps64, a
 
 // Gaussian along one axis (0 = D, 1 = H, 2 = W); taps from the centre outwards.
 template <typename in_t, typename acc_t>
-__global__ void gaussian_kernel(const in_t* __restrict__ in, acc_t* __restrict__ out, EdgeGeometry g,
+__global__ void gaussian_kernel(const in_t* __restrict__ in, acc_t* __restrict__ out, Geometry g,
                                 const acc_t* __restrict__ taps, int radius, int axis) {
   const int64_t extent = axis == 0 ? g.depth : (axis == 1 ? g.rows : g.cols);
   const int64_t stride = axis == 0 ? g.rows * g.cols : (axis == 1 ? g.cols : 1);
@@ -52,7 +53,7 @@ __global__ void gaussian_kernel(const in_t* __restrict__ in, acc_t* __restrict__
 // Sobel components (images, 3, D, H, W) and magnitude of the smoothed image.
 template <typename acc_t>
 __global__ void gradient_kernel(const acc_t* __restrict__ smoothed, acc_t* __restrict__ components,
-                                acc_t* __restrict__ magnitude, EdgeGeometry g) {
+                                acc_t* __restrict__ magnitude, Geometry g) {
   const int64_t volume = g.voxels();
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < g.total(); p += int64_t(gridDim.x) * blockDim.x) {
     const Voxel v = voxel_of(p, g);
@@ -84,7 +85,7 @@ __global__ void quantile_kernel(const acc_t* __restrict__ sorted, int64_t images
 template <typename acc_t>
 __global__ void classify_kernel(const acc_t* __restrict__ components, const acc_t* __restrict__ magnitude,
                                 const acc_t* __restrict__ low, const acc_t* __restrict__ high,
-                                uint8_t* __restrict__ labels, EdgeGeometry g, uint8_t strong_label) {
+                                uint8_t* __restrict__ labels, Geometry g, uint8_t strong_label) {
   const int64_t volume = g.voxels(), plane = g.rows * g.cols;
   const bool is_3d = g.spatial_dims == 3;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < g.total(); p += int64_t(gridDim.x) * blockDim.x) {
@@ -110,7 +111,7 @@ constexpr int kTileW = 32, kTileH = 4, kTileD3 = 4;
 // are the first tiles of this launch, along H and along (image, D).
 constexpr int64_t kMaxGridYZ = 65535;
 
-__global__ void hysteresis_kernel(uint8_t* labels, EdgeGeometry g, int64_t tile_y0, int64_t tile_z0, int* changed) {
+__global__ void hysteresis_kernel(uint8_t* labels, Geometry g, int64_t tile_y0, int64_t tile_z0, int* changed) {
   extern __shared__ uint8_t tile[];
   const int tile_d = blockDim.z;
   const int sw = kTileW + 2, sh = kTileH + 2, sd = g.spatial_dims == 3 ? tile_d + 2 : 1;
@@ -137,11 +138,10 @@ __global__ void hysteresis_kernel(uint8_t* labels, EdgeGeometry g, int64_t tile_
   bool tile_changed = false;
   while (true) {
     bool grew = false;
-    if (mine && tile[s_me] == canny::kWeak) {
-      for (int dd = -halo_d; dd <= halo_d && !grew; ++dd)
-        for (int dh = -1; dh <= 1 && !grew; ++dh)
-          for (int dw = -1; dw <= 1 && !grew; ++dw)
-            grew = tile[s_me + (dd * sh + dh) * sw + dw] == canny::kReached;
+    if (mine && canny::is_candidate(tile[s_me])) {
+      grew = canny::any_neighbour(g.spatial_dims, [&](int dd, int dh, int dw) {
+        return tile[s_me + (dd * sh + dh) * sw + dw] == canny::kReached;
+      });
       // Labels only ever go weak -> reached, so a neighbour read while another thread writes
       // it sees either value, and the next sweep catches up.
       if (grew) tile[s_me] = canny::kReached;
@@ -159,7 +159,7 @@ at::Tensor canny_cuda(const at::Tensor& x_in, double low, double high, double si
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   if (x.numel() == 0) return at::zeros(x.sizes(), x.options().dtype(at::kBool));
-  const EdgeGeometry g = edge_geometry(x);
+  const Geometry g = geometry_of(x);
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t n = g.total();
   at::Tensor labels = at::empty({n}, x.options().dtype(at::kByte));
@@ -231,8 +231,7 @@ at::Tensor canny_cuda(const at::Tensor& x_in, double low, double high, double si
       }
     } while (changed.item<int>() != 0);
   }
-  const uint8_t kept = use_hysteresis ? canny::kReached : canny::kWeak;
-  return labels.ge(kept).view(x.sizes());
+  return labels.ge(canny::lowest_edge_label(use_hysteresis)).view(x.sizes());
 }
 
 }  // namespace

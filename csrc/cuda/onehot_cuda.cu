@@ -8,12 +8,13 @@
 #include <torch/library.h>
 
 #include "../common.h"
+#include "cuda_helpers.cuh"
 #include "dal/onehot.h"
 
 namespace dal {
 namespace {
 
-constexpr int kThreads = 256;
+using namespace cuda;
 
 template <typename scalar_t>
 __global__ void onehot_forward_kernel(const scalar_t* __restrict__ logits,
@@ -55,8 +56,8 @@ __global__ void onehot_backward_kernel(const scalar_t* __restrict__ grad,
       const acc_t n = noise ? static_cast<acc_t>(noise[i]) : acc_t(0);
       return onehot::scaled_logit(static_cast<acc_t>(logits[i]), n, tau);
     };
-    acc_t z_max = z_of(0);
-    for (int32_t k = 1; k < classes; ++k) z_max = max(z_max, z_of(k));
+    acc_t z_max = onehot::max_start<acc_t>();
+    for (int32_t k = 0; k < classes; ++k) z_max = onehot::max_step(z_max, z_of(k));
     acc_t sum_w = 0, dot_gw = 0;
     for (int32_t k = 0; k < classes; ++k) {
       const acc_t w = onehot::softmax_weight(z_of(k), z_max);
@@ -69,12 +70,6 @@ __global__ void onehot_backward_kernel(const scalar_t* __restrict__ grad,
           w, static_cast<acc_t>(grad[base + k * inner]), sum_w, dot_gw, tau));
     }
   }
-}
-
-int blocks_for(int64_t pixels) {
-  const int64_t wanted = (pixels + kThreads - 1) / kThreads;
-  const int64_t cap = int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
-  return static_cast<int>(std::max<int64_t>(1, std::min(wanted, cap)));
 }
 
 at::Tensor onehot_st_cuda(const at::Tensor& logits_in, double tau,

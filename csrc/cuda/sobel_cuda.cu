@@ -9,17 +9,17 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "edges_device.cuh"
+#include "../common.h"
+#include "sobel_cuda.cuh"
 
 namespace dal {
 namespace {
 
 using namespace cuda;
 
-
 template <typename scalar_t>
 __global__ void sobel_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
-                                     EdgeGeometry g, bool magnitude, bool normalized) {
+                                     Geometry g, bool magnitude, bool normalized) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = sobel::scale<acc_t>(g.spatial_dims, normalized);
   const int64_t volume = g.voxels();
@@ -39,7 +39,7 @@ __global__ void sobel_forward_kernel(const scalar_t* __restrict__ x, scalar_t* _
 // Backward, step 1 (magnitude only): weights d|g|/dg_k * grad as (images, dims, D, H, W).
 template <typename scalar_t>
 __global__ void magnitude_weights_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x,
-                                         at::opmath_type<scalar_t>* __restrict__ weights, EdgeGeometry g) {
+                                         at::opmath_type<scalar_t>* __restrict__ weights, Geometry g) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t volume = g.voxels();
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < g.total(); p += int64_t(gridDim.x) * blockDim.x) {
@@ -56,36 +56,31 @@ __global__ void magnitude_weights_kernel(const scalar_t* __restrict__ grad, cons
 // Backward, step 2: grad_x = scale * sum_k T_k^T weights_k.
 template <typename scalar_t, typename weight_t>
 __global__ void sobel_adjoint_kernel(const weight_t* __restrict__ weights, scalar_t* __restrict__ grad_x,
-                                     EdgeGeometry g, bool normalized) {
+                                     Geometry g, bool normalized) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = sobel::scale<acc_t>(g.spatial_dims, normalized);
   const int64_t volume = g.voxels();
   const bool is_3d = g.spatial_dims == 3;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < g.total(); p += int64_t(gridDim.x) * blockDim.x) {
     const Voxel v = voxel_of(p, g);
-    acc_t smooth_d[3] = {0, 1, 0}, diff_d[3] = {0, 0, 0}, smooth_h[3], diff_h[3], smooth_w[3], diff_w[3];
-    if (is_3d) {
-      sobel::adjoint_taps(false, v.d, g.depth, smooth_d);
-      sobel::adjoint_taps(true, v.d, g.depth, diff_d);
-    }
-    sobel::adjoint_taps(false, v.h, g.rows, smooth_h);
-    sobel::adjoint_taps(true, v.h, g.rows, diff_h);
+    const sobel::RowTaps<acc_t> taps = sobel::row_taps<acc_t>(is_3d, v.d, g.depth, v.h, g.rows);
+    acc_t smooth_w[3], diff_w[3];
     sobel::adjoint_taps(false, v.w, g.cols, smooth_w);
     sobel::adjoint_taps(true, v.w, g.cols, diff_w);
     const weight_t* wx = weights + v.b * g.spatial_dims * volume;
     const weight_t* wy = wx + volume;
     const weight_t* wz = wy + volume;
     acc_t sum = 0;
-    for (int a = 0; a < (is_3d ? 3 : 1); ++a) {
-      const int64_t dz = is_3d ? clamp_index(v.d + a - 1, g.depth) : 0;
-      const acc_t s_d = is_3d ? smooth_d[a] : acc_t(1), d_d = is_3d ? diff_d[a] : acc_t(0);
+    for (int a = is_3d ? 0 : 1; a < (is_3d ? 3 : 2); ++a) {
+      const int64_t dz = clamp_index(v.d + a - 1, g.depth);
       for (int b = 0; b < 3; ++b) {
         const int64_t row = (dz * g.rows + clamp_index(v.h + b - 1, g.rows)) * g.cols;
+        acc_t f[3];
+        sobel::row_factors(taps, a, b, f);
         for (int c = 0; c < 3; ++c) {
           const int64_t i = row + clamp_index(v.w + c - 1, g.cols);
-          sum += s_d * smooth_h[b] * diff_w[c] * static_cast<acc_t>(wx[i]) +
-                 s_d * diff_h[b] * smooth_w[c] * static_cast<acc_t>(wy[i]);
-          if (is_3d) sum += d_d * smooth_h[b] * smooth_w[c] * static_cast<acc_t>(wz[i]);
+          sum += f[0] * diff_w[c] * static_cast<acc_t>(wx[i]) + f[1] * smooth_w[c] * static_cast<acc_t>(wy[i]);
+          if (is_3d) sum += f[2] * smooth_w[c] * static_cast<acc_t>(wz[i]);
         }
       }
     }
@@ -99,7 +94,7 @@ at::Tensor sobel_cuda(const at::Tensor& x_in, bool magnitude, bool normalized) {
   const at::Tensor x = x_in.contiguous();
   at::Tensor out = at::empty(sobel_output_shape(x, magnitude), x.options());
   if (x.numel() == 0) return out;
-  const EdgeGeometry g = edge_geometry(x);
+  const Geometry g = geometry_of(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sobel_cuda", [&] {
     sobel_forward_kernel<scalar_t><<<blocks_for(g.total()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), g, magnitude, normalized);
@@ -115,7 +110,7 @@ at::Tensor sobel_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in
   const at::Tensor grad = grad_in.contiguous();
   at::Tensor grad_x = at::empty_like(x);
   if (x.numel() == 0) return grad_x;
-  const EdgeGeometry g = edge_geometry(x);
+  const Geometry g = geometry_of(x);
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sobel_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;

@@ -1,6 +1,7 @@
 // Unit tests of the Canny math: Gaussian taps, the crossing point of non-maximum suppression,
 // classification, and numpy-style quantile interpolation.
 #include <cmath>
+#include <initializer_list>
 
 #include "check.h"
 #include "dal/canny.h"
@@ -50,6 +51,21 @@ int main() {
   auto linear = [](int dw, int dh, int dd) { return 1.0 + 3.0 * dw - 2.0 * dh + 5.0 * dd; };
   DAL_CHECK_NEAR(magnitude_at_crossing(c, 1, linear), 1.0 + 3.0 * -1 - 2.0 * 0.5 + 5.0 * 0.25, 1e-12);
   DAL_CHECK_NEAR(magnitude_at_crossing(c, -1, linear), 1.0 + 3.0 - 2.0 * -0.5 + 5.0 * -0.25, 1e-12);
+
+  // Hysteresis: weak and unreached strong voxels are candidates; 8 neighbours in 2D, 26 in 3D.
+  DAL_CHECK(is_candidate(kWeak) && is_candidate(kEdge) && !is_candidate(kNone) && !is_candidate(kReached));
+  for (int dims : {2, 3}) {
+    int count = 0;
+    const bool stopped = any_neighbour(dims, [&](int dd, int dh, int dw) {
+      DAL_CHECK((dd || dh || dw) && (dims == 3 || dd == 0));
+      ++count;
+      return false;
+    });
+    DAL_CHECK(!stopped && count == (dims == 3 ? 26 : 8));
+    count = 0;
+    DAL_CHECK(any_neighbour(dims, [&](int, int, int) { return ++count == 3; }) && count == 3);
+  }
+  DAL_CHECK(lowest_edge_label(true) == kReached && lowest_edge_label(false) == kWeak);
 
   // numpy.percentile(linear): exact at both ends, linear between.
   DAL_CHECK(quantile_position(0.5, 11) == 5.0);

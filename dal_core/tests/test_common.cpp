@@ -18,5 +18,8 @@ int main() {
   DAL_CHECK(dal::exp_(-std::numeric_limits<float>::infinity()) == 0.0f);
   DAL_CHECK(dal::is_nan(dal::exp_(std::numeric_limits<float>::quiet_NaN())));
   DAL_CHECK(dal::exp_(1.0) == std::exp(1.0));
+  DAL_CHECK(dal::clamp_index(-2, 10) == 0 && dal::clamp_index(11, 10) == 9 && dal::clamp_index(4, 10) == 4);
+  const dal::Geometry g{3, 2, 4, 5, 6};
+  DAL_CHECK(g.voxels() == 120 && g.total() == 240);
   DAL_TEST_MAIN_END();
 }

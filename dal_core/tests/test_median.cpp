@@ -97,8 +97,5 @@ int main() {
     for (int32_t r = 0; r < 11; ++r) DAL_CHECK(wires[net.outputs[r]] == expected[r]);
   }
   DAL_CHECK(plan.window.outputs.size() == 1);
-  DAL_CHECK(masked_residual(1.0f, 3.5f, true) == 2.5f && masked_residual(4.0f, 3.5f, true) == 0.5f);
-  DAL_CHECK(masked_residual(1.0f, INFINITY, false) == 0.0f);
-  DAL_CHECK(clamp_index(-2, 10) == 0 && clamp_index(11, 10) == 9 && clamp_index(4, 10) == 4);
   DAL_TEST_MAIN_END();
 }

@@ -17,8 +17,8 @@ static int argmax_of(const std::vector<double>& z) {
 
 static std::vector<double> vjp_of(const std::vector<double>& z, const std::vector<double>& g,
                                   double tau) {
-  double z_max = z[0];
-  for (double v : z) z_max = std::fmax(z_max, v);
+  double z_max = max_start<double>();
+  for (double v : z) z_max = max_step(z_max, v);
   double sum = 0, dot = 0;
   std::vector<double> e(z.size());
   for (size_t k = 0; k < z.size(); ++k) {
@@ -42,6 +42,11 @@ int main() {
   DAL_CHECK(argmax_of({-std::numeric_limits<double>::infinity(), -1e300}) == 1);
   DAL_CHECK(onehot_value<float>(2, 2) == 1.0f && onehot_value<float>(2, 1) == 0.0f);
   DAL_CHECK(scaled_logit(1.0, 0.5, 0.5) == 3.0);
+
+  // The running max starts below every value and skips NaN, as fmax does.
+  DAL_CHECK(max_step(max_start<float>(), -1e30f) == -1e30f);
+  DAL_CHECK(max_step(2.0, nan) == 2.0 && max_step(max_start<double>(), nan) == max_start<double>());
+  DAL_CHECK(max_step(max_step(max_start<double>(), 1.0), 3.0) == std::fmax(1.0, 3.0));
 
   // Straight-through gradient equals the softmax Jacobian-vector product, computed directly.
   const std::vector<double> logits = {0.3, -1.2, 2.0, 0.0};

@@ -7,6 +7,8 @@
 
 using namespace dal::sobel;
 
+static int clamp(int i, int n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+
 // The forward 1D operator with replicate border as an n x n matrix: y_i = sum_o k(o) x_clamp(i+o).
 static std::vector<double> forward_matrix(bool derivative, int n) {
   const double k[3] = {derivative ? -1.0 : 1.0, derivative ? 0.0 : 2.0, 1.0};
@@ -26,10 +28,11 @@ int main() {
   double n2[3][3];
   for (int h = 0; h < 3; ++h)
     for (int w = 0; w < 3; ++w) n2[h][w] = 2.0 * w + 3.0 * h;
-  double g2[2];
+  double g2[3];
   gradient_2d(n2, g2);
   DAL_CHECK_NEAR(g2[0], 16.0, 1e-12);
   DAL_CHECK_NEAR(g2[1], 24.0, 1e-12);
+  DAL_CHECK(g2[2] == 0.0);
   DAL_CHECK_NEAR(scale<double>(2, true) * g2[0], 2.0, 1e-12);
 
   double n3[3][3][3];
@@ -63,6 +66,52 @@ int main() {
         }
       }
     }
+  }
+  // The row factors and W taps of the adjoint, summed over a voxel's neighbourhood, are the
+  // transpose of the forward: <sobel(x), w> = <x, adjoint(w)> for the unit images x and w of a
+  // 3 x 4 x 5 volume, component by component.
+  const int D = 3, H = 4, W = 5;
+  auto at = [&](int d, int h, int w) { return (d * H + h) * W + w; };
+  for (int k = 0; k < 3; ++k) {
+    std::vector<double> forward(static_cast<size_t>(D * H * W * D * H * W), 0.0);  // [out][in]
+    for (int d = 0; d < D; ++d)
+      for (int h = 0; h < H; ++h)
+        for (int w = 0; w < W; ++w) {
+          for (int in = 0; in < D * H * W; ++in) {
+            double n[3][3][3];
+            for (int a = 0; a < 3; ++a)
+              for (int b = 0; b < 3; ++b)
+                for (int c = 0; c < 3; ++c)
+                  n[a][b][c] = at(clamp(d + a - 1, D), clamp(h + b - 1, H), clamp(w + c - 1, W)) == in ? 1.0 : 0.0;
+            double g[3];
+            gradient_3d(n, g);
+            forward[static_cast<size_t>(at(d, h, w) * D * H * W + in)] = g[k];
+          }
+        }
+    for (int d = 0; d < D; ++d)
+      for (int h = 0; h < H; ++h)
+        for (int w = 0; w < W; ++w) {
+          const RowTaps<double> taps = row_taps<double>(true, d, D, h, H);
+          double smooth_w[3], diff_w[3];
+          adjoint_taps(false, w, W, smooth_w);
+          adjoint_taps(true, w, W, diff_w);
+          for (int out = 0; out < D * H * W; ++out) {  // the adjoint of the unit weight at `out`
+            double sum = 0;
+            for (int a = 0; a < 3; ++a)
+              for (int b = 0; b < 3; ++b) {
+                double f[3];
+                row_factors(taps, a, b, f);
+                for (int c = 0; c < 3; ++c) {
+                  const int i = at(clamp(d + a - 1, D), clamp(h + b - 1, H), clamp(w + c - 1, W));
+                  if (i != out || d + a - 1 < 0 || d + a - 1 >= D || h + b - 1 < 0 || h + b - 1 >= H ||
+                      w + c - 1 < 0 || w + c - 1 >= W)
+                    continue;  // taps to a neighbour outside the volume are 0 (folded into the ends)
+                  sum += f[k] * (k == 0 ? diff_w[c] : smooth_w[c]);
+                }
+              }
+            DAL_CHECK(sum == forward[static_cast<size_t>(out * D * H * W + at(d, h, w))]);
+          }
+        }
   }
   DAL_TEST_MAIN_END();
 }

@@ -100,6 +100,26 @@ DAL_HOST_DEVICE inline Label classify(const Acc g[3], Acc m, Acc low, Acc high, 
   return m >= high ? kEdge : kWeak;
 }
 
+// Hysteresis: a candidate (weak, or strong and not yet reached) becomes an edge (kReached) when
+// one of its neighbours is reached: 8 neighbours in 2D, 26 in 3D. Kernels repeat the rule to
+// convergence, from the strong voxels.
+DAL_HOST_DEVICE inline bool is_candidate(uint8_t label) { return label == kWeak || label == kEdge; }
+
+// Calls visit(dd, dh, dw) for each neighbour offset of hysteresis until one returns true, and
+// says whether one did.
+template <typename Visit>
+DAL_HOST_DEVICE inline bool any_neighbour(int spatial_dims, const Visit& visit) {
+  const int reach_d = spatial_dims == 3 ? 1 : 0;
+  for (int dd = -reach_d; dd <= reach_d; ++dd)
+    for (int dh = -1; dh <= 1; ++dh)
+      for (int dw = -1; dw <= 1; ++dw)
+        if ((dd || dh || dw) && visit(dd, dh, dw)) return true;
+  return false;
+}
+
+// The lowest label of an output edge: reached with hysteresis, else weak or strong.
+DAL_HOST_DEVICE inline uint8_t lowest_edge_label(bool hysteresis) { return hysteresis ? kReached : kWeak; }
+
 // numpy.percentile's "linear" quantile q in [0, 1] of n sorted values, given the order statistics
 // at floor(q * (n - 1)) and the next one (numpy's lerp, exact at both ends).
 DAL_HOST_DEVICE inline double quantile_position(double q, int64_t n) { return q * static_cast<double>(n - 1); }

@@ -41,4 +41,18 @@ DAL_HOST_DEVICE inline double exp_(double x) { return ::exp(x); }
 DAL_HOST_DEVICE inline bool is_nan(float x) { return x != x; }
 DAL_HOST_DEVICE inline bool is_nan(double x) { return x != x; }
 
+// Replicate border ("nearest"): the index i clamped to [0, size).
+DAL_HOST_DEVICE inline int64_t clamp_index(int64_t i, int64_t size) {
+  return i < 0 ? 0 : (i >= size ? size - 1 : i);
+}
+
+// A contiguous (N, C, H, W) or (N, C, D, H, W) tensor as `images` = N * C volumes of
+// depth x rows x cols (depth 1 in 2D); spatial_dims is 2 or 3.
+struct Geometry {
+  int spatial_dims;
+  int64_t images, depth, rows, cols;
+  DAL_HOST_DEVICE int64_t voxels() const { return depth * rows * cols; }
+  DAL_HOST_DEVICE int64_t total() const { return images * voxels(); }
+};
+
 }  // namespace dal

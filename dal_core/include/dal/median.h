@@ -202,23 +202,10 @@ inline Plan make_plan(int32_t kz, int32_t ky, int32_t kx) {
   return p;
 }
 
-// Replicate border ("nearest"): the index i clamped to [0, size).
-DAL_HOST_DEVICE inline int64_t clamp_index(int64_t i, int64_t size) {
-  return i < 0 ? 0 : (i >= size ? size - 1 : i);
-}
-
 // Runs a network on one set of wires (one voxel: the CUDA thread's loop).
 template <typename T>
 DAL_HOST_DEVICE inline void run(const Op* ops, int32_t count, T* wires) {
   for (int32_t i = 0; i < count; ++i) apply(ops[i], wires[ops[i].lo], wires[ops[i].hi]);
-}
-
-// The value the residual score filters: |x - phi| inside the (eroded) mask, 0 outside. A select,
-// not a product, so that an infinite or NaN residual outside the mask does not leak in.
-template <typename T>
-DAL_HOST_DEVICE inline T masked_residual(T x, T phi, bool inside) {
-  const T d = x - phi;
-  return inside ? (d < T(0) ? -d : d) : T(0);
 }
 
 }  // namespace median

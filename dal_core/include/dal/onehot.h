@@ -32,6 +32,18 @@ DAL_HOST_DEVICE inline Acc onehot_value(int32_t best_k, int32_t k) {
   return best_k == k ? Acc(1) : Acc(0);
 }
 
+// The running maximum of the scaled logits, from -infinity (max_start), that the softmax weights
+// subtract: NaN is skipped, as fmax skips it.
+template <typename Acc>
+DAL_HOST_DEVICE inline Acc max_start() {
+  return -Acc(INFINITY);
+}
+
+template <typename Acc>
+DAL_HOST_DEVICE inline Acc max_step(Acc running, Acc z) {
+  return z > running ? z : running;
+}
+
 // Unnormalised softmax weight exp(z - max_z); max_z keeps it in (0, 1].
 template <typename Acc>
 DAL_HOST_DEVICE inline Acc softmax_weight(Acc z, Acc z_max) {

@@ -5,9 +5,10 @@
 // ordered as kornia orders them: 0 = along W (x), 1 = along H (y), 2 = along D (z).
 // `normalized` divides by the kernel's absolute sum (8 in 2D, 32 in 3D), as kornia does.
 //
-// The forward is separable; CPU loops apply the 1D steps row by row, the CUDA kernels gather a
-// voxel's 3x3(x3) neighbourhood and call gradient_2d / gradient_3d, which are the same steps in
-// the same order.
+// The forward is separable; CPU loops apply the 1D steps (d_steps, w_step, h_step) row by row,
+// the CUDA kernels gather a voxel's 3x3(x3) neighbourhood and call gradient_2d / gradient_3d,
+// which are the same steps in the same order. The AVX-512 kernel (dal/sobel_avx512.h) writes
+// them in intrinsics; its test holds it to these bit for bit.
 //
 // The backward is the adjoint of that linear map. Along one axis of length n, the replicate
 // border folds the taps that fall outside onto the end voxels, so the transposed 1D operator
@@ -39,38 +40,66 @@ DAL_HOST_DEVICE inline Acc scale(int spatial_dims, bool normalized) {
   return normalized ? Acc(1) / (spatial_dims == 3 ? Acc(32) : Acc(8)) : Acc(1);
 }
 
-// The steps run along D, then W, then H, in the order the CPU row sweep takes them
-// (csrc/cpu/sobel_rows.h), so that CPU and CUDA round alike.
+// The gradient is three 1D steps, along D, then W, then H: the order of the CPU row sweep, which
+// steps each input row along D and W once and finishes each output row along H. Every kernel
+// takes them in this order, so that all round alike.
 
-// Components (gx, gy) from the 3x3 neighbourhood n[h][w] (index 1 = the pixel).
+// The D step of one column (before, at, after along D): smoothed and differentiated.
 template <typename Acc>
-DAL_HOST_DEVICE inline void gradient_2d(const Acc n[3][3], Acc g[2]) {
-  Acc x_part[3], y_part[3];  // per row h: d/dw of the row; the row smoothed along w
-  for (int h = 0; h < 3; ++h) {
-    x_part[h] = diff(n[h][0], n[h][2]);
-    y_part[h] = smooth(n[h][0], n[h][1], n[h][2]);
-  }
-  g[0] = smooth(x_part[0], x_part[1], x_part[2]);
-  g[1] = diff(y_part[0], y_part[2]);
+struct DSteps {
+  Acc smoothed, derived;
+};
+
+template <typename Acc>
+DAL_HOST_DEVICE inline DSteps<Acc> d_steps(Acc before, Acc at, Acc after) {
+  return {smooth(before, at, after), diff(before, after)};
+}
+
+// In 2D, where there is no D: the value itself, and no derivative.
+template <typename Acc>
+DAL_HOST_DEVICE inline DSteps<Acc> d_steps_2d(Acc at) {
+  return {at, Acc(0)};
+}
+
+// The W step of one input position, from the D steps at w - 1, w, w + 1: the parts that the H
+// step finishes into gx (x), gy (y) and gz (z; 0 in 2D).
+template <typename Acc>
+struct Parts {
+  Acc x, y, z;
+};
+
+template <typename Acc>
+DAL_HOST_DEVICE inline Parts<Acc> w_step(const DSteps<Acc>& left, const DSteps<Acc>& at, const DSteps<Acc>& right) {
+  return {diff(left.smoothed, right.smoothed), smooth(left.smoothed, at.smoothed, right.smoothed),
+          smooth(left.derived, at.derived, right.derived)};
+}
+
+// The H step: the components (gx, gy, gz) from the parts of rows h - 1, h, h + 1.
+template <typename Acc>
+DAL_HOST_DEVICE inline void h_step(const Parts<Acc>& above, const Parts<Acc>& at, const Parts<Acc>& below, Acc g[3]) {
+  g[0] = smooth(above.x, at.x, below.x);
+  g[1] = diff(above.y, below.y);
+  g[2] = smooth(above.z, at.z, below.z);
+}
+
+// Components (gx, gy, 0) from the 3x3 neighbourhood n[h][w] (index 1 = the pixel).
+template <typename Acc>
+DAL_HOST_DEVICE inline void gradient_2d(const Acc n[3][3], Acc g[3]) {
+  Parts<Acc> parts[3];
+  for (int h = 0; h < 3; ++h) parts[h] = w_step(d_steps_2d(n[h][0]), d_steps_2d(n[h][1]), d_steps_2d(n[h][2]));
+  h_step(parts[0], parts[1], parts[2], g);
 }
 
 // Components (gx, gy, gz) from the 3x3x3 neighbourhood n[d][h][w].
 template <typename Acc>
 DAL_HOST_DEVICE inline void gradient_3d(const Acc n[3][3][3], Acc g[3]) {
-  Acc x_part[3], y_part[3], z_part[3];  // per row h, the D and W steps of each component
+  Parts<Acc> parts[3];
   for (int h = 0; h < 3; ++h) {
-    Acc smooth_d[3], diff_d[3];
-    for (int w = 0; w < 3; ++w) {
-      smooth_d[w] = smooth(n[0][h][w], n[1][h][w], n[2][h][w]);
-      diff_d[w] = diff(n[0][h][w], n[2][h][w]);
-    }
-    x_part[h] = diff(smooth_d[0], smooth_d[2]);
-    y_part[h] = smooth(smooth_d[0], smooth_d[1], smooth_d[2]);
-    z_part[h] = smooth(diff_d[0], diff_d[1], diff_d[2]);
+    DSteps<Acc> d[3];
+    for (int w = 0; w < 3; ++w) d[w] = d_steps(n[0][h][w], n[1][h][w], n[2][h][w]);
+    parts[h] = w_step(d[0], d[1], d[2]);
   }
-  g[0] = smooth(x_part[0], x_part[1], x_part[2]);
-  g[1] = diff(y_part[0], y_part[2]);
-  g[2] = smooth(z_part[0], z_part[1], z_part[2]);
+  h_step(parts[0], parts[1], parts[2], g);
 }
 
 DAL_HOST_DEVICE inline float sqrt_(float v) { return ::sqrtf(v); }
@@ -98,6 +127,34 @@ DAL_HOST_DEVICE inline void adjoint_taps(bool derivative, int64_t j, int64_t n, 
   taps[0] = j > 0 ? k_after : Acc(0);
   taps[1] = k_at + (j == 0 ? k_before : Acc(0)) + (j == n - 1 ? k_after : Acc(0));
   taps[2] = j < n - 1 ? k_before : Acc(0);
+}
+
+// The adjoint's taps along D and H at output row (d, h). In 2D the plane counts once, at D
+// offset 0: smoothing tap 1, derivative tap 0.
+template <typename Acc>
+struct RowTaps {
+  Acc smooth_d[3], diff_d[3], smooth_h[3], diff_h[3];
+};
+
+template <typename Acc>
+DAL_HOST_DEVICE inline RowTaps<Acc> row_taps(bool is_3d, int64_t d, int64_t depth, int64_t h, int64_t rows) {
+  RowTaps<Acc> t = {{Acc(0), Acc(1), Acc(0)}, {Acc(0), Acc(0), Acc(0)}, {}, {}};
+  if (is_3d) {
+    adjoint_taps(false, d, depth, t.smooth_d);
+    adjoint_taps(true, d, depth, t.diff_d);
+  }
+  adjoint_taps(false, h, rows, t.smooth_h);
+  adjoint_taps(true, h, rows, t.diff_h);
+  return t;
+}
+
+// The factors of the weight rows of gx, gy and gz at offsets (a - 1, b - 1) along (D, H) from
+// the output row; the W taps follow: the derivative's for gx, the smoothing's for gy and gz.
+template <typename Acc>
+DAL_HOST_DEVICE inline void row_factors(const RowTaps<Acc>& t, int a, int b, Acc f[3]) {
+  f[0] = t.smooth_d[a] * t.smooth_h[b];
+  f[1] = t.smooth_d[a] * t.diff_h[b];
+  f[2] = t.diff_d[a] * t.smooth_h[b];
 }
 
 }  // namespace sobel

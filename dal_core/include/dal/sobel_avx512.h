@@ -1,24 +1,24 @@
-// The float32 Sobel magnitude on CPUs with AVX-512: every step in registers, nothing stored but
-// the output.
+// The float32 Sobel magnitude on CPUs with AVX-512, the one kernel written in intrinsics: every
+// step in registers, nothing stored but the output.
 //
-// A block of rows (sobel_rows.h's blocks) is swept in column strips of 2 or 3 vectors of 16
-// floats. Down a strip, each new input row is stepped along D and W in registers: one D step per
-// vector, plus one on the 16 columns around the strip, and the W neighbours taken from the
-// adjacent vectors by valignd. The parts of the three rows around the output row stay in
+// A block of rows (the CPU kernels' blocks of one plane) is swept in column strips of 2 or 3
+// vectors of 16 floats. Down a strip, each new input row is stepped along D and W in registers:
+// one D step per vector, plus one on the 16 columns around the strip, and the W neighbours taken
+// from the adjacent vectors by valignd. The parts of the three rows around the output row stay in
 // registers, so the H step, the magnitude and the square root (vsqrtps, exact) run with no L1
-// traffic, where the row sweep of sobel_rows.h stores three ring rows and loads eight per output
-// vector. The steps are those of dal/sobel.h, in its order (D, W, H).
+// traffic, where the portable row sweep (csrc/cpu/sobel_cpu.h) stores three ring rows and loads
+// eight per output vector. The steps are those of dal/sobel.h, in its order (D, W, H), and
+// dal_core/tests/test_sobel_avx512.cpp holds the two to the same bits.
 //
 // A strip walks down its rows, which hardware prefetchers do not follow well: each row also
-// prefetches the newest input plane kBlockRows rows ahead, where the next block will read it.
+// prefetches the newest input plane a block's rows ahead, where the next block will read it.
 //
 // The build targets any x86-64 CPU: only this file's functions are compiled for AVX-512 (GCC's
-// target pragma), and sobel_cpu.cpp calls them only where torch reports the CPU's capability as
-// AVX512. No multiply-add is fused (setup.py: -ffp-contract=off), so the strips round exactly as
-// the row sweep of sobel_rows.h does, and both paths give the same bits.
+// target pragma), and callers run them only on CPUs that have it. No multiply-add is fused
+// (setup.py: -ffp-contract=off), so the strips round exactly as the portable steps do.
 #pragma once
 
-#include "sobel_rows.h"
+#include "dal/common.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DAL_SOBEL_AVX512 1
@@ -32,7 +32,7 @@
 #pragma GCC target("avx512f")
 
 namespace dal {
-namespace cpu {
+namespace sobel {
 namespace avx512 {
 
 // Outputs at least this large are written with streaming stores, which skip the read of each
@@ -95,10 +95,10 @@ struct StripColumns {
 
 // The magnitude of rows h0 <= h < h1 of plane d of image b, columns of vectors v0 to v0 + K - 1,
 // times `scale` if kScaled. `stream`: write with streaming stores where a vector fills a cache
-// line.
+// line. Each row prefetches the input `block_rows` rows ahead.
 template <int kDims, int K, bool kScaled, bool kBorder>
-inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, int64_t b, int64_t d, int64_t h0,
-                            int64_t h1, float scale, bool stream, int64_t v0) {
+inline void magnitude_strip(const float* x, float* out, const Geometry& g, int64_t b, int64_t d, int64_t h0,
+                            int64_t h1, float scale, bool stream, int64_t block_rows, int64_t v0) {
   const StripColumns<K, kBorder> columns(v0, g.cols);
   const int64_t W = g.cols, rows = g.rows, plane_size = rows * W;
   const float* const image = x + b * g.depth * plane_size;
@@ -106,7 +106,7 @@ inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, i
   const float* const at = image + d * plane_size;
   const float* const after = image + clamp_index(d + 1, g.depth) * plane_size;
   auto row_offset = [&](int64_t h) __attribute__((always_inline)) { return clamp_index(h, rows) * W; };
-  // The parts of input row h for the strip (sobel_rows.h SobelParts, here per vector): px = d/dw
+  // The parts of input row h for the strip (dal/sobel.h Parts, here per vector): px = d/dw
   // of the D-smoothed row, py = its smoothing along W, pz = the W smoothing of the D derivative.
   auto row_parts = [&](int64_t h, __m512* px, __m512* py, __m512* pz) __attribute__((always_inline)) {
     const int64_t row = row_offset(h);
@@ -137,7 +137,7 @@ inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, i
   };
   // With rows of whole cache lines, every whole output vector is one.
   const bool streamed = stream && W % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 64 == 0;
-  // Prefetches read `after` kBlockRows rows ahead of the newest row, flat: past the plane's last
+  // Prefetches read `after` block_rows rows ahead of the newest row, flat: past the plane's last
   // row, into the next planes and images, up to the end of x.
   const int64_t prefetch_end = g.total() - (after - x) - 16 * (v0 + K);
   const __m512 scale16 = _mm512_set1_ps(scale);
@@ -149,7 +149,7 @@ inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, i
   for (int64_t h = h0; h < h1; ++h, o += W) {
     __m512 x2[K], y2[K], z2[K];
     row_parts(h + 1, x2, y2, z2);
-    const int64_t ahead = (h + 1 + kBlockRows) * W;
+    const int64_t ahead = (h + 1 + block_rows) * W;
     if (ahead <= prefetch_end) {
 #pragma GCC unroll 8
       for (int k = 0; k < K; ++k) _mm_prefetch(reinterpret_cast<const char*>(after + ahead + 16 * (v0 + k)), _MM_HINT_T0);
@@ -178,17 +178,18 @@ inline void magnitude_strip(const float* x, float* out, const EdgeGeometry& g, i
   }
 }
 
-// The magnitude of rows h0 <= h < h1 of plane d of image b, all columns.
+// The magnitude of rows h0 <= h < h1 of plane d of image b, all columns, in a sweep by blocks of
+// `block_rows` rows (the prefetch distance).
 template <int kDims>
-void magnitude_block(const float* x, float* out, const EdgeGeometry& g, int64_t b, int64_t d, int64_t h0, int64_t h1,
-                     float scale, bool stream) {
+inline void magnitude_block(const float* x, float* out, const Geometry& g, int64_t b, int64_t d, int64_t h0,
+                            int64_t h1, float scale, bool stream, int64_t block_rows) {
   const int64_t W = g.cols, vector_count = (W + 15) / 16;
   auto strip = [&](auto width, auto scaled, int64_t v0) {
     constexpr int K = decltype(width)::value;
     if (v0 >= 1 && 16 * (v0 + K) + 8 <= W) {
-      magnitude_strip<kDims, K, decltype(scaled)::value, false>(x, out, g, b, d, h0, h1, scale, stream, v0);
+      magnitude_strip<kDims, K, decltype(scaled)::value, false>(x, out, g, b, d, h0, h1, scale, stream, block_rows, v0);
     } else {
-      magnitude_strip<kDims, K, decltype(scaled)::value, true>(x, out, g, b, d, h0, h1, scale, stream, v0);
+      magnitude_strip<kDims, K, decltype(scaled)::value, true>(x, out, g, b, d, h0, h1, scale, stream, block_rows, v0);
     }
   };
   // Strips of 3 vectors, the most whose 18 parts fit in the 32 registers, and of 2 where 3 do not
@@ -210,7 +211,7 @@ void magnitude_block(const float* x, float* out, const EdgeGeometry& g, int64_t 
 }
 
 }  // namespace avx512
-}  // namespace cpu
+}  // namespace sobel
 }  // namespace dal
 
 #pragma GCC pop_options

@@ -158,10 +158,13 @@ def test_backward_kernel_checks_grad(device):
     x = _image((1, 1, 4, 5), torch.float32, device)
     if ops.implementation("sobel", device) != "compiled":
         pytest.skip("no compiled kernel on this device")
-    with pytest.raises(ValueError, match="grad must have the shape of sobel's output"):  # as reference.sobel_backward
-        torch.ops.dal.sobel_backward(torch.zeros(1, 1, 4, 4, device=device), x, True, False)
-    with pytest.raises(ValueError, match="grad must have the shape of sobel's output"):
-        reference.sobel_backward(torch.zeros(1, 1, 4, 4, device=device), x, True, False)
+    bad = [(torch.zeros(1, 1, 4, 4, device=device), ValueError, "grad must have the shape of sobel's output"),
+           (torch.zeros(1, 1, 4, 5, dtype=torch.int64, device=device), TypeError, "grad must be a floating-point"),
+           (torch.zeros(1, 1, 4, 5, dtype=torch.float64, device=device), ValueError, "grad must have the dtype of x")]
+    for grad, error, words in bad:  # the same type and words on both paths
+        for path in (torch.ops.dal.sobel_backward, reference.sobel_backward):
+            with pytest.raises(error, match=words):
+                path(grad, x, True, False)
     if device != "cpu" or torch.cuda.is_available():  # a host grad read on the GPU would poison the context
         other = "cpu" if device != "cpu" else "cuda"
         with pytest.raises(ValueError, match="grad must be on the device of x"):  # a wrong value, as phi's device

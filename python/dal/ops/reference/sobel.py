@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from dal.ops.reference._common import check_image, compute_dtype, shifted
+from dal.ops.reference._common import check_floating, check_image, compute_dtype, shifted
 
 __all__ = ["components", "sobel", "sobel_backward", "sobel_shape"]
 
@@ -59,10 +59,16 @@ def sobel_backward(grad: torch.Tensor, x: torch.Tensor, magnitude: bool = True, 
     """The vector-Jacobian product of sobel: d<grad, sobel(x)>/dx (differentiable itself).
     grad has the shape of sobel's output; the result has x's."""
     check_image(x)
+    check_floating(grad, "grad")
+    out_shape = tuple(x.shape) if magnitude else (*x.shape[:2], x.dim() - 2, *x.shape[2:])
+    if tuple(grad.shape) != out_shape:
+        raise ValueError(f"grad must have the shape of sobel's output {out_shape}, got {tuple(grad.shape)}")
+    if grad.dtype != x.dtype:
+        raise ValueError(f"grad must have the dtype of x ({x.dtype}), got {grad.dtype}")
+    if grad.device != x.device:
+        raise ValueError(f"grad must be on the device of x ({x.device}), got {grad.device}")
     with torch.enable_grad():
         x_ = x if x.requires_grad else x.detach().requires_grad_()
         out = sobel(x_, magnitude, normalized)
-        if grad.shape != out.shape:
-            raise ValueError(f"grad must have the shape of sobel's output {tuple(out.shape)}, got {tuple(grad.shape)}")
         (grad_x,) = torch.autograd.grad(out, x_, grad, create_graph=torch.is_grad_enabled() or grad.requires_grad)
     return grad_x

@@ -160,4 +160,15 @@ inline at::Tensor mask_bytes(const at::Tensor& mask) {
   return (mask != 0).to(at::kByte).contiguous();
 }
 
+// residual_score's mask: 0/1 bytes of x's shape, eroded by `radius` voxels with the device's
+// erosion (erode_cpu or erode_cuda); an undefined tensor without a mask.
+template <typename Erode>
+at::Tensor eroded_mask_bytes(const std::optional<at::Tensor>& mask, int64_t radius, at::IntArrayRef sizes,
+                             Erode erode_on_device) {
+  if (!mask.has_value()) return at::Tensor();
+  at::Tensor inside = mask_bytes(*mask);
+  erode_on_device(inside, geometry_of(inside), radius);
+  return inside.expand(sizes).contiguous();
+}
+
 }  // namespace dal

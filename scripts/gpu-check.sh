@@ -92,7 +92,7 @@ step build 240 "$py" -m pip install -v --no-index --no-deps --no-build-isolation
 cd "$work"  # tests and benchmarks import the dal just built, never the source tree's
 op_tests=(tests/ops tests/test_metrics.py)
 op_benchmarks=(benchmarks/bench_onehot.py benchmarks/bench_sobel.py benchmarks/bench_canny.py benchmarks/bench_median.py
-               benchmarks/bench_residual.py)
+               benchmarks/bench_residual.py benchmarks/bench_morphology.py)
 step build_tests 60 "$py" -m pytest -q -p no:cacheprovider --rootdir "$root" -c "$root/pyproject.toml" \
   --junitxml="$work/build_tests.xml" "$root/tests/ops/test_build.py" \
   "$root/tests/ops/test_sobel.py::test_avx512_magnitude_matches_the_portable_kernel_bit_for_bit" \

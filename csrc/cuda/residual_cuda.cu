@@ -40,12 +40,7 @@ at::Tensor residual_score_cuda(const at::Tensor& x_in, const at::Tensor& phi_in,
   const at::Tensor x = x_in.contiguous(), phi = phi_in.contiguous();
   at::Tensor out = at::empty_like(x);
   if (x.numel() == 0) return out;
-  at::Tensor inside;
-  if (mask_in.has_value()) {
-    inside = mask_bytes(*mask_in);
-    erode_cuda(inside, geometry_of(inside), erode);
-    inside = inside.expand(x.sizes()).contiguous();
-  }
+  const at::Tensor inside = eroded_mask_bytes(mask_in, erode, x.sizes(), erode_cuda);
   at::Tensor residual;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "residual_score_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;

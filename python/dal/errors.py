@@ -20,6 +20,7 @@ ValueError, TypeError or IndexError: the same type for the same bad argument on 
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 
@@ -64,6 +65,14 @@ class OutputError(DalError, RuntimeError):
 
 class FolderInUse(DalError):
     """Another process is writing the folder; the message says which."""
+
+
+def reject_unknown_keys(data: dict, cls, where: str) -> None:
+    """A ConfigError naming ``where`` when ``data`` has keys that are not fields of dataclass ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; expected {sorted(known)}")
 
 
 def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:

@@ -11,12 +11,12 @@ item (from its seed, the epoch and the item's index) is deterministic whatever w
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.ndimage as ndi
 
-from dal.errors import ConfigError
+from dal.errors import reject_unknown_keys
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,7 @@ class Augmentation:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Augmentation":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"augmentation config: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+        reject_unknown_keys(data, cls, "augmentation config")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, tissue: np.ndarray | None,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -44,6 +44,7 @@ from dal.data.masks import otsu_brain_mask
 from dal.data.registration import AffineRegistration, register_to_mni
 from dal.data.resample import field_of_view_grid, resample, voxel_map
 from dal.data.templates import brain_centre, load_mni152
+from dal.errors import ArgumentError, ConfigError, reject_unknown_keys
 
 MASK_METHODS = ("auto", "given", "otsu", "template")
 
@@ -74,13 +75,13 @@ class PreprocessConfig:
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if len(self.shape) != 3 or min(self.shape) < 4:
-            raise ValueError(f"shape: expected 3 sizes of at least 4 voxels, got {self.shape}")
+            raise ConfigError(f"shape: expected 3 sizes of at least 4 voxels, got {self.shape}")
         if not 0.25 <= float(self.spacing) <= 8:
-            raise ValueError(f"spacing: expected 0.25 to 8 mm, got {self.spacing}")
+            raise ConfigError(f"spacing: expected 0.25 to 8 mm, got {self.spacing}")
         if self.mask not in MASK_METHODS:
-            raise ValueError(f"mask: expected one of {MASK_METHODS}, got {self.mask!r}")
+            raise ConfigError(f"mask: expected one of {MASK_METHODS}, got {self.mask!r}")
         if not float(self.norm_target) > 0:
-            raise ValueError(f"norm_target: expected a positive number, got {self.norm_target}")
+            raise ConfigError(f"norm_target: expected a positive number, got {self.norm_target}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -89,10 +90,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"preprocessing config: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+        reject_unknown_keys(data, cls, "preprocessing config")
         return cls(**data)
 
 
@@ -148,7 +146,7 @@ def healthy_bulk_median(values: np.ndarray, rounds: int = 2, width: float = 2.5)
     ``width`` robust standard deviations (1.4826 MAD) from the median."""
     values = values[values > 0]
     if values.size == 0:
-        raise ValueError("no positive intensity inside the brain mask")
+        raise DataError("no positive intensity inside the brain mask")
     for _ in range(rounds):
         median = np.median(values)
         spread = 1.4826 * np.median(np.abs(values - median))
@@ -251,7 +249,7 @@ class Preprocessor:
 
         try:
             scale = config.norm_target / healthy_bulk_median(image[brain])
-        except ValueError as error:
+        except DataError as error:
             raise DataError(f"scan {name}: cannot normalise intensities: {error}") from None
         image = np.where(brain, image * scale, 0).astype(np.float32)
         state = GridState(scan_shape=tuple(scan.data.shape), scan_affine=scan.affine.copy(), scan_header=scan.header,
@@ -281,7 +279,7 @@ class Preprocessor:
         """
         volume = np.asarray(volume)
         if volume.shape != self.config.shape:
-            raise ValueError(f"volume: expected the model shape {self.config.shape}, got {volume.shape}")
+            raise ArgumentError(f"volume: expected the model shape {self.config.shape}, got {volume.shape}")
         to_model = voxel_map(state.model_affine, state.scan_affine, np.linalg.inv(state.world_to_scan))
         out = resample(volume, to_model, state.scan_shape, interpolation=interpolation)
         return out / state.scale if restore_intensity else out

@@ -86,6 +86,9 @@ def register_to_mni(scan: Scan, *, spacing: float = 4.0, iterations: int = 200, 
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.25, seed)
+    # One thread: ITK's threads sum the metric in an order that changes from run to run, and the
+    # registration then differs with them; one thread makes it a function of the seed.
+    method.SetNumberOfThreads(1)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=iterations,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)

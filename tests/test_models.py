@@ -312,8 +312,9 @@ def test_score_volume_of_dal_returns_anatomy_labels_and_checks_shapes():
     torch.manual_seed(0)
     model = DAL(ModelConfig(**TINY))
     volume = np.random.default_rng(0).random((16, 20, 6)).astype(np.float32)
-    out = score_volume(model, volume, np.ones_like(volume, bool), spacing_mm=2.0)
+    out = score_volume(model, volume, np.ones_like(volume, bool), spacing_mm=2.0, anatomy_maps=True)
     assert out["anatomy"].shape == (16, 20, 6) and int(out["anatomy"].max()) < 4
+    assert "anatomy" not in score_volume(model, volume, np.ones_like(volume, bool), spacing_mm=2.0)  # only when asked
     assert not model.training
     with pytest.raises(ValueError, match="mask"):
         score_volume(model, volume, np.ones((16, 20, 5), bool), spacing_mm=2.0)
@@ -326,7 +327,7 @@ def test_the_disagreement_term_adds_where_the_restored_anatomy_differs():
     model = DAL(ModelConfig(**TINY))
     volume = np.random.default_rng(1).random((16, 20, 6)).astype(np.float32)
     brain = np.ones_like(volume, bool)
-    plain = score_volume(model, volume, brain, spacing_mm=2.0, median_mm=0, erode_mm=0)
+    plain = score_volume(model, volume, brain, spacing_mm=2.0, median_mm=0, erode_mm=0, anatomy_maps=True)
     weighted = score_volume(model, volume, brain, spacing_mm=2.0, median_mm=0, erode_mm=0, disagreement=10.0)
     differs = plain["anatomy"] != plain["restored_anatomy"]
     assert differs.any()  # an untrained restoration disagrees

@@ -251,7 +251,9 @@ def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, devic
     are means over the lesion volumes (``ap_<contrast>``, ``ap_<lesion>`` per group); the
     thresholds come from the healthy ones (1% and 5% false positives); ``example`` is the
     (volume, scored maps) pair with the largest lesion, for the image grid."""
-    scored = [(volume, _score_validation_volume(model, volume, config, device)) for volume in volumes]
+    largest = max((v for v in volumes if not v.healthy), key=lambda v: int(v.label.sum()), default=None)
+    scored = [(volume, _score_validation_volume(model, volume, config, device, anatomy_maps=volume is largest))
+              for volume in volumes]
     healthy = [(v, o) for v, o in scored if v.healthy]
     lesion = [(v, o) for v, o in scored if not v.healthy]
     thresholds, reference = _calibration(healthy)
@@ -264,16 +266,18 @@ def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, devic
         metrics["dice_fpr_0.05"] = result.mean_dice_at_threshold
     metrics.update(reference)
     metrics.update(_group_aps([volume for volume, _ in lesion], result.per_volume))
-    example = max(lesion, key=lambda pair: int(pair[0].label.sum()))
+    example = next(pair for pair in lesion if pair[0] is largest)
     return metrics, thresholds, example
 
 
-def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Config, device: torch.device) -> dict:
+def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Config, device: torch.device,
+                             anatomy_maps: bool = False) -> dict:
     scoring = config.scoring
     return score_volume(model, volume.image, volume.mask, config.preprocessing.spacing, median_mm=scoring.median_mm,
                         erode_mm=scoring.erode_mm, batch_size=scoring.batch_size, device=device,
                         disagreement=scoring.disagreement,
-                        sign=lesion_sign(scoring.polarity, volume.contrast or None, config.model.kind))
+                        sign=lesion_sign(scoring.polarity, volume.contrast or None, config.model.kind),
+                        anatomy_maps=anatomy_maps)
 
 
 def _calibration(healthy: list[tuple[ModelVolume, dict]]) -> tuple[dict, dict]:

@@ -66,6 +66,7 @@ class _Commands(click.Group):
               help="Print the version and how the compiled ops were built, then exit.")
 def main() -> None:
     """dal: find lesions in brain MRI by rebuilding a pseudo-healthy image of each scan."""
+    dal.keep_freed_memory()
 
 
 def _comma_list(_ctx, _param, value: str) -> tuple[str, ...]:

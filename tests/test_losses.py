@@ -49,3 +49,5 @@ def test_restoration_zero_for_confident_correct_logits():
     anatomy = F.one_hot(labels, 4).permute(0, 3, 1, 2).float()
     assert restoration_loss(anatomy * 50, anatomy) < 1e-6
     assert restoration_loss(anatomy.roll(1, 1) * 50, anatomy) > 10
+    logits = torch.randn(anatomy.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(restoration_loss(logits, anatomy), F.cross_entropy(logits, anatomy.argmax(1)))

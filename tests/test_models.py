@@ -167,6 +167,17 @@ def test_restoration_in_masked_passes_takes_each_pixel_from_the_pass_that_hid_it
         assert torch.equal(one_pass.restore(edges), one_pass.restorer(edges))
 
 
+@pytest.mark.parametrize("switch", [{}, {"restoration": False}, {"onehot": False}, {"anomaly_probability": 0.0}])
+def test_every_trainable_parameter_gets_a_gradient(switch):
+    """What DistributedDataParallel needs of a step: no trainable parameter left without a gradient."""
+    torch.manual_seed(0)
+    model = DAL(ModelConfig(**TINY, **switch))
+    model(_batch())["loss"].backward()
+    idle = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not idle
+    assert any(p.requires_grad for p in model.restorer.parameters()) is switch.get("restoration", True)
+
+
 def test_dal_ablations_change_the_anatomy_operator_and_the_phi_path():
     torch.manual_seed(0)
     soft = DAL(ModelConfig(onehot=False, **TINY)).eval()

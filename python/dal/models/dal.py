@@ -179,6 +179,9 @@ class DAL(nn.Module):
         self.imaging_encoder = ImagingEncoder(c.classes, c.code_channels)
         self.decoder = Decoder(c.classes, self.imaging_encoder.size, c.decoder_channels, c.decoder_blocks)
         self.restorer = UNet(c.classes, c.classes, c.restoration_channels, c.levels)
+        # Without the restoration its weights are kept (a checkpoint can switch it back on) but
+        # frozen: DistributedDataParallel refuses trainable parameters that get no gradient.
+        self.restorer.requires_grad_(c.restoration)
 
     def to_anatomy(self, logits: torch.Tensor, noisy: bool = False) -> torch.Tensor:
         """One-hot (straight-through) or, for the ablation, softmax of the logits."""

@@ -68,7 +68,7 @@ def test_train_step(run, batch, name):
                                                "would emulate it, and dal train runs float32 here")
 @pytest.mark.benchmark(group=f"train step, batch {BATCH} x {H}x{W}, bfloat16 autocast")
 @pytest.mark.parametrize("layout", ["channels-last", "contiguous"])
-@pytest.mark.parametrize("name", ["dal", "ae", "dae"])
+@pytest.mark.parametrize("name", ["dal", "dal-no-restoration", "ae", "dae"])
 def test_train_step_bf16(run, batch, name, layout):
     run(step_function(build(name, layout == "channels-last"), batch, bf16=True), rounds=3)
 

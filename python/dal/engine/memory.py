@@ -13,8 +13,8 @@ def keep_freed_memory() -> bool:
 
     By default every block above 32 MB is a fresh ``mmap`` and goes back to the system when
     freed, so each large activation (a U-Net's concatenation at batch 32 is 66 MB) is paid for
-    again in page faults: a third of ``pseudo_healthy``'s time at batch 32 on the 2-core
-    machine of the README. For the CLI's process only: a library does not change the allocator
+    again in page faults (the README's cold ``dal infer`` benchmark, before and after). For the
+    CLI's process only: a library does not change the allocator
     of the program that imports it. Returns False where the C library is not glibc.
     """
     name = ctypes.util.find_library("c")

@@ -142,8 +142,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
 def _slice_outputs(model: nn.Module, x: torch.Tensor, brain: torch.Tensor, batch_size: int,
                    device: torch.device, anatomy_maps: bool) -> dict[str, torch.Tensor]:
     """The model's pseudo-healthy image of each axial slice with brain, stacked back to (X, Y, Z)
-    (zero elsewhere), and with ``anatomy_maps`` DAL's anatomy maps as tissue indices (their
-    arg-max costs a tenth of the model's time at 1 mm: only where asked)."""
+    (zero elsewhere), and with ``anatomy_maps`` DAL's anatomy maps as tissue indices (only
+    where asked: their arg-max over channels-last maps is not free)."""
     slices = torch.nonzero(brain.any(0).any(0)).flatten().tolist()
     outputs: dict[str, torch.Tensor] = {"phi": torch.zeros_like(x)}
     for start in range(0, len(slices), batch_size):

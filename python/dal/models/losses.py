@@ -33,5 +33,5 @@ def invariance_loss(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torch.Ten
 def restoration_loss(logits: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of restored anatomy logits (N, K, H, W) against a one-hot anatomy (N, K, H, W).
     The one-hot is given as class probabilities: the same value as its arg-max as class indices,
-    without the arg-max over the channels of a channels-last tensor (twice the loss's time)."""
+    without an arg-max over the channels of a channels-last tensor."""
     return F.cross_entropy(logits.float(), anatomy.float())

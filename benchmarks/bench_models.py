@@ -45,6 +45,7 @@ VARIANTS = {
     "ae": ModelConfig(kind="ae"),
     "dae": ModelConfig(kind="dae"),
     "dal-second-view-grad": ModelConfig(kind="dal", second_view_grad=True),
+    "dal-half-batch-auxiliary": ModelConfig(kind="dal", auxiliary_fraction=0.5),  # the step before 0.25
     "dal-whole-batch-auxiliary": ModelConfig(kind="dal", auxiliary_fraction=1.0),  # the step before 0.5
     "dal-no-restoration": ModelConfig(kind="dal", restoration=False),
     "dal-no-onehot": ModelConfig(kind="dal", onehot=False),
@@ -68,7 +69,7 @@ def test_train_step(run, batch, name):
                                                "would emulate it, and dal train runs float32 here")
 @pytest.mark.benchmark(group=f"train step, batch {BATCH} x {H}x{W}, bfloat16 autocast")
 @pytest.mark.parametrize("layout", ["channels-last", "contiguous"])
-@pytest.mark.parametrize("name", ["dal", "dal-no-restoration", "ae", "dae"])
+@pytest.mark.parametrize("name", ["dal", "dal-half-batch-auxiliary", "dal-no-restoration", "ae", "dae"])
 def test_train_step_bf16(run, batch, name, layout):
     run(step_function(build(name, layout == "channels-last"), batch, bf16=True), rounds=3)
 

@@ -48,6 +48,7 @@ declare -A args=(
   [dal-no-restoration]="--model dal --config $configs/ablation-no-restoration.yaml"
   [dal-no-anomalies]="--model dal --config $configs/ablation-no-anomalies.yaml"
   [dal-no-onehot]="--model dal --config $configs/ablation-no-onehot.yaml"
+  [dal-aux-half]="--model dal --config $configs/auxiliary-half.yaml"
   [intensity]="--model intensity" [zscore]="--model zscore --config $configs/zscore.yaml"
 )
 read -r -a models <<< "${MODELS:-dal dae ae dal-t1 dal-no-restoration dal-no-anomalies dal-no-onehot intensity zscore}"

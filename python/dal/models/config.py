@@ -34,7 +34,9 @@ class ModelConfig:
             more U-Net backward per step; the first view's gradient suffices by default).
         auxiliary_fraction: share of a training batch that the second view's anatomy, the
             restoration and the cross-reconstruction and PHI losses see (1: the whole batch; the
-            self-reconstruction and the prior always see all of it).
+            self-reconstruction and the prior always see all of it). 0.25 by default: 8 slices of
+            the default batch of 32, which keeps a DAL step within twice a DAE step on this
+            project's CPUs (``benchmarks/bench_models.py``).
         edge_dropout: largest fraction of the edge map's blocks zeroed while training the restoration.
         edge_dropout_block: side of a dropped block, pixels.
         anomaly_probability: chance that a training slice's anatomy gets simulated abnormal
@@ -64,7 +66,7 @@ class ModelConfig:
     onehot: bool = True
     restoration: bool = True
     second_view_grad: bool = False
-    auxiliary_fraction: float = 0.5
+    auxiliary_fraction: float = 0.25
     edge_dropout: float = 0.5
     edge_dropout_block: int = 8
     anomaly_probability: float = 0.8

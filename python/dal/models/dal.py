@@ -20,11 +20,14 @@ Choices made where the paper is silent, chosen to keep the training step cheap o
   back-propagates unless ``second_view_grad``), the restoration (from view 1's anatomy with
   simulated abnormal regions when ``anomaly_probability`` > 0), and the decoder's cross-
   reconstruction of view 1 from the anatomy of view 2 and PHI of view 1, decoded in one batch with
-  the self-reconstruction. Half the batch for those halves their cost: a DAL step is 1.74x a DAE
-  step in float32 on an AVX2 CPU, 2.46x in bf16 on an AVX-512 one (``benchmarks/bench_models.py``). Losses: see
-  :class:`~dal.models.config.LossConfig`.
+  the self-reconstruction. A quarter of the batch (8 slices of 32) keeps a DAL step within twice
+  a DAE step: 1.55x in bf16 and 1.74x in float32 on an AVX-512 Xeon, against 1.84x and 2.05x with
+  half (``benchmarks/bench_models.py``); the restoration and the decoder run in float32 on the CPU
+  (:func:`float32_on_cpu`). Losses: see :class:`~dal.models.config.LossConfig`.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn as nn
@@ -83,7 +86,8 @@ class FiLMBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.film(z)[..., None, None].chunk(2, 1)
-        return F.leaky_relu(self.conv(h) * (1 + gamma) + beta, 0.1)
+        # conv * (1 + gamma) + beta in one pass over the full-resolution features, then in place.
+        return F.leaky_relu(torch.addcmul(beta, self.conv(h), 1 + gamma), 0.1, inplace=True)
 
 
 class Decoder(nn.Module):
@@ -104,10 +108,17 @@ class Decoder(nn.Module):
         base = (anatomy * means[..., None, None]).sum(1, keepdim=True)
         rows = torch.linspace(-1, 1, h, device=anatomy.device, dtype=anatomy.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
         cols = torch.linspace(-1, 1, w, device=anatomy.device, dtype=anatomy.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
-        hidden = F.leaky_relu(self.stem(torch.cat([anatomy, rows, cols], 1)), 0.1)
+        hidden = F.leaky_relu(self.stem(torch.cat([anatomy, rows, cols], 1)), 0.1, inplace=True)
         for block in self.blocks:
             hidden = block(hidden, z)
         return base + self.head(hidden)
+
+
+def float32_on_cpu(tensor: torch.Tensor):
+    """No autocast for the few-channel nets (restoration, decoder) on the CPU: oneDNN's bfloat16
+    convolutions of 8 channels are slower there than float32 ones, with the casts
+    (``benchmarks/bench_models.py``); on a GPU they stay in bfloat16."""
+    return torch.autocast("cpu", enabled=False) if tensor.device.type == "cpu" else contextlib.nullcontext()
 
 
 def edge_dropout(edges: torch.Tensor, max_fraction: float, block: int) -> torch.Tensor:
@@ -137,28 +148,31 @@ def simulate_anomalies(anatomy: torch.Tensor, probability: float, max_regions: i
     n, k, h, w = anatomy.shape
     if probability <= 0 or max_regions < 1 or k < 3:
         return anatomy
-    device = anatomy.device
+    device, regions = anatomy.device, max_regions
     labels = anatomy.argmax(1)                                               # (N, H, W)
-    brain = (labels > 0).flatten(1).float()
-    rows = torch.arange(h, device=device, dtype=torch.float32).view(1, h, 1)
-    cols = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, w)
-    for region in range(max_regions):
-        active = torch.rand(n, device=device) < (probability if region == 0 else 0.5 * probability)
-        active &= brain.sum(1) > 0
-        if not active.any():
-            continue
-        centre = torch.multinomial(brain + (brain.sum(1, keepdim=True) == 0).float(), 1)[:, 0]
-        cy, cx = (centre // w).float().view(n, 1, 1), (centre % w).float().view(n, 1, 1)
-        ry, rx = (2 + 12 * torch.rand(2, n, 1, 1, device=device))
-        angle = torch.rand(n, 1, 1, device=device) * torch.pi
-        dy, dx = rows - cy, cols - cx
-        u = (dy * angle.cos() + dx * angle.sin()) / ry
-        v = (-dy * angle.sin() + dx * angle.cos()) / rx
-        wobble = F.interpolate(torch.randn(n, 1, 6, 7, device=device), size=(h, w), mode="bilinear",
-                               align_corners=False)[:, 0]
-        blob = ((u * u + v * v).sqrt() + 0.3 * wobble < 1) & (labels > 0) & active.view(n, 1, 1)
-        wrong = torch.randint(1, k, (n, 1, 1), device=device).expand(n, h, w)
-        labels = torch.where(blob, wrong, labels)
+    brain = labels > 0
+    # All regions at once, (R, N, ...); a later region overrides an earlier one where they meet.
+    chance = torch.full((regions, n), 0.5 * probability, device=device)
+    chance[0] = probability
+    active = (torch.rand(regions, n, device=device) < chance) & brain.flatten(1).any(1)
+    # Each centre a uniformly drawn brain pixel: the j-th one, found in the running count (no multinomial, whose
+    # sampling costs an arg-max over every pixel).
+    running = brain.flatten(1).cumsum(1)                                     # (N, P)
+    rank = (torch.rand(regions, n, device=device) * running[:, -1]).long() + 1
+    centre = torch.searchsorted(running, rank.T.contiguous()).T.clamp(max=h * w - 1)   # (R, N)
+    cy, cx = (centre // w).float()[..., None, None], (centre % w).float()[..., None, None]
+    ry, rx = 2 + 12 * torch.rand(2, regions, n, 1, 1, device=device)
+    angle = torch.rand(regions, n, 1, 1, device=device) * torch.pi
+    dy = torch.arange(h, device=device, dtype=torch.float32).view(h, 1) - cy   # (R, N, H, 1)
+    dx = torch.arange(w, device=device, dtype=torch.float32).view(1, w) - cx   # (R, N, 1, W)
+    u = (dy * angle.cos() + dx * angle.sin()) / ry
+    v = (-dy * angle.sin() + dx * angle.cos()) / rx
+    wobble = F.interpolate(torch.randn(regions * n, 1, 6, 7, device=device), size=(h, w), mode="bilinear",
+                           align_corners=False).view(regions, n, h, w)
+    blobs = ((u * u + v * v).sqrt() + 0.3 * wobble < 1) & brain & active[..., None, None]
+    wrong = torch.randint(1, k, (regions, n, 1, 1), device=device)
+    for blob, tissue in zip(blobs, wrong):
+        labels = torch.where(blob, tissue, labels)
     return F.one_hot(labels, k).permute(0, 3, 1, 2).to(anatomy.dtype).contiguous(memory_format=torch.channels_last)
 
 
@@ -221,13 +235,15 @@ class DAL(nn.Module):
                 edges = edge_dropout(self.edges(abnormal), c.edge_dropout, c.edge_dropout_block)
             else:
                 edges = self.edges(target)
-            restored_logits = self.restorer(edges)
+            with float32_on_cpu(edges):
+                restored_logits = self.restorer(edges.float())
             out["restoration"] = restoration_loss(restored_logits, target)
             layouts.append(self.to_anatomy(restored_logits))
         # The decoder's passes (self-reconstruction, cross-reconstruction, PHI) as one batch:
         # all decode with view 1's code, and one large convolution is cheaper than three.
         codes = torch.cat([z1] + [z1[:part]] * (len(layouts) - 1))
-        decoded = self.decoder(torch.cat(layouts), codes).split([len(view1)] + [part] * (len(layouts) - 1))
+        with float32_on_cpu(view1):
+            decoded = self.decoder(torch.cat(layouts).float(), codes.float()).split([len(view1)] + [part] * (len(layouts) - 1))
         out["reconstruction"] = reconstruction_loss(decoded[0], view1)
         out["cross"] = reconstruction_loss(decoded[1], view1[:part])
         out["phi"] = reconstruction_loss(decoded[2], view1[:part]) if c.restoration else out["reconstruction"]  # PHI = D(A, z)

@@ -13,6 +13,7 @@ from dal.engine.checkpoint import load_checkpoint
 from dal.engine.config import Config, ConfigError, load_config
 from dal.engine.scoring import score_volume
 from dal.engine.train import TrainingError, train
+from dal.models import LossConfig, build_model
 
 TINY = {
     "model": {"channels": 4, "levels": 2, "restoration_channels": 4, "code_channels": 4, "decoder_channels": 4,
@@ -117,6 +118,7 @@ def test_validation_every_few_minutes_of_training(tmp_path, cache, monkeypatch):
     ("fine-tune-no-restoration.yaml", {"train": {"lr": 0.0005}, "model": {"restoration": False}}),
     ("ablation-no-onehot.yaml", {"model": {"onehot": False}}),
     ("ablation-no-anomalies.yaml", {"model": {"anomaly_probability": 0.0}}),
+    ("auxiliary-half.yaml", {"model": {"auxiliary_fraction": 0.5}}),
     ("t1-only.yaml", {"data": {"synthetic_contrasts": ["t1"], "val_contrasts": ["t1"]}}),
     ("zscore.yaml", {"model": {"kind": "zscore"}, "preprocessing": {"register": True, "spacing": 1.0,
                                                                     "shape": [192, 224, 192]}}),
@@ -134,8 +136,9 @@ def _weights(path):
 
 
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, cache, monkeypatch):
+    # amp off: "auto" times a step at the start of each run, and the two runs could choose differently.
     config = tiny_config(cache, **{"model.kind": "dal", "train.max_steps": 7, "train.val_every": 0,
-                                   "model.gumbel": 0.5})
+                                   "model.gumbel": 0.5, "train.amp": "off"})
     train(config, tmp_path / "whole", progress=False)
 
     calls = {"n": 0}
@@ -166,6 +169,46 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, c
     assert any(not torch.allclose(early[n].float(), whole[n].float()) for n in whole if whole[n].is_floating_point())
 
 
+def test_amp_auto_times_a_step_once_per_run_and_a_resumed_run_keeps_the_choice(tmp_path, cache, monkeypatch):
+    timed = []
+    answers = iter([(True, {"off": 2.0, "bf16": 1.0}), (False, {"off": 1.0, "bf16": 2.0})])
+
+    def bf16_step_is_faster(model, batch):
+        timed.append(batch["view1"].shape[0])
+        return next(answers)
+
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(train_module, "bf16_step_is_faster", bf16_step_is_faster)
+    config = tiny_config(cache, **{"model.kind": "dae", "train.max_steps": 2})
+
+    def chosen(run):
+        return load_checkpoint(tmp_path / run / "last.safetensors").training["state"]["amp"]
+
+    train(config, tmp_path / "run", progress=False)
+    assert timed == [4] and chosen("run") == "bf16"  # timed on one batch of the run
+    train(config.replace({"train.max_steps": 4}), tmp_path / "run", resume=True, progress=False)
+    assert timed == [4] and chosen("run") == "bf16"  # resumed: not timed again, the same precision
+    train(config.replace({"train.amp": "off"}), tmp_path / "off", progress=False)
+    assert timed == [4] and chosen("off") == "off"   # asked: no timing
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    train(config, tmp_path / "no-bf16", progress=False)
+    assert timed == [4] and chosen("no-bf16") == "off"
+
+
+def test_timing_a_step_each_way_leaves_the_model_and_the_generator_as_they_were(cache):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(cache).model, LossConfig())
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    image = torch.rand(4, 1, 32, 40)
+    generator = torch.get_rng_state()
+    faster, seconds = train_module.bf16_step_is_faster(model, {"view1": image, "view2": image, "image": image})
+    assert isinstance(faster, bool) and seconds["off"] > 0 and seconds["bf16"] > 0
+    assert faster == (seconds["bf16"] < seconds["off"])
+    assert torch.equal(torch.get_rng_state(), generator)
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
+    assert all(parameter.grad is None for parameter in model.parameters())
+
+
 def test_init_starts_from_a_checkpoint_and_records_its_lineage(tmp_path, cache, capsys):
     parent_config = tiny_config(cache, **{"model.kind": "dal", "train.max_steps": 3})
     train(parent_config, tmp_path / "parent", progress=True)
@@ -188,12 +231,12 @@ def test_cli_trains_with_flags_over_the_yaml(tmp_path, cache):
     path = write_yaml(tmp_path / "tiny.yaml", cache)
     result = CliRunner().invoke(main, ["train", "--config", str(path), "--out", str(tmp_path / "run"),
                                        "--model", "ae", "--max-steps", "2", "--seed", "3", "--threads", "2",
-                                       "--val-minutes", "5", "--quiet"])
+                                       "--val-minutes", "5", "--amp", "off", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "trained 2 steps" in result.output
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert saved.model.kind == "ae" and saved.train.seed == 3 and saved.train.max_steps == 2
-    assert saved.train.threads == 2 and saved.train.val_minutes == 5
+    assert saved.train.threads == 2 and saved.train.val_minutes == 5 and saved.train.amp == "off"
     # --resume without --config continues with the run's own settings.
     result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "3",
                                        "--quiet"])

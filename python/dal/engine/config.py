@@ -79,8 +79,9 @@ class TrainConfig:
         seed: the seed of everything random (data, initialisation, noise).
         deterministic: deterministic algorithms (a resumed run then ends with the same weights).
         amp: mixed precision of the training step: "off", "bf16" (bfloat16 autocast) or "auto"
-            (bf16 on CUDA and on CPUs with native bfloat16, where it measured faster: see
-            bench_models). Scoring always runs in float32.
+            (bf16 on CUDA; on a CPU with native bfloat16, whichever of the two a timed step of the
+            model measures faster at the start of the run, kept when it resumes; float32 on other
+            CPUs). Scoring always runs in float32.
         device: "auto" (CUDA when present), "cpu" or "cuda[:N]".
         threads: torch intra-op threads on the CPU (0: torch's default).
         log_every: steps between TensorBoard scalars.

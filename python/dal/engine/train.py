@@ -19,10 +19,13 @@ Determinism: with a fixed seed, ``deterministic`` on, a step limit and one proce
 function of its config: slices are visited in a permutation drawn from ``(seed, epoch)``, each
 slice's augmentation from ``(seed, epoch, index)``, and the checkpoint keeps the step, the epoch,
 the position in it and torch's generator, so a resumed run ends with the weights of an
-uninterrupted one. (A time budget, ``--minutes``, ends wherever the clock says.)
+uninterrupted one. (A time budget, ``--minutes``, ends wherever the clock says; so does
+``amp: auto`` on a CPU with native bf16, which times a step each way at the start: give ``--amp``
+``off`` or ``bf16`` to make the precision part of the config.)
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -63,6 +66,7 @@ class RunState:
     best_step: int = -1
     hardware: list[str] = field(default_factory=list)  # each leg's machine, once each
     init: dict | None = None   # the checkpoint the weights started from, and its training
+    amp: str | None = None     # the precision train.amp resolved to, "bf16" or "off" (kept for --resume)
 
     def to_dict(self) -> dict:
         return {**vars(self), "best_ap": None if self.best_ap == -math.inf else self.best_ap}
@@ -92,12 +96,30 @@ def _distributed() -> tuple[int, int]:
 
 
 def autocast_context(amp: str, device: torch.device):
-    """bfloat16 autocast when asked ("bf16"), or with "auto" on CUDA and on CPUs with native
-    bfloat16 (oneDNN reports it: AVX512-BF16 or AMX). On this machine's CPU (avx512_bf16) a
-    training step measured 2.2x faster for dae and 1.25x for dal in bfloat16
-    (benchmarks/bench_models.py)."""
-    use = amp == "bf16" or (amp == "auto" and (device.type == "cuda" or cpu_has_bf16()))
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+    """bfloat16 autocast for ``amp`` "bf16", none for "off" (the resolved train.amp)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
+
+
+def bf16_step_is_faster(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[bool, dict[str, float]]:
+    """Whether a training step of ``model`` on ``batch`` (forward and backward, on a copy of the
+    model; the best of two after a warm-up, each way) is faster with bfloat16 autocast than in
+    float32 on this CPU, and the seconds of each. Native bf16 does not mean faster: a DAE step
+    measured 1.6x faster in bf16 on an AMD EPYC's AVX512-BF16 and 1.26x slower on a Xeon's without
+    AMX (``benchmarks/bench_models.py``). Torch's generator is left as it was."""
+    probe, generator = copy.deepcopy(model).train(), torch.get_rng_state()
+    seconds = {}
+    for amp in ("off", "bf16"):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            with autocast_context(amp, torch.device("cpu")):
+                losses = probe(batch)
+            losses["loss"].backward()
+            probe.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
+        seconds[amp] = min(times[1:])
+    torch.set_rng_state(generator)
+    return seconds["bf16"] < seconds["off"], seconds
 
 
 def hardware_description(device: torch.device, processes: int = 1) -> str:
@@ -396,6 +418,7 @@ class Trainer:
             self.load_last_checkpoint()
         else:
             self.start_weights()
+        self.choose_precision()
         self.start_leg()
         self.open_logs()
         self.train_steps()
@@ -445,6 +468,30 @@ class Trainer:
         torch.manual_seed(tc.seed + 1000 * self.rank)
         if tc.init is not None:
             self.state.init = _initial_weights(self.model, tc.init, self.rank)
+
+    def choose_precision(self) -> None:
+        """train.amp as this run trains: "bf16" or "off" as asked; "auto" is bf16 on CUDA, float32 on a
+        CPU without native bf16, and on one with it whichever a timed step of this model measures
+        faster (process 0 times, every process follows), once per run: a resumed run keeps it."""
+        amp, tc = self.state.amp, self.config.train
+        if tc.amp != "auto" or not self.learns:
+            amp = tc.amp if self.learns else "off"
+        elif amp is None and (self.device.type == "cuda" or not cpu_has_bf16()):
+            amp = "bf16" if self.device.type == "cuda" else "off"
+        elif amp is None:
+            faster = False
+            if self.rank == 0:
+                first = self.epoch_batches()[0]
+                faster, seconds = bf16_step_is_faster(self.model, _collate([self.dataset[int(i)] for i in first],
+                                                                           self.device))
+                _say(f"train.amp auto: {'bf16' if faster else 'float32'}, the faster step on this CPU (float32 "
+                     f"{seconds['off']:.2f} s, bf16 {seconds['bf16']:.2f} s)", self.rank)
+            if self.world > 1:
+                flag = torch.tensor([float(faster)])
+                dist.broadcast(flag, 0)
+                faster = bool(flag.item())
+            amp = "bf16" if faster else "off"
+        self.state.amp = amp
 
     def start_leg(self) -> None:
         """This leg's machine in the record, and the model wrapped for DistributedDataParallel
@@ -535,7 +582,7 @@ class Trainer:
     def step(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimisation step on the slices ``indices``; returns the losses."""
         batch = _collate([self.dataset[int(i)] for i in indices], self.device)
-        with autocast_context(self.config.train.amp, self.device):
+        with autocast_context(self.state.amp, self.device):
             losses = self.net(batch)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()

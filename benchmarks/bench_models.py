@@ -3,8 +3,9 @@
 
 images/s = 32 / the mean time of a round (pytest-benchmark's "OPS" column times 32). DAL's
 step does several networks' work; the groups put it beside the baselines and its ablations,
-bfloat16 autocast beside float32 (the CPU default follows what this measures; skipped on a CPU
-without native bfloat16, where dal train runs float32), and the channels-last memory format that
+bfloat16 autocast beside float32 (which is faster depends on the CPU: dal train's ``amp: auto``
+times a step both ways at its start; skipped on a CPU without native bfloat16, where dal train
+runs float32), and the channels-last memory format that
 training and inference use beside torch's default layout. `python scripts/profile_step.py dal`
 shows where a step's time goes.
 """

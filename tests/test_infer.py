@@ -172,6 +172,22 @@ def test_lesion_polarity_follows_the_contrast_and_old_checkpoints_score_both_sid
     assert dice(Detector(old).predict(image, mask=brain, contrast="t1").lesions, label) > 0.7
 
 
+def test_the_median_window_follows_the_contrast_and_old_checkpoints_keep_one_window():
+    scan, _, brain = phantom(lesion=False)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in scan.shape], indexing="ij"), -1) @ ras_affine()[:3, :3].T
+    spot = np.sqrt(((index + ras_affine()[:3, 3] - LESION_CENTRE_MM) ** 2).sum(-1)) < 4.5  # about one 4 mm voxel
+    scan[spot] = 300.0
+    image = nib.Nifti1Image(scan, ras_affine())
+    detector = Detector(oracle_checkpoint())  # 5 mm by default, 10 mm on T1 and T2: 1 and 3 voxels at 4 mm
+    found = {contrast: detector.predict(image, mask=brain, contrast=contrast) for contrast in ("flair", "t2", "t1", None)}
+    assert found["flair"].lesion_count == 1 and found[None].lesion_count == 1
+    assert found["t2"].lesion_count == 0 and found["t1"].lesion_count == 0  # a 3-voxel median erases one voxel
+    assert "10 mm (the scoring's median window)" in found["t2"].info["lesion_count_rule"]
+    old = oracle_checkpoint()
+    del old.config["scoring"]["contrast_median_mm"]  # from before the setting: one window for every contrast
+    assert Detector(old).predict(image, mask=brain, contrast="t2").lesion_count == 1
+
+
 def test_the_population_distance_is_the_scores_90th_percentile_over_the_healthy_calibration_one():
     scan, _, brain = phantom()
     checkpoint = oracle_checkpoint()

@@ -250,6 +250,8 @@ def test_cli_trains_with_flags_over_the_yaml(tmp_path, cache):
     ("model", {"onehot": "yes"}, "model.onehot: expected true or false"),
     ("model", {"kind": "vae"}, "model.kind"),
     ("preprocessing", {"shape": [40, 48]}, "preprocessing.shape"),
+    ("scoring", {"contrast_median_mm": {"t1": -1}}, "scoring.contrast_median_mm.t1: expected a size in mm >= 0"),
+    ("scoring", {"contrast_median_mm": [10]}, "scoring.contrast_median_mm: expected a mapping"),
 ])
 def test_bad_config_is_a_clear_error_and_writes_nothing(tmp_path, cache, section, values, message):
     path = write_yaml(tmp_path / "bad.yaml", cache, **{section: values})

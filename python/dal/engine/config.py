@@ -129,12 +129,20 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: expected at least 0, got {getattr(self, name)}")
 
 
+def median_mm_for(median_mm: float, contrast_median_mm: dict[str, float], contrast: str | None) -> float:
+    """The median cube's side for a scan of ``contrast`` (None: unknown): its own, else ``median_mm``."""
+    return contrast_median_mm.get(contrast, median_mm) if contrast else median_mm
+
+
 @dataclass
 class ScoringConfig:
     """Post-processing of the residual (docs/design.md: sizes in millimetres).
 
     Attributes:
         median_mm: side of the median cube.
+        contrast_median_mm: the median cube's side for scans of these contrasts instead (T1 and T2
+            by default: 10 mm, where the PHI's errors on healthy tissue are larger than on FLAIR and
+            a 5 mm median leaves them; FLAIR keeps 5 mm, which small white-matter lesions need).
         erode_mm: erosion radius of the brain mask.
         batch_size: slices per forward pass.
         min_component_voxels: components smaller than this are removed before thresholded Dice.
@@ -147,13 +155,22 @@ class ScoringConfig:
     """
 
     median_mm: float = 5.0
+    contrast_median_mm: dict[str, float] = field(default_factory=lambda: {"t1": 10.0, "t2": 10.0})
     erode_mm: float = 2.0
     batch_size: int = 32
     min_component_voxels: int = 5
     disagreement: float = 0.0
     polarity: str = "lesion"
 
+    def median_for(self, contrast: str | None) -> float:
+        """The median cube's side for a scan of ``contrast`` (None: unknown), mm."""
+        return median_mm_for(self.median_mm, self.contrast_median_mm, contrast)
+
     def __post_init__(self):
+        for contrast, side in {"": self.median_mm, **self.contrast_median_mm}.items():
+            if not side >= 0:
+                name = f"contrast_median_mm.{contrast}" if contrast else "median_mm"
+                raise ConfigError(f"scoring.{name}: expected a size in mm >= 0, got {side}")
         if not self.disagreement >= 0:
             raise ConfigError(f"scoring.disagreement: expected a weight >= 0, got {self.disagreement}")
         if self.polarity not in POLARITIES:
@@ -201,8 +218,8 @@ def _type_name(annotation) -> str:
 
 
 def _check(value, annotation, where: str):
-    """``value`` converted to ``annotation`` (int, float, bool, str, tuples, X | None, nested
-    dataclasses), or a ConfigError naming ``where``."""
+    """``value`` converted to ``annotation`` (int, float, bool, str, tuples, mappings, X | None,
+    nested dataclasses), or a ConfigError naming ``where``."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -219,6 +236,11 @@ def _check(value, annotation, where: str):
         raise errors[0]
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, where + ".")
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {short_repr(value)}")
+        return {_check(k, key_type, f"{where} key"): _check(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if origin is tuple:
         args = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)):

@@ -22,8 +22,9 @@ Choices written down here:
   5% false-positive voxels, unless one is given. It is the one threshold of every output: the
   mask, the overlay's outline and the start of its colour scale.
 - The lesion count: components of the mask closer than the scoring's median window
-  (``scoring.median_mm``, 5 mm) count as one lesion (:func:`count_lesions`); the JSON gives the
-  plain component count too (``lesion_components``).
+  (``scoring.median_mm``, 5 mm, or the contrast's own in ``scoring.contrast_median_mm``) count
+  as one lesion (:func:`count_lesions`); the JSON gives the plain component count too
+  (``lesion_components``).
 - Out-of-distribution warnings (the map is still written, with the warning in ``NAME.json``): more
   than half of the brain above the threshold (a calibrated threshold flags about 1-5% of a
   healthy brain), or more than 2% of brain voxels with an intensity outside ``[-0.25, 4] x`` the
@@ -68,7 +69,7 @@ from dal.engine.checkpoint import (
     load_checkpoint,
     threshold_key,
 )
-from dal.engine.config import ScoringConfig
+from dal.engine.config import ScoringConfig, median_mm_for
 from dal.engine.devices import resolve_device
 from dal.engine.scoring import (
     POPULATION_KEY,
@@ -274,6 +275,8 @@ class Detector:
         self.model = checkpoint.model.to(self.device, memory_format=torch.channels_last).eval()  # as in training
         self.preprocessor = Preprocessor(preprocessing)
         self.median_mm = float(scoring.get("median_mm", DEFAULT_SCORING.median_mm))
+        # Checkpoints before the setting used median_mm on every contrast.
+        self.contrast_median_mm = {k: float(v) for k, v in (scoring.get("contrast_median_mm") or {}).items()}
         self.erode_mm = float(scoring.get("erode_mm", DEFAULT_SCORING.erode_mm))
         self.min_component_voxels = int(scoring.get("min_component_voxels", DEFAULT_SCORING.min_component_voxels))
         self.disagreement = float(scoring.get("disagreement", DEFAULT_SCORING.disagreement))
@@ -384,7 +387,8 @@ class Detector:
         done = self.preprocessor.forward(scan, brain_given, registration=registration)
         timings["preprocess"] = time.perf_counter() - clock
 
-        scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=self.median_mm,
+        median_mm = median_mm_for(self.median_mm, self.contrast_median_mm, contrast)
+        scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=median_mm,
                               erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
                               disagreement=self.disagreement,
                               sign=self._sign(contrast), timings=timings)
@@ -404,7 +408,7 @@ class Detector:
         model_voxel_ml = config.spacing ** 3 / 1000
         min_voxels = max(1, int(round(self.min_component_voxels * model_voxel_ml / voxel_ml)))
         lesions, components, largest = _lesion_mask(anomaly >= threshold_value, brain, min_voxels)
-        count = count_lesions(lesions, scan.spacing, self.median_mm)
+        count = count_lesions(lesions, scan.spacing, median_mm)
         peak = np.unravel_index(int(np.argmax(anomaly)), anomaly.shape)
         peak_mm = tuple(float(v) for v in (scan.affine @ np.array([*peak, 1.0]))[:3])
         timings["postprocess"] = time.perf_counter() - clock
@@ -421,7 +425,7 @@ class Detector:
                 "population_distance": None if distance is None else round(distance, 3),
                 "largest_lesion_ml": round(largest * voxel_ml, 4), "lesion_components": components,
                 "lesion_count_rule": f"connected components (26-connectivity) of the lesion mask, those closer than "
-                                     f"{self.median_mm:g} mm (the scoring's median window) counted as one lesion",
+                                     f"{median_mm:g} mm (the scoring's median window) counted as one lesion",
                 "threshold_rule": "the lesion mask, its outline in the overlay and the start of the overlay's colour "
                                   "scale are all this one threshold"}
         return DetectionResult(

@@ -295,7 +295,8 @@ def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, devic
 def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Config, device: torch.device,
                              anatomy_maps: bool = False) -> dict:
     scoring = config.scoring
-    return score_volume(model, volume.image, volume.mask, config.preprocessing.spacing, median_mm=scoring.median_mm,
+    return score_volume(model, volume.image, volume.mask, config.preprocessing.spacing,
+                        median_mm=scoring.median_for(volume.contrast or None),
                         erode_mm=scoring.erode_mm, batch_size=scoring.batch_size, device=device,
                         disagreement=scoring.disagreement,
                         sign=lesion_sign(scoring.polarity, volume.contrast or None, config.model.kind),

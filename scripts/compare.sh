@@ -4,7 +4,8 @@
 #   bash scripts/compare.sh [WORKDIR]      (run from an environment where `dal` is installed)
 #
 # MINUTES=1 SEEDS=0 bash scripts/compare.sh smoke   runs the same steps with a 1-minute budget;
-# MODELS="dal dae zscore" picks models (default: all nine below); SCORE_ONLY=1 scores the runs
+# MODELS="dal dae zscore" picks models (default: the nine of the list below; dal-aux-half, the
+# step of before with the auxiliary terms on half the batch, on request); SCORE_ONLY=1 scores the runs
 # already in WORKDIR/runs (named MODEL-sSEED) without training.
 #
 # Every trained model gets MINUTES (30) of training at one thread, validated every tenth of it,

@@ -104,7 +104,7 @@ def bf16_step_is_faster(model: nn.Module, batch: dict[str, torch.Tensor]) -> tup
     """Whether a training step of ``model`` on ``batch`` (forward and backward, on a copy of the
     model; the best of two after a warm-up, each way) is faster with bfloat16 autocast than in
     float32 on this CPU, and the seconds of each. Native bf16 does not mean faster: a DAE step
-    measured 1.6x faster in bf16 on an AMD EPYC's AVX512-BF16 and 1.26x slower on a Xeon's without
+    measured 1.6x faster in bf16 on an AMD EPYC's AVX512-BF16 and 1.3x slower on a Xeon's without
     AMX (``benchmarks/bench_models.py``). Torch's generator is left as it was."""
     probe, generator = copy.deepcopy(model).train(), torch.get_rng_state()
     seconds = {}

@@ -27,8 +27,6 @@ Choices made where the paper is silent, chosen to keep the training step cheap o
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -114,11 +112,15 @@ class Decoder(nn.Module):
         return base + self.head(hidden)
 
 
-def float32_on_cpu(tensor: torch.Tensor):
-    """No autocast for the few-channel nets (restoration, decoder) on the CPU: oneDNN's bfloat16
-    convolutions of 8 channels are slower there than float32 ones, with the casts
-    (``benchmarks/bench_models.py``); on a GPU they stay in bfloat16."""
-    return torch.autocast("cpu", enabled=False) if tensor.device.type == "cpu" else contextlib.nullcontext()
+def float32_on_cpu(net: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """``net(*inputs)``, on the CPU in float32 without autocast: oneDNN's bfloat16 convolutions of
+    8 channels (the restoration, the decoder) timed slower there than float32 ones, with the casts
+    (an ad-hoc timing of the parts on a Xeon; the step as a whole is in
+    ``benchmarks/bench_models.py``); elsewhere as autocast has it."""
+    if inputs[0].device.type != "cpu":
+        return net(*inputs)
+    with torch.autocast("cpu", enabled=False):
+        return net(*(tensor.float() for tensor in inputs))
 
 
 def edge_dropout(edges: torch.Tensor, max_fraction: float, block: int) -> torch.Tensor:
@@ -235,15 +237,13 @@ class DAL(nn.Module):
                 edges = edge_dropout(self.edges(abnormal), c.edge_dropout, c.edge_dropout_block)
             else:
                 edges = self.edges(target)
-            with float32_on_cpu(edges):
-                restored_logits = self.restorer(edges.float())
+            restored_logits = float32_on_cpu(self.restorer, edges)
             out["restoration"] = restoration_loss(restored_logits, target)
             layouts.append(self.to_anatomy(restored_logits))
         # The decoder's passes (self-reconstruction, cross-reconstruction, PHI) as one batch:
         # all decode with view 1's code, and one large convolution is cheaper than three.
         codes = torch.cat([z1] + [z1[:part]] * (len(layouts) - 1))
-        with float32_on_cpu(view1):
-            decoded = self.decoder(torch.cat(layouts).float(), codes.float()).split([len(view1)] + [part] * (len(layouts) - 1))
+        decoded = float32_on_cpu(self.decoder, torch.cat(layouts), codes).split([len(view1)] + [part] * (len(layouts) - 1))
         out["reconstruction"] = reconstruction_loss(decoded[0], view1)
         out["cross"] = reconstruction_loss(decoded[1], view1[:part])
         out["phi"] = reconstruction_loss(decoded[2], view1[:part]) if c.restoration else out["reconstruction"]  # PHI = D(A, z)

@@ -7,8 +7,8 @@ import struct
 import pytest
 import torch
 
-from dal.engine.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, read_metadata,
-                                   save_checkpoint)
+from dal.engine.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, parse_threshold_key,
+                                   read_metadata, save_checkpoint, threshold_for)
 from dal.engine.config import Config
 from dal.models import ModelConfig, build_model
 
@@ -161,8 +161,23 @@ def test_writes_are_atomic_and_leave_no_temporary_file(tmp_path, monkeypatch):
     load_checkpoint(path)
 
 
-def test_unknown_threshold_keys_are_rejected(tmp_path):
+@pytest.mark.parametrize("key", ["fpr_0.1", "fpr_0.01/t3", "fpr_0.01/", "t1"])
+def test_unknown_threshold_keys_are_rejected(tmp_path, key):
     config = _config("ae")
     with pytest.raises(ValueError, match="thresholds"):
         save_checkpoint(tmp_path / "x.safetensors", build_model(config.model), model_kind="ae",
-                        config=config.to_dict(), preprocessing={}, thresholds={"fpr_0.1": 1.0})
+                        config=config.to_dict(), preprocessing={}, thresholds={key: 1.0})
+
+
+def test_a_contrast_takes_its_own_threshold_and_any_other_the_pooled_one(tmp_path):
+    config = _config("ae")
+    thresholds = {"fpr_0.01": 0.3, "fpr_0.05": 0.1, "fpr_0.01/t2": 0.4}
+    path = save_checkpoint(tmp_path / "x.safetensors", build_model(config.model), model_kind="ae",
+                           config=config.to_dict(), preprocessing={}, thresholds=thresholds)
+    held = load_checkpoint(path).thresholds
+    assert held == thresholds
+    assert threshold_for(held, 0.01, "t2") == (0.4, "fpr_0.01/t2") == threshold_for(held, 0.01, "T2")
+    assert threshold_for(held, 0.01, "flair") == (0.3, "fpr_0.01") == threshold_for(held, 0.01, None)
+    assert threshold_for(held, 0.05, "t2") == (0.1, "fpr_0.05")
+    assert threshold_for({"fpr_0.05": 0.1}, 0.01, "t2") is None
+    assert parse_threshold_key("fpr_0.05/t2") == (0.05, "t2") and parse_threshold_key("fpr_0.05") == (0.05, None)

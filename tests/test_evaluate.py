@@ -168,3 +168,22 @@ def test_summarise_on_hand_made_maps():
                                               "best_dice": 1.0, "dice_fpr_0.01": 1.0, "dice_fpr_0.05": None,
                                               "lesion_recall_fpr_0.01": 1.0, "lesion_recall_fpr_0.05": None},
                               "lesion_type=tumour": done["groups"]["contrast=t1"]}
+
+
+def test_summarise_takes_each_volume_s_contrast_threshold():
+    """The same lesion map on a T1 and a FLAIR scan: the FLAIR's own threshold lies above its
+    score, so it finds nothing there, while the T1 takes the pooled one and finds the lesion."""
+    from dal.data.layouts import Case
+    from dal.engine.evaluate import Job, Scored, summarise
+
+    brain = np.ones((4, 4, 4), bool)
+    lesion = np.zeros_like(brain)
+    lesion[0, 0, :2] = True
+    score = np.where(lesion, 1.0, 0.0).astype(np.float32)
+    scored = Scored()
+    for case, contrast in (("a", "t1"), ("b", "flair")):
+        scored.add(Job(Case(case), contrast, "wmh"), lesion, {"score": score, "mask": brain}, [])
+    rows = summarise(scored, {"fpr_0.01": 0.5, "fpr_0.01/flair": 2.0}, 1, "model space", None)["rows"]
+    assert [row["threshold_fpr_0.01"] for row in rows] == [0.5, 2.0]
+    assert [row["dice_fpr_0.01"] for row in rows] == [1.0, 0.0]
+    assert [row["lesion_recall_fpr_0.01"] for row in rows] == [1.0, 0.0]

@@ -15,9 +15,10 @@ from dal.data.outputs import JOURNAL_NAME
 from dal.engine import infer
 from dal.engine.checkpoint import CheckpointError
 from dal.engine.infer import Detector, OutputError
+from dal.engine.report import threshold_text
 
-from infer_phantoms import (LESION_CENTRE_MM, LESION_RADIUS_MM, SHAPE, ClippingOracle, oracle_checkpoint, phantom,
-                            ras_affine, save, tiny_checkpoint)
+from infer_phantoms import (LESION_CENTRE_MM, LESION_RADIUS_MM, SHAPE, THRESHOLDS, ClippingOracle, oracle_checkpoint,
+                            phantom, ras_affine, save, tiny_checkpoint)
 
 
 def dice(a, b):
@@ -95,6 +96,17 @@ def test_fpr_and_threshold_pick_the_lesion_threshold(oracle):
     assert not (strict.lesions & ~loose.lesions).any()
     with pytest.raises(ValueError, match="fpr"):
         oracle.predict(image, fpr=0.1)
+
+
+def test_a_scan_takes_its_contrast_s_threshold_where_the_checkpoint_has_one(tmp_path):
+    detector = Detector(oracle_checkpoint({**THRESHOLDS, "fpr_0.01/t2": 0.4}))
+    scan, _, _ = phantom()
+    t2 = detector.predict(save(tmp_path / "case_T2w.nii.gz", scan))  # the contrast the name declares
+    t1 = detector.predict(nib.Nifti1Image(scan, ras_affine()), contrast="t1")
+    unknown = detector.predict(nib.Nifti1Image(scan, ras_affine()))
+    assert (t2.threshold, t2.threshold_source) == (0.4, "fpr_0.01/t2")
+    assert (t1.threshold, t1.threshold_source) == (unknown.threshold, unknown.threshold_source) == (0.3, "fpr_0.01")
+    assert "healthy t2 scans" in threshold_text(t2) and "healthy scans" in threshold_text(t1)
 
 
 def test_in_memory_image_and_path_give_the_same_maps(tmp_path, oracle):

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -11,7 +12,7 @@ from dal.cli import main
 from dal.engine import train as train_module
 from dal.engine.checkpoint import load_checkpoint
 from dal.engine.config import Config, ConfigError, load_config
-from dal.engine.scoring import score_volume
+from dal.engine.scoring import POPULATION_KEY, score_volume
 from dal.engine.train import TrainingError, train
 from dal.models import LossConfig, build_model
 
@@ -56,8 +57,9 @@ def test_every_model_trains_end_to_end_and_writes_a_loadable_run(tmp_path, cache
     assert [r["step"] for r in records] == [4, 5]
     assert all(0 <= r["ap"] <= 1 and "threshold_fpr_0.05" in r for r in records)
     best = load_checkpoint(run / "best.safetensors")
-    assert best.model_kind == kind and set(best.thresholds) == {"fpr_0.01", "fpr_0.05"}
+    assert best.model_kind == kind and set(best.thresholds) == {"fpr_0.01", "fpr_0.05", "fpr_0.01/t1", "fpr_0.05/t1"}
     assert best.thresholds["fpr_0.01"] >= best.thresholds["fpr_0.05"]
+    assert best.thresholds["fpr_0.01/t1"] == best.thresholds["fpr_0.01"]  # every healthy validation scan is a T1
     assert best.preprocessing == config.preprocessing.to_dict()
     # What the weights cost, in both checkpoints: the best one is not resumable, so no state.
     assert set(best.training) == {"seconds", "steps", "hardware", "init"} and best.training["steps"] in (4, 5)
@@ -72,7 +74,7 @@ def test_the_intensity_baseline_trains_nothing_and_calibrates_its_thresholds(tmp
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == 0 and summary["best_step"] == 0
     best = load_checkpoint(tmp_path / "run" / "best.safetensors")
-    assert best.model_kind == "intensity" and set(best.thresholds) == {"fpr_0.01", "fpr_0.05"}
+    assert best.model_kind == "intensity" and {"fpr_0.01", "fpr_0.05"} <= set(best.thresholds)
     assert 0 < best.thresholds["fpr_0.05"] <= best.thresholds["fpr_0.01"]
     x = torch.rand(2, 1, 8, 8)
     assert torch.equal(best.model.pseudo_healthy(x)["phi"], torch.zeros_like(x))  # the score is the scan itself
@@ -335,3 +337,25 @@ def test_real_data_without_healthy_validation_holds_out_training_scans_for_the_t
     assert train_module._hold_out_healthy(config, scans, val)[2] == 0  # healthy validation already: none held out
     with pytest.raises(TrainingError, match="too few to hold out"):
         train_module._hold_out_healthy(config, scans[:1], [lesion])
+
+
+def test_calibration_gives_each_contrast_its_own_thresholds_beside_the_pooled_ones():
+    """Two healthy T1 scans whose scores run higher than one healthy FLAIR's: the pooled 1%
+    threshold lies between, each contrast's own flags 1% of its brain."""
+    from types import SimpleNamespace
+
+    from dal.engine.train import _calibration
+
+    mask = np.ones((10, 10, 10), bool)
+    ramp = torch.arange(1000, dtype=torch.float32).reshape(10, 10, 10) / 1000  # 0 .. 0.999
+    healthy = [(SimpleNamespace(contrast="t1", mask=mask), {"score": ramp + 1}),
+               (SimpleNamespace(contrast="t1", mask=mask), {"score": ramp + 1}),
+               (SimpleNamespace(contrast="flair", mask=mask), {"score": ramp})]
+    thresholds, reference = _calibration(healthy)
+    assert set(thresholds) == {f"fpr_{f}{c}" for f in ("0.01", "0.05") for c in ("", "/t1", "/flair")}
+    assert thresholds["fpr_0.01/t1"] == pytest.approx(1.99) and thresholds["fpr_0.01/flair"] == pytest.approx(0.99)
+    assert thresholds["fpr_0.01/flair"] < thresholds["fpr_0.01"] <= thresholds["fpr_0.01/t1"]
+    for contrast, (_, scored) in (("t1", healthy[0]), ("flair", healthy[2])):
+        flagged = float((scored["score"] >= thresholds[f"fpr_0.01/{contrast}"]).float().mean())
+        assert flagged == pytest.approx(0.01)
+    assert set(reference) == {POPULATION_KEY}

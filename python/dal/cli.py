@@ -175,8 +175,9 @@ def train(data, contrast, val, config_path, out, resume, overwrite, init, model_
               help="Brain mask on the scan's grid, one per scan, in order (default: computed).")
 @click.option("--contrast", default=None, help="The scans' contrast (t1, t2, flair, pd); picks one scan per case of a folder.")
 @click.option("--fpr", type=click.Choice(["0.01", "0.05"]), default="0.01", show_default=True,
-              help="The calibrated threshold, at 1% or 5% false-positive voxels on healthy scans: the lesion mask, "
-                   "the overlay's outline and the start of its colour scale.")
+              help="The calibrated threshold, at 1% or 5% false-positive voxels on healthy scans (of the scan's "
+                   "contrast, where the checkpoint has them): the lesion mask, the overlay's outline and the start "
+                   "of its colour scale.")
 @click.option("--threshold", type=float, default=None, help="A score threshold of your own (overrides --fpr).")
 @click.option("--register", is_flag=True, help="Align each scan to MNI152 (affine) first; outputs come back to its grid.")
 @click.option("--device", default="auto", show_default=True,

@@ -435,7 +435,7 @@ def evaluate(
     scores: Volumes,
     labels: Volumes,
     masks: Volumes | None = None,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | None = None,
     min_size: int = 0,
     connectivity: int | None = None,
 ) -> Evaluation:
@@ -446,8 +446,9 @@ def evaluate(
         labels: the V ground truths (non-zero is lesion).
         masks: optional V masks of the voxels evaluated (the brain).
         threshold: optional fixed threshold (e.g. from :func:`threshold_at_fpr` on healthy
-            validation volumes): adds per-volume Dice and lesion-level detection at it, after
-            removing components smaller than ``min_size`` voxels.
+            validation volumes), or one per volume (each scan's contrast has its own): adds
+            per-volume Dice and lesion-level detection at it, after removing components smaller
+            than ``min_size`` voxels.
     """
     score_list = _as_volume_list("scores", scores)
     label_list = _as_volume_list("labels", labels, len(score_list))
@@ -461,8 +462,13 @@ def evaluate(
     pooled = voxel_metrics(torch.cat([f[0] for f in flat]), torch.cat([f[1] for f in flat]))
     dice, detection = [], []
     if threshold is not None:
-        for s, y, m in zip(score_list, label_list, mask_list):
-            predicted = _prediction(s, threshold, m, min_size, connectivity)
+        per_volume_thresholds = ([threshold] * len(score_list) if isinstance(threshold, (int, float))
+                                 else list(threshold))
+        if len(per_volume_thresholds) != len(score_list):
+            raise ValueError(f"threshold: expected one number or one per volume ({len(score_list)}), "
+                             f"got {len(per_volume_thresholds)}")
+        for s, y, m, t in zip(score_list, label_list, mask_list, per_volume_thresholds):
+            predicted = _prediction(s, t, m, min_size, connectivity)
             dice.append(_dice(predicted, _truth(y, m, s)))
             detection.append(lesion_detection(predicted, y, m, connectivity))
     lesion_volumes = sum(1 for v in per_volume if v.lesion_voxels > 0)

@@ -8,7 +8,8 @@ One file (``.safetensors``) holds:
   generator state);
 - header metadata (JSON strings): ``format`` ("dal-checkpoint"), ``format_version``,
   ``dal_version``, ``model_kind``, ``config`` (the resolved training config), ``preprocessing``
-  (for :class:`~dal.data.PreprocessConfig`), ``thresholds`` ("fpr_0.01", "fpr_0.05"), ``metrics``
+  (for :class:`~dal.data.PreprocessConfig`), ``thresholds`` ("fpr_0.01", "fpr_0.05" over every
+  healthy validation scan; "fpr_0.01/t1", ... over those of one contrast), ``metrics``
   and ``training``: how the weights were trained (``seconds``, ``steps``, ``hardware``, summed
   over resumed legs; ``init``, the checkpoint they started from), in resumable checkpoints also
   the run's state and the optimizer's plain settings.
@@ -29,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dal._version import __version__
+from dal.data.layouts import CONTRASTS
 from dal.data.outputs import write_atomic
 from dal.errors import ArgumentError, CheckpointError, short_repr
 
@@ -38,14 +40,42 @@ FPRS = (0.01, 0.05)  # the false-positive rates every checkpoint is calibrated a
 DEFAULT_FPR = 0.01  # dal infer's lesion mask
 
 
-def threshold_key(fpr: float) -> str:
-    """The checkpoint's threshold key of a false-positive rate: 0.01 -> "fpr_0.01"."""
+def threshold_key(fpr: float, contrast: str | None = None) -> str:
+    """The checkpoint's threshold key of a false-positive rate, pooled over every contrast
+    (0.01 -> "fpr_0.01") or calibrated on the healthy scans of one (0.01, "t1" -> "fpr_0.01/t1")."""
     if not any(abs(fpr - allowed) < 1e-12 for allowed in FPRS):
         raise ArgumentError(f"fpr: expected one of {FPRS} (the rates the checkpoint is calibrated at), got {fpr}")
-    return f"fpr_{fpr:g}"
+    return f"fpr_{fpr:g}" + (f"/{contrast}" if contrast else "")
 
 
-THRESHOLD_KEYS = tuple(threshold_key(fpr) for fpr in FPRS)
+THRESHOLD_KEYS = tuple(threshold_key(fpr) for fpr in FPRS)  # the pooled ones
+
+
+def parse_threshold_key(key: str) -> tuple[float, str | None] | None:
+    """(fpr, contrast or None) of a threshold key ("fpr_0.01/t1" -> (0.01, "t1")), or None when
+    ``key`` is not one: a pooled key, or one of them "/" a known contrast."""
+    pooled, slash, contrast = str(key).partition("/")
+    if pooled not in THRESHOLD_KEYS or (slash and contrast not in CONTRASTS):
+        return None
+    return float(pooled[len("fpr_"):]), contrast or None
+
+
+def is_threshold_key(key: str) -> bool:
+    """Whether ``key`` names a threshold (:func:`parse_threshold_key`)."""
+    return parse_threshold_key(key) is not None
+
+
+def threshold_for(thresholds: dict, fpr: float, contrast: str | None = None) -> tuple[float, str] | None:
+    """(value, key) of the threshold at ``fpr`` for a scan of ``contrast``: the one calibrated on
+    that contrast's healthy scans when the checkpoint has it, else the pooled one; None when
+    neither is there. Contrasts differ in how far the PHI misses healthy tissue, so one pooled
+    threshold flags more than ``fpr`` of one contrast's healthy brain and less of another's."""
+    for key in ((threshold_key(fpr, contrast.lower()),) if contrast else ()) + (threshold_key(fpr),):
+        if key in thresholds:
+            return float(thresholds[key]), key
+    return None
+
+
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive
 _PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")  # after pickle's 0x80 (protocol 2 and later)
 
@@ -105,16 +135,18 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: st
         model_kind: "dal", "ae" or "dae".
         config: the resolved training config (plain data).
         preprocessing: the preprocessing config (``PreprocessConfig.to_dict()``).
-        thresholds: score thresholds at 1% and 5% false positives, keys "fpr_0.01", "fpr_0.05".
+        thresholds: score thresholds at 1% and 5% false positives, keys "fpr_0.01", "fpr_0.05"
+            (pooled) and "fpr_0.01/<contrast>", ... (:func:`is_threshold_key`).
         metrics: validation metrics to keep with the weights.
         optimizer: for a resumable checkpoint: the optimizer.
         training: plain data on the training (seconds, steps, hardware; the run's state when resumable).
     """
     path = Path(path)
     thresholds = dict(thresholds or {})
-    unknown = set(thresholds) - set(THRESHOLD_KEYS)
+    unknown = sorted(key for key in thresholds if not is_threshold_key(key))
     if unknown:
-        raise ArgumentError(f"thresholds: unknown keys {sorted(unknown)}; expected {THRESHOLD_KEYS}")
+        raise ArgumentError(f"thresholds: unknown keys {unknown}; expected {THRESHOLD_KEYS}, each alone or followed "
+                            f"by /<contrast> ({', '.join(CONTRASTS)})")
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "dal_version": __version__,
                 "model_kind": model_kind, "config": config, "preprocessing": preprocessing,

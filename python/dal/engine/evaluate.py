@@ -43,7 +43,14 @@ import torch
 from dal.data.io import DataError, load_label
 from dal.data.layouts import Case, find_cases
 from dal.data.outputs import OutputError, OutputFolder, output_folder
-from dal.engine.checkpoint import DEFAULT_FPR, FPRS, CheckpointError, threshold_key
+from dal.engine.checkpoint import (
+    DEFAULT_FPR,
+    FPRS,
+    CheckpointError,
+    parse_threshold_key,
+    threshold_for,
+    threshold_key,
+)
 from dal.engine.infer import Detector
 from dal.engine.progress import progress_bar
 from dal.metrics import evaluate, ranked_counts
@@ -154,32 +161,45 @@ def _lesion_types(root: Path) -> dict[str, str]:
 
 
 def _calibrated_thresholds(detector: Detector) -> tuple[dict[str, float], list[str]]:
-    """The checkpoint's thresholds by key ("fpr_0.01", ...), and a note for each one it lacks."""
+    """The checkpoint's thresholds by key ("fpr_0.01", "fpr_0.01/t1", ...), and a note for each
+    false-positive rate it has none at."""
+    held = detector.checkpoint.thresholds
     thresholds: dict[str, float] = {}
     notes = []
     for fpr in FPRS:
         try:
-            thresholds[threshold_key(fpr)] = detector.threshold(fpr)
+            detector.threshold(fpr)
         except CheckpointError as error:
             notes.append(str(error))
+            continue
+        for key, value in held.items():
+            parsed = parse_threshold_key(key)
+            if parsed is not None and parsed[0] == fpr:
+                thresholds[key] = float(value)
     return thresholds, notes
 
 
 class PictureThreshold(NamedTuple):
-    """The pictures' one threshold: dal infer's default (1% false positives), so that a volume looks
-    here as dal infer draws it; another calibrated one, or 0.5 when the checkpoint has none."""
+    """The pictures' threshold: dal infer's default (1% false positives; each contrast's own where
+    the checkpoint has one), so that a volume looks here as dal infer draws it; another calibrated
+    rate, or 0.5 when the checkpoint has none. ``value`` is the pooled one, ``by_contrast`` the others."""
 
     key: str | None
     value: float
+    by_contrast: dict[str, float]
 
     @classmethod
     def of(cls, thresholds: dict[str, float]) -> "PictureThreshold":
-        key = threshold_key(DEFAULT_FPR) if threshold_key(DEFAULT_FPR) in thresholds else next(iter(thresholds), None)
-        return cls(key, thresholds.get(key, 0.5))
+        parsed = {key: parse_threshold_key(key) for key in thresholds}
+        pooled = [key for key, (_, contrast) in parsed.items() if contrast is None]
+        key = threshold_key(DEFAULT_FPR) if threshold_key(DEFAULT_FPR) in pooled else next(iter(pooled), None)
+        fpr = parsed[key][0] if key else None
+        by_contrast = {contrast: thresholds[k] for k, (rate, contrast) in parsed.items() if contrast and rate == fpr}
+        return cls(key, thresholds.get(key, 0.5), by_contrast)
 
     @property
     def fpr(self) -> float | None:
-        return float(self.key[4:]) if self.key else None
+        return parse_threshold_key(self.key)[0] if self.key else None
 
 
 # ------------------------------------------------------------------------------------ score
@@ -254,8 +274,8 @@ def summarise(scored: Scored, thresholds: dict[str, float], min_component_voxels
     overall = evaluate(scored.scores, scored.labels, scored.masks)
     for row, metrics in zip(scored.rows, overall.per_volume):
         row.update(average_precision=metrics.average_precision, auroc=metrics.auroc, best_dice=metrics.best_dice)
-    at_threshold = {key: _at_threshold(scored, key, threshold, min_component_voxels)
-                    for key, threshold in thresholds.items()}
+    at_threshold = {threshold_key(fpr): _at_threshold(scored, fpr, thresholds, min_component_voxels)
+                    for fpr in FPRS if threshold_key(fpr) in thresholds}
     summary = {
         "volumes": len(scored.rows), "lesion_volumes": overall.lesion_volumes,
         "volumes_without_lesion": overall.healthy_volumes,
@@ -275,12 +295,18 @@ def summarise(scored: Scored, thresholds: dict[str, float], min_component_voxels
     return {"summary": summary, "groups": _group_means(scored.rows), "rows": scored.rows}
 
 
-def _at_threshold(scored: Scored, key: str, threshold: float, min_size: int):
-    """The metrics at ``threshold``; each row gets its Dice and lesion recall (none without
-    lesion), its lesions and its false-positive components."""
-    result = evaluate(scored.scores, scored.labels, scored.masks, threshold=threshold, min_size=min_size)
-    for row, dice, detection in zip(scored.rows, result.dice_at_threshold, result.detection):
+def _at_threshold(scored: Scored, fpr: float, thresholds: dict[str, float], min_size: int):
+    """The metrics at the thresholds of ``fpr`` (each volume its contrast's, as dal infer takes it);
+    each row gets its threshold, Dice and lesion recall (none without lesion), its lesions and its
+    false-positive components."""
+    key = threshold_key(fpr)
+    per_volume = [threshold_for(thresholds, fpr, None if row["contrast"] == "scan" else row["contrast"])
+                  for row in scored.rows]
+    result = evaluate(scored.scores, scored.labels, scored.masks, threshold=[value for value, _ in per_volume],
+                      min_size=min_size)
+    for row, (value, _), dice, detection in zip(scored.rows, per_volume, result.dice_at_threshold, result.detection):
         has_lesion = row["lesion_voxels"] > 0
+        row[f"threshold_{key}"] = value
         row[f"dice_{key}"] = dice if has_lesion else None
         row[f"lesion_recall_{key}"] = detection.recall if has_lesion else None
         row["lesions"] = detection.lesions
@@ -395,14 +421,20 @@ def _pr_curve(score: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> t
 
 def _overlay_story(picture: PictureThreshold) -> str:
     """What the overlays show, in words: one threshold for the mask and the colour scale."""
-    from dal.engine.report import colour_range
+    from dal.engine.report import COLOUR_SPAN, colour_range
 
-    high = colour_range(picture.value)[1]
     rate = None if picture.fpr is None else f"{picture.fpr:.0%}"
     how = f"calibrated at {rate} false-positive voxels on healthy scans" if rate else "none calibrated: 0.5"
-    return (f"One threshold, {picture.value:.3g} ({how}, dal infer's default), makes the lesion mask "
-            f"(cyan outline) and starts the colour scale, which runs from it to {high:.3g} in every panel and "
-            "every volume, so that they compare; the label (ground truth) is outlined in green. A healthy "
+    if picture.by_contrast:
+        values = ", ".join(f"{contrast} {value:.3g}" for contrast, value in sorted(picture.by_contrast.items()))
+        which = (f"The threshold of each scan's contrast ({values}; {picture.value:.3g} for another; {how} on "
+                 "the healthy scans of that contrast, dal infer's default)")
+        scale = f"from it to {COLOUR_SPAN:g} times it in every panel, the same for every volume of a contrast"
+    else:
+        which = f"One threshold, {picture.value:.3g} ({how}, dal infer's default),"
+        scale = f"from it to {colour_range(picture.value)[1]:.3g} in every panel and every volume, so that they compare"
+    return (f"{which} makes the lesion mask (cyan outline) and starts the colour scale, which runs "
+            f"{scale}; the label (ground truth) is outlined in green. A healthy "
             f"scan is expected to have about {rate or 'some'} of its brain "
             "coloured: that is what the threshold was calibrated to. Lesions are counted as dal infer counts "
             "them (components closer than the scoring's median window are one lesion); the table's "

@@ -19,8 +19,9 @@ Choices written down here:
   the checkpoint's ``scoring.min_component_voxels`` model voxels, converted to a volume: the
   same post-processing as the honest Dice of the evaluation protocol.
 - The threshold is the checkpoint's, calibrated on healthy validation volumes at 1% (default) or
-  5% false-positive voxels, unless one is given. It is the one threshold of every output: the
-  mask, the overlay's outline and the start of its colour scale.
+  5% false-positive voxels, unless one is given: those of the scan's contrast where the
+  checkpoint has them, else all of them (``threshold_source`` names the key). It is the one
+  threshold of every output: the mask, the overlay's outline and the start of its colour scale.
 - The lesion count: components of the mask closer than the scoring's median window
   (``scoring.median_mm``, 5 mm, or the contrast's own in ``scoring.contrast_median_mm``) count
   as one lesion (:func:`count_lesions`); the JSON gives the plain component count too
@@ -67,7 +68,7 @@ from dal.engine.checkpoint import (
     Checkpoint,
     CheckpointError,
     load_checkpoint,
-    threshold_key,
+    threshold_for,
 )
 from dal.engine.config import ScoringConfig, median_mm_for
 from dal.engine.devices import resolve_device
@@ -326,14 +327,16 @@ class Detector:
             return tuple(data.get("synthetic_contrasts") or ())
         return (data["contrast"],) if data.get("contrast") else None
 
-    def threshold(self, fpr: float = DEFAULT_FPR) -> float:
-        """The checkpoint's threshold at ``fpr`` false positives (0.01 or 0.05)."""
-        key = threshold_key(fpr)
-        if key not in self.checkpoint.thresholds:
+    def threshold(self, fpr: float = DEFAULT_FPR, contrast: str | None = None) -> tuple[float, str]:
+        """(value, key) of the checkpoint's threshold at ``fpr`` false positives (0.01 or 0.05) for
+        a scan of ``contrast``: calibrated on that contrast's healthy scans where the checkpoint
+        has them ("fpr_0.01/t1"), else on all of them ("fpr_0.01")."""
+        found = threshold_for(self.checkpoint.thresholds, fpr, contrast)
+        if found is None:
             held = ", ".join(sorted(self.checkpoint.thresholds)) or "none"
             raise CheckpointError(f"checkpoint {self.checkpoint.path}: no threshold calibrated at {fpr:.0%} false "
                                   f"positives (it holds: {held}); give a threshold (--threshold)")
-        return float(self.checkpoint.thresholds[key])
+        return found
 
     def predict(self, image: nib.spatialimages.SpatialImage | Scan | str | os.PathLike,
                 mask: np.ndarray | nib.spatialimages.SpatialImage | str | os.PathLike | None = None, *,
@@ -357,9 +360,7 @@ class Detector:
         """
         timings: dict[str, float] = {}
         clock = time.perf_counter()
-        if threshold is None:
-            threshold_value, source = self.threshold(fpr), threshold_key(fpr)
-        else:
+        if threshold is not None:
             threshold_value, source = float(threshold), "given"
             if not np.isfinite(threshold_value):
                 raise ArgumentError(f"threshold: expected a finite number, got {threshold}")
@@ -370,6 +371,8 @@ class Detector:
         brain_given = _as_mask(mask, scan)
         if contrast is None and scan.path is not None:
             contrast = contrast_of_file(scan.path)
+        if threshold is None:
+            threshold_value, source = self.threshold(fpr, contrast)
         name = name or (nifti_stem(scan.path) if scan.path is not None else "scan")
         timings["read"] = time.perf_counter() - clock
 

@@ -50,10 +50,13 @@ def colour_range(threshold: float) -> tuple[float, float]:
 
 def threshold_how(result) -> str:
     """How the threshold of ``result`` was chosen, in words."""
-    source = str(result.threshold_source)
-    if source.startswith("fpr_"):
-        return f"calibrated: {float(source[4:]):.0%} false-positive voxels on healthy scans"
-    return "given with --threshold"
+    from dal.engine.checkpoint import parse_threshold_key
+
+    parsed = parse_threshold_key(result.threshold_source)
+    if parsed is None:
+        return "given with --threshold"
+    fpr, contrast = parsed
+    return f"calibrated: {fpr:.0%} false-positive voxels on healthy {contrast + ' ' if contrast else ''}scans"
 
 
 def threshold_text(result) -> str:

@@ -46,7 +46,14 @@ from dal.data.dataset import ModelVolume, SliceDataset
 from dal.data.io import DataError, write_text_atomic
 from dal.data.outputs import append_line
 from dal.data.preprocess import Preprocessor
-from dal.engine.checkpoint import FPRS, THRESHOLD_KEYS, load_checkpoint, save_checkpoint, threshold_key
+from dal.engine.checkpoint import (
+    FPRS,
+    is_threshold_key,
+    load_checkpoint,
+    save_checkpoint,
+    threshold_for,
+    threshold_key,
+)
 from dal.engine.config import Config
 from dal.engine.devices import resolve_device
 from dal.engine.runs import TrainingError, prepare_run_folder, run_folder
@@ -279,8 +286,10 @@ def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, devic
     healthy = [(v, o) for v, o in scored if v.healthy]
     lesion = [(v, o) for v, o in scored if not v.healthy]
     thresholds, reference = _calibration(healthy)
+    at_5_percent = [threshold_for(thresholds, 0.05, v.contrast or None) for v, _ in lesion]
     result = evaluate([o["score"] for _, o in lesion], [torch.from_numpy(v.label) for v, _ in lesion],
-                      [torch.from_numpy(v.mask) for v, _ in lesion], threshold=thresholds.get("fpr_0.05"),
+                      [torch.from_numpy(v.mask) for v, _ in lesion],
+                      threshold=[found[0] for found in at_5_percent] if thresholds else None,
                       min_size=config.scoring.min_component_voxels)
     metrics = {"ap": result.mean_average_precision, "auroc": result.mean_auroc, "best_dice": result.mean_best_dice,
                "pooled_ap": result.pooled.average_precision}
@@ -305,11 +314,17 @@ def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Conf
 
 def _calibration(healthy: list[tuple[ModelVolume, dict]]) -> tuple[dict, dict]:
     """(thresholds, reference) from the scored healthy volumes: the thresholds at 1% and 5% false
-    positives, and the population statistic of a healthy scan; both empty without healthy volumes."""
+    positives over all of them and over those of each contrast, and the population statistic of a
+    healthy scan; both empty without healthy volumes."""
     if not healthy:
         return {}, {}
-    masks = [torch.from_numpy(v.mask) for v, _ in healthy]
-    thresholds = {threshold_key(fpr): threshold_at_fpr([o["score"] for _, o in healthy], fpr, masks) for fpr in FPRS}
+    groups = {None: healthy}
+    for volume, scored in healthy:
+        if volume.contrast:
+            groups.setdefault(volume.contrast, []).append((volume, scored))
+    thresholds = {threshold_key(fpr, contrast): threshold_at_fpr([o["score"] for _, o in group], fpr,
+                                                                 [torch.from_numpy(v.mask) for v, _ in group])
+                  for contrast, group in groups.items() for fpr in FPRS}
     # What a healthy scan of the training kind leaves: dal infer's population distance is relative to it.
     reference = {POPULATION_KEY: float(np.median([population_statistic(o["score"][torch.from_numpy(v.mask)].numpy())
                                                   for v, o in healthy]))}
@@ -529,7 +544,7 @@ class Trainer:
         config = self.config
         save_checkpoint(path, self.model, model_kind=config.model.kind, config=config.to_dict(),
                         preprocessing=config.preprocessing.to_dict(),
-                        thresholds={k: v for k, v in self.thresholds.items() if k in THRESHOLD_KEYS},
+                        thresholds={k: v for k, v in self.thresholds.items() if is_threshold_key(k)},
                         metrics=metrics, optimizer=self.optimizer if resumable else None,
                         training={**self.state.record(), "state": self.state.to_dict()} if resumable
                         else self.state.record())

@@ -1,12 +1,13 @@
 """Turns `dal evaluate` and `dal infer` outputs into the README's accuracy tables.
 
-    python scripts/eval_table.py [--ap | --cells] NAME=EVAL_DIR[,EVAL_DIR...] [...]
+    python scripts/eval_table.py [--ap | --cells | --flagged] NAME=EVAL_DIR[,EVAL_DIR...] [...]
     python scripts/eval_table.py --healthy NAME=INFER_JSON[,INFER_JSON...] [...]
 
 Default: one row per model and group (all, each contrast, each lesion type): the mean per-volume
 AP, AUROC, best Dice and Dice at the 5% false-positive threshold, over the volumes with lesion.
 With --ap: one row per model, the mean per-volume AP of each group in columns. With --cells: the
-mean AP of every contrast x lesion-type cell. With --healthy: what `dal infer` found on a healthy
+mean AP of every contrast x lesion-type cell. With --flagged: the fraction of the brain above
+the 1% threshold in the test's volumes without lesion, per contrast. With --healthy: what `dal infer` found on a healthy
 scan (brain fraction above the 1% threshold, false lesions, the largest, the population distance).
 Several folders after one name (one per training seed) are averaged; each value is then shown
 as the mean with the seeds' range.
@@ -69,6 +70,21 @@ def ap_table(models, cells=False):
                                           for c in columns) + " |")
 
 
+def flagged_table(arguments):
+    tables = []
+    for argument in arguments:
+        name, folders = argument.split("=", 1)
+        tables.append((name, [json.load(open(f"{folder}/metrics.json"))["summary"] for folder in folders.split(",")]))
+    prefix, suffix = "healthy_", "_brain_flagged_fpr_0.01"
+    contrasts = list(dict.fromkeys(key[len(prefix):-len(suffix)] for _, summaries in tables for key in summaries[0]
+                                   if key.startswith(prefix) and key.endswith(suffix) and key != prefix[:-1] + suffix))
+    print("| model | healthy volumes, all | " + " | ".join(contrasts) + " |\n|---|---|" + "---|" * len(contrasts))
+    for name, summaries in tables:
+        keys = [prefix[:-1] + suffix] + [f"{prefix}{c}{suffix}" for c in contrasts]
+        print(f"| {name} | " + " | ".join(fmt([None if s.get(k) is None else 100 * s[k] for s in summaries]) + "%"
+                                          for k in keys) + " |")
+
+
 def healthy_table(arguments):
     print("| model | brain above the 1% threshold | false lesions | largest (ml) | population distance |\n"
           "|---|---|---|---|---|")
@@ -84,6 +100,8 @@ def healthy_table(arguments):
 def main(arguments):
     if "--healthy" in arguments:
         return healthy_table([a for a in arguments if a != "--healthy"])
+    if "--flagged" in arguments:
+        return flagged_table([a for a in arguments if a != "--flagged"])
     models = [runs(a) for a in arguments if not a.startswith("--")]
     if "--cells" in arguments:
         ap_table(models, cells=True)

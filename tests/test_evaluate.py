@@ -164,6 +164,7 @@ def test_summarise_on_hand_made_maps():
     # pooled, the bright voxel comes first: recall reaches 1 at the lesion's score with 2 of 3 voxels right
     assert summary["pooled_average_precision"] == pytest.approx(2 / 3)
     assert summary["lesion_recall_fpr_0.01"] == 1.0 and summary["false_positive_lesions_per_volume_fpr_0.01"] == 0.5
+    assert summary["healthy_brain_flagged_fpr_0.01"] == summary["healthy_t1_brain_flagged_fpr_0.01"] == 1 / 64
     assert done["groups"] == {"contrast=t1": {"lesion_volumes": 1, "average_precision": 1.0, "auroc": 1.0,
                                               "best_dice": 1.0, "dice_fpr_0.01": 1.0, "dice_fpr_0.05": None,
                                               "lesion_recall_fpr_0.01": 1.0, "lesion_recall_fpr_0.05": None},
@@ -187,3 +188,4 @@ def test_summarise_takes_each_volume_s_contrast_threshold():
     assert [row["threshold_fpr_0.01"] for row in rows] == [0.5, 2.0]
     assert [row["dice_fpr_0.01"] for row in rows] == [1.0, 0.0]
     assert [row["lesion_recall_fpr_0.01"] for row in rows] == [1.0, 0.0]
+    assert [row["brain_flagged_fpr_0.01"] for row in rows] == [2 / 64, 0.0]

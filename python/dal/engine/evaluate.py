@@ -58,7 +58,8 @@ from dal.metrics import evaluate, ranked_counts
 METRIC_COLUMNS = ["average_precision", "auroc", "best_dice", "dice_fpr_0.01", "dice_fpr_0.05",
                   "lesion_recall_fpr_0.01", "lesion_recall_fpr_0.05"]
 COLUMNS = ["case", "contrast", "lesion_type", "lesion_voxels", *METRIC_COLUMNS, "lesions",
-           "false_positive_lesions_fpr_0.01", "false_positive_lesions_fpr_0.05", "warnings"]
+           "false_positive_lesions_fpr_0.01", "false_positive_lesions_fpr_0.05", "threshold_fpr_0.01",
+           "threshold_fpr_0.05", "brain_flagged_fpr_0.01", "brain_flagged_fpr_0.05", "warnings"]
 PR_POINTS = 400  # points kept per precision-recall curve in the report
 # The report's table: fewer columns than metrics.csv (lesion counts, warnings stay in the CSV) and
 # headers in words; the CSV's column names are in each header's tooltip.
@@ -292,6 +293,7 @@ def summarise(scored: Scored, thresholds: dict[str, float], min_component_voxels
         summary[f"mean_dice_{key}"] = result.mean_dice_at_threshold
         summary[f"lesion_recall_{key}"] = result.lesion_recall
         summary[f"false_positive_lesions_per_volume_{key}"] = result.false_positives_per_volume
+        summary.update(_healthy_flagged(scored.rows, key))
     return {"summary": summary, "groups": _group_means(scored.rows), "rows": scored.rows}
 
 
@@ -304,14 +306,29 @@ def _at_threshold(scored: Scored, fpr: float, thresholds: dict[str, float], min_
                   for row in scored.rows]
     result = evaluate(scored.scores, scored.labels, scored.masks, threshold=[value for value, _ in per_volume],
                       min_size=min_size)
-    for row, (value, _), dice, detection in zip(scored.rows, per_volume, result.dice_at_threshold, result.detection):
+    for row, (value, _), score, mask, dice, detection in zip(scored.rows, per_volume, scored.scores, scored.masks,
+                                                            result.dice_at_threshold, result.detection):
         has_lesion = row["lesion_voxels"] > 0
         row[f"threshold_{key}"] = value
+        row[f"brain_flagged_{key}"] = float((score[mask] >= value).float().mean()) if mask.any() else None
         row[f"dice_{key}"] = dice if has_lesion else None
         row[f"lesion_recall_{key}"] = detection.recall if has_lesion else None
         row["lesions"] = detection.lesions
         row[f"false_positive_lesions_{key}"] = detection.false_positives
     return result
+
+
+def _healthy_flagged(rows: list[dict], key: str) -> dict[str, float | None]:
+    """The mean fraction of the brain flagged at the thresholds of ``key`` in the volumes without
+    lesion, in all ("healthy_brain_flagged_<key>") and per contrast ("healthy_<contrast>_brain_
+    flagged_<key>"): how well the calibrated false-positive rate holds on scans it was not made on."""
+    column = f"brain_flagged_{key}"
+    healthy = [row for row in rows if row["lesion_voxels"] == 0]
+    flagged = {f"healthy_brain_flagged_{key}": _mean([row[column] for row in healthy])}
+    for contrast in sorted({row["contrast"] for row in healthy}):
+        flagged[f"healthy_{contrast}_brain_flagged_{key}"] = _mean([row[column] for row in healthy
+                                                                    if row["contrast"] == contrast])
+    return flagged
 
 
 def _group_means(rows: list[dict]) -> dict[str, dict]:

@@ -74,7 +74,7 @@ def test_the_intensity_baseline_trains_nothing_and_calibrates_its_thresholds(tmp
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == 0 and summary["best_step"] == 0
     best = load_checkpoint(tmp_path / "run" / "best.safetensors")
-    assert best.model_kind == "intensity" and {"fpr_0.01", "fpr_0.05"} <= set(best.thresholds)
+    assert best.model_kind == "intensity" and set(best.thresholds) == {"fpr_0.01", "fpr_0.05", "fpr_0.01/t1", "fpr_0.05/t1"}
     assert 0 < best.thresholds["fpr_0.05"] <= best.thresholds["fpr_0.01"]
     x = torch.rand(2, 1, 8, 8)
     assert torch.equal(best.model.pseudo_healthy(x)["phi"], torch.zeros_like(x))  # the score is the scan itself

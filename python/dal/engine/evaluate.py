@@ -302,8 +302,7 @@ def _at_threshold(scored: Scored, fpr: float, thresholds: dict[str, float], min_
     each row gets its threshold, Dice and lesion recall (none without lesion), its lesions and its
     false-positive components."""
     key = threshold_key(fpr)
-    per_volume = [threshold_for(thresholds, fpr, None if row["contrast"] == "scan" else row["contrast"])
-                  for row in scored.rows]
+    per_volume = [threshold_for(thresholds, fpr, row["contrast"]) for row in scored.rows]  # "scan": the pooled one
     result = evaluate(scored.scores, scored.labels, scored.masks, threshold=[value for value, _ in per_volume],
                       min_size=min_size)
     for row, (value, _), score, mask, dice, detection in zip(scored.rows, per_volume, scored.scores, scored.masks,

@@ -286,10 +286,9 @@ def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, devic
     healthy = [(v, o) for v, o in scored if v.healthy]
     lesion = [(v, o) for v, o in scored if not v.healthy]
     thresholds, reference = _calibration(healthy)
-    at_5_percent = [threshold_for(thresholds, 0.05, v.contrast or None) for v, _ in lesion]
+    at_5_percent = [threshold_for(thresholds, 0.05, v.contrast or None)[0] for v, _ in lesion] if thresholds else None
     result = evaluate([o["score"] for _, o in lesion], [torch.from_numpy(v.label) for v, _ in lesion],
-                      [torch.from_numpy(v.mask) for v, _ in lesion],
-                      threshold=[found[0] for found in at_5_percent] if thresholds else None,
+                      [torch.from_numpy(v.mask) for v, _ in lesion], threshold=at_5_percent,
                       min_size=config.scoring.min_component_voxels)
     metrics = {"ap": result.mean_average_precision, "auroc": result.mean_auroc, "best_dice": result.mean_best_dice,
                "pooled_ap": result.pooled.average_precision}

@@ -206,7 +206,9 @@ def test_the_population_distance_is_the_scores_90th_percentile_over_the_healthy_
     checkpoint.model = ClippingOracle(ceiling=0.1)  # a residual all over the brain
     plain = Detector(checkpoint).predict(nib.Nifti1Image(scan, ras_affine()), mask=brain)
     assert plain.summary()["population_distance"] is None  # a checkpoint calibrated before it was recorded
-    brain_scores = plain.model_space["score"][plain.model_space["mask"]]
+    # In the residual's own units: the score times the scan's residual scale (scoring.normalise).
+    assert plain.info["residual_scale"] > 0
+    brain_scores = plain.model_space["score"][plain.model_space["mask"]] * plain.info["residual_scale"]
     p90, median = float(np.quantile(brain_scores, 0.9)), float(np.median(brain_scores))
     assert p90 > median > 0
     checkpoint.metrics = {"healthy_p90_score": p90 / 1.5}

@@ -319,6 +319,29 @@ def test_lesion_polarity_scores_only_the_side_lesions_take():
     assert lesion_sign("lesion", "t1", "intensity") is None and lesion_sign("absolute", "t1", "dal") is None
 
 
+def test_normalise_divides_the_residual_by_the_scans_median_residual():
+    shape = (24, 20, 18)
+    mask = np.zeros(shape, bool)
+    mask[2:22, 2:18, 2:16] = True
+    noise = np.random.default_rng(0).normal(0, 0.05, shape).astype(np.float32)
+    volume = np.where(mask, 0.5 + noise, 0).astype(np.float32)
+    volume[10:13, 9:12, 8:11] = 1.0
+    raw = score_volume(_Oracle(), volume, mask, spacing_mm=2.0, normalise=False)
+    normalised = score_volume(_Oracle(), volume, mask, spacing_mm=2.0)  # the default
+    typical = float(np.median(np.abs(noise[mask])))  # the lesion's 27 voxels hardly move it
+    assert raw["residual_scale"] == 1.0 and abs(normalised["residual_scale"] - typical) < 0.002
+    torch.testing.assert_close(normalised["score"] * normalised["residual_scale"], raw["score"])
+    torch.testing.assert_close(normalised["phi"], raw["phi"])  # the PHI stays in the scan's units
+    # Twice the noise (a scan the PHI misses by twice as much): the same normalised score on healthy tissue.
+    noisier = np.where(mask, 0.5 + 2 * noise, 0).astype(np.float32)
+    noisier[10:13, 9:12, 8:11] = 1.0
+    doubled = score_volume(_Oracle(), noisier, mask, spacing_mm=2.0)
+    assert doubled["residual_scale"] == pytest.approx(2 * normalised["residual_scale"], rel=1e-5)
+    healthy = torch.from_numpy(mask).clone()
+    healthy[8:15, 7:14, 6:13] = False  # the lesion and the median's reach around it
+    torch.testing.assert_close(doubled["score"][healthy], normalised["score"][healthy])
+
+
 def test_score_volume_of_dal_returns_anatomy_labels_and_checks_shapes():
     torch.manual_seed(0)
     model = DAL(ModelConfig(**TINY))

@@ -93,7 +93,7 @@ def test_the_zscore_baseline_fits_the_population_in_mni_space_and_scores_z(tmp_p
     assert mean.shape == tuple(config.preprocessing.shape) and brain.float().mean() > 0.2 and torch.isfinite(std).all()
     # The score is the median of |x - mean| / std (voxels outside the population's brain: 0).
     x = mean + 3 * std
-    scored = score_volume(best.model, x, brain, config.preprocessing.spacing, median_mm=0, erode_mm=0)
+    scored = score_volume(best.model, x, brain, config.preprocessing.spacing, median_mm=0, erode_mm=0, normalise=False)
     torch.testing.assert_close(scored["score"][brain], torch.full((int(brain.sum()),), 3.0))
     assert torch.equal(scored["phi"], mean)
 
@@ -348,9 +348,9 @@ def test_calibration_gives_each_contrast_its_own_thresholds_beside_the_pooled_on
 
     mask = np.ones((10, 10, 10), bool)
     ramp = torch.arange(1000, dtype=torch.float32).reshape(10, 10, 10) / 1000  # 0 .. 0.999
-    healthy = [(SimpleNamespace(contrast="t1", mask=mask), {"score": ramp + 1}),
-               (SimpleNamespace(contrast="t1", mask=mask), {"score": ramp + 1}),
-               (SimpleNamespace(contrast="flair", mask=mask), {"score": ramp})]
+    healthy = [(SimpleNamespace(contrast="t1", mask=mask), {"score": ramp + 1, "residual_scale": 1.0}),
+               (SimpleNamespace(contrast="t1", mask=mask), {"score": ramp + 1, "residual_scale": 3.0}),
+               (SimpleNamespace(contrast="flair", mask=mask), {"score": ramp, "residual_scale": 4.0})]
     thresholds, reference = _calibration(healthy)
     assert set(thresholds) == {f"fpr_{f}{c}" for f in ("0.01", "0.05") for c in ("", "/t1", "/flair")}
     assert thresholds["fpr_0.01/t1"] == pytest.approx(1.99) and thresholds["fpr_0.01/flair"] == pytest.approx(0.99)
@@ -359,3 +359,6 @@ def test_calibration_gives_each_contrast_its_own_thresholds_beside_the_pooled_on
         flagged = float((scored["score"] >= thresholds[f"fpr_0.01/{contrast}"]).float().mean())
         assert flagged == pytest.approx(0.01)
     assert set(reference) == {POPULATION_KEY}
+    # The population statistic in the residual's units (score x residual scale): the median of the
+    # three scans' 90th percentiles, 1.9, 3 x 1.9 and 4 x 0.9 (1.9 unscaled).
+    assert reference[POPULATION_KEY] == pytest.approx(4 * 0.8991, rel=1e-3)

@@ -282,6 +282,7 @@ class Detector:
         self.min_component_voxels = int(scoring.get("min_component_voxels", DEFAULT_SCORING.min_component_voxels))
         self.disagreement = float(scoring.get("disagreement", DEFAULT_SCORING.disagreement))
         self.polarity = scoring.get("polarity", "absolute")  # checkpoints before the setting scored |x - PHI|
+        self.normalise = bool(scoring.get("normalise", False))  # and did not divide by the scan's residual scale
         self.batch_size = int(batch_size or scoring.get("batch_size", DEFAULT_SCORING.batch_size))
         if self.batch_size < 1:
             raise ArgumentError(f"batch_size: expected at least 1, got {self.batch_size}")
@@ -394,7 +395,7 @@ class Detector:
         scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=median_mm,
                               erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
                               disagreement=self.disagreement,
-                              sign=self._sign(contrast), timings=timings)
+                              sign=self._sign(contrast), normalise=self.normalise, timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 
         clock = time.perf_counter()
@@ -418,7 +419,7 @@ class Detector:
 
         in_brain = done.mask
         flagged = float((score[in_brain] >= threshold_value).mean()) if in_brain.any() else 0.0
-        distance = self.population_distance(score[in_brain])
+        distance = self.population_distance(score[in_brain] * scored["residual_scale"])
         warnings = self._warnings(done.image[in_brain], flagged, contrast, distance)
         info = {"dal_version": __version__, "checkpoint": None if self.checkpoint.path is None else str(self.checkpoint.path),
                 "model_kind": self.checkpoint.model_kind, "device": str(self.device), "contrast": contrast,
@@ -426,6 +427,7 @@ class Detector:
                 "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 3), "min_lesion_voxels": min_voxels,
                 "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape),
                 "population_distance": None if distance is None else round(distance, 3),
+                "residual_scale": round(float(scored["residual_scale"]), 5),
                 "largest_lesion_ml": round(largest * voxel_ml, 4), "lesion_components": components,
                 "lesion_count_rule": f"connected components (26-connectivity) of the lesion mask, those closer than "
                                      f"{median_mm:g} mm (the scoring's median window) counted as one lesion",
@@ -454,7 +456,8 @@ class Detector:
 
     def population_distance(self, brain_scores: np.ndarray) -> float | None:
         """How far a scan is from the training population: the 90th percentile of the scores over
-        its brain, over that of the checkpoint's healthy validation scans
+        its brain (in the residual's own units: not divided by the scan's residual scale), over
+        that of the checkpoint's healthy validation scans
         (:data:`~dal.engine.scoring.POPULATION_KEY`; the median, ``healthy_median_score``, in
         checkpoints before it). About 1 for a scan the model explains as well as healthy training
         data; a lesion moves it little (it is a small part of the brain), anatomy the model cannot

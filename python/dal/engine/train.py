@@ -308,7 +308,7 @@ def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Conf
                         erode_mm=scoring.erode_mm, batch_size=scoring.batch_size, device=device,
                         disagreement=scoring.disagreement,
                         sign=lesion_sign(scoring.polarity, volume.contrast or None, config.model.kind),
-                        anatomy_maps=anatomy_maps)
+                        normalise=scoring.normalise, anatomy_maps=anatomy_maps)
 
 
 def _calibration(healthy: list[tuple[ModelVolume, dict]]) -> tuple[dict, dict]:
@@ -325,8 +325,8 @@ def _calibration(healthy: list[tuple[ModelVolume, dict]]) -> tuple[dict, dict]:
                                                                  [torch.from_numpy(v.mask) for v, _ in group])
                   for contrast, group in groups.items() for fpr in FPRS}
     # What a healthy scan of the training kind leaves: dal infer's population distance is relative to it.
-    reference = {POPULATION_KEY: float(np.median([population_statistic(o["score"][torch.from_numpy(v.mask)].numpy())
-                                                  for v, o in healthy]))}
+    reference = {POPULATION_KEY: float(np.median([population_statistic(o["score"][torch.from_numpy(v.mask)].numpy()
+                                                                       * o["residual_scale"]) for v, o in healthy]))}
     return thresholds, reference
 
 

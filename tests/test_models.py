@@ -287,7 +287,7 @@ def test_score_volume_finds_a_small_lesion_at_2mm_and_matches_residual_score():
     volume = np.where(mask, 0.5, 0).astype(np.float32)
     volume[10:13, 9:12, 8:11] = 1.0  # a 3x3x3 lesion (6 mm at 2 mm): a 5-voxel median would erase it
     model = _Oracle()
-    out = score_volume(model, volume, mask, spacing_mm=2.0, batch_size=5)
+    out = score_volume(model, volume, mask, spacing_mm=2.0, batch_size=5, flip_average=False)
     assert out["score"].shape == shape and out["phi"].shape == shape
     assert sum(model.calls) == 14 and max(model.calls) == 5  # only slices with brain, in batches
     assert out["score"][11, 10, 9] > 0.4
@@ -340,6 +340,33 @@ def test_normalise_divides_the_residual_by_the_scans_median_residual():
     healthy = torch.from_numpy(mask).clone()
     healthy[8:15, 7:14, 6:13] = False  # the lesion and the median's reach around it
     torch.testing.assert_close(doubled["score"][healthy], normalised["score"][healthy])
+
+
+class _Lopsided(torch.nn.Module):
+    """A PHI that is not mirror-symmetric: the slice plus a ramp from right to left."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def pseudo_healthy(self, x):
+        self.calls += 1
+        ramp = torch.linspace(0, 1, x.shape[2]).view(1, 1, -1, 1)
+        return {"phi": x + ramp}
+
+
+def test_flip_average_takes_the_mean_of_the_slices_and_their_mirrors_pseudo_healthy_images():
+    volume = np.random.default_rng(0).random((12, 10, 4)).astype(np.float32)
+    brain = np.ones_like(volume, bool)
+    model = _Lopsided()
+    plain = score_volume(model, volume, brain, spacing_mm=2.0, flip_average=False)
+    assert model.calls == 1
+    averaged = score_volume(model, volume, brain, spacing_mm=2.0)  # the default
+    assert model.calls == 3  # one more pass, on the mirrored slices
+    ramp = torch.linspace(0, 1, 12).view(-1, 1, 1)
+    torch.testing.assert_close(plain["phi"], torch.from_numpy(volume) + ramp)
+    # The mirror's PHI, mirrored back, has the ramp reversed: the mean has 0.5 everywhere.
+    torch.testing.assert_close(averaged["phi"], torch.from_numpy(volume) + 0.5)
 
 
 def test_score_volume_of_dal_returns_anatomy_labels_and_checks_shapes():

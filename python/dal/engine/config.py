@@ -158,6 +158,9 @@ class ScoringConfig:
             the PHI misses healthy tissue on that scan), so that one threshold holds across scans
             whose PHI misses by different amounts (noise, thick slices, a real brain); a scaling per
             scan, so each scan's AP is unchanged. False: the raw residual (checkpoints before it).
+        flip_average: the PHI is the mean of the slice's PHI and that of its left-right mirror
+            (mirrored back): the model's errors on healthy tissue partly differ between the two and
+            average out, a lesion stays out of both (twice the model's time).
     """
 
     median_mm: float = 5.0
@@ -168,6 +171,7 @@ class ScoringConfig:
     disagreement: float = 0.0
     polarity: str = "lesion"
     normalise: bool = True
+    flip_average: bool = True
 
     def median_for(self, contrast: str | None) -> float:
         """The median cube's side for a scan of ``contrast`` (None: unknown), mm."""

@@ -283,6 +283,7 @@ class Detector:
         self.disagreement = float(scoring.get("disagreement", DEFAULT_SCORING.disagreement))
         self.polarity = scoring.get("polarity", "absolute")  # checkpoints before the setting scored |x - PHI|
         self.normalise = bool(scoring.get("normalise", False))  # and did not divide by the scan's residual scale
+        self.flip_average = bool(scoring.get("flip_average", False))  # nor average the mirrored slices' PHI
         self.batch_size = int(batch_size or scoring.get("batch_size", DEFAULT_SCORING.batch_size))
         if self.batch_size < 1:
             raise ArgumentError(f"batch_size: expected at least 1, got {self.batch_size}")
@@ -395,7 +396,8 @@ class Detector:
         scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=median_mm,
                               erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
                               disagreement=self.disagreement,
-                              sign=self._sign(contrast), normalise=self.normalise, timings=timings)
+                              sign=self._sign(contrast), normalise=self.normalise,
+                              flip_average=self.flip_average, timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 
         clock = time.perf_counter()

@@ -82,13 +82,15 @@ def _as_tensor(name: str, array, dtype) -> torch.Tensor:
 def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm: float = ScoringConfig.median_mm,
                  erode_mm: float = ScoringConfig.erode_mm, batch_size: int = ScoringConfig.batch_size, device: str | torch.device | None = None,
                  disagreement: float = ScoringConfig.disagreement, sign: int | None = None,
-                 normalise: bool = ScoringConfig.normalise, timings: dict | None = None, anatomy_maps: bool = False) -> dict:
+                 normalise: bool = ScoringConfig.normalise, flip_average: bool = ScoringConfig.flip_average,
+                 timings: dict | None = None, anatomy_maps: bool = False) -> dict:
     """Anomaly score of a model-space volume.
 
     Each axial slice (last axis) with brain in it goes through ``model.pseudo_healthy`` in
     batches; the pseudo-healthy slices are stacked back to 3D (zero where the slice has no
-    brain), and the score is ``dal.ops.residual_score``: the residual ``|x - PHI|`` inside the
-    brain mask eroded by ``erode_mm``, median-filtered over a cube of ``median_mm`` (converted to
+    brain; with ``flip_average`` each the mean of the slice's PHI and its mirror's), and the
+    score is ``dal.ops.residual_score``: the residual ``|x - PHI|`` inside the brain mask eroded
+    by ``erode_mm``, median-filtered over a cube of ``median_mm`` (converted to
     odd voxel counts by :func:`median_kernel_voxels`, :func:`erosion_voxels`). A model of the
     whole volume (``expected_volume``: the z-score) gives the PHI (the population's mean) and a
     scale per voxel (its std), and the residual is divided by the scale. With ``sign`` +1 or -1
@@ -109,6 +111,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         disagreement: weight of the anatomy disagreement term (0: off).
         sign: +1 or -1 to score one side of the residual only; None: ``|x - PHI|``.
         normalise: divide the residual by the scan's median ``|x - PHI|`` over the brain.
+        flip_average: average each slice's PHI with that of its left-right mirror, mirrored
+            back (model space is RAS: the first axis runs right to left).
         timings: optional dict that receives the seconds spent in the model ("model") and in
             the residual scoring ("scoring"), for ``dal infer --verbose``.
         anatomy_maps: also return DAL's anatomy maps (always with ``disagreement``).
@@ -135,7 +139,7 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         outputs: dict[str, torch.Tensor] = {"phi": mean.float().cpu()}
         scale = std.float().cpu()
     else:
-        outputs = _slice_outputs(model, x, brain, batch_size, device, anatomy_maps or disagreement > 0)
+        outputs = _slice_outputs(model, x, brain, batch_size, device, anatomy_maps or disagreement > 0, flip_average)
     model_done = time.perf_counter()
     kernel = median_kernel_voxels(median_mm, spacing_mm)
     erode = erosion_voxels(erode_mm, spacing_mm)
@@ -157,9 +161,10 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
 
 
 def _slice_outputs(model: nn.Module, x: torch.Tensor, brain: torch.Tensor, batch_size: int,
-                   device: torch.device, anatomy_maps: bool) -> dict[str, torch.Tensor]:
+                   device: torch.device, anatomy_maps: bool, flip_average: bool = False) -> dict[str, torch.Tensor]:
     """The model's pseudo-healthy image of each axial slice with brain, stacked back to (X, Y, Z)
-    (zero elsewhere), and with ``anatomy_maps`` DAL's anatomy maps as tissue indices (only
+    (zero elsewhere; with ``flip_average`` the mean of it and the mirrored slice's, mirrored back),
+    and with ``anatomy_maps`` DAL's anatomy maps (of the slice as it is) as tissue indices (only
     where asked: their arg-max over channels-last maps is not free)."""
     slices = torch.nonzero(brain.any(0).any(0)).flatten().tolist()
     outputs: dict[str, torch.Tensor] = {"phi": torch.zeros_like(x)}
@@ -167,7 +172,10 @@ def _slice_outputs(model: nn.Module, x: torch.Tensor, brain: torch.Tensor, batch
         index = slices[start:start + batch_size]
         batch = x[:, :, index].permute(2, 0, 1)[:, None].contiguous().to(device)
         result = model.pseudo_healthy(batch)
-        outputs["phi"][:, :, index] = result["phi"][:, 0].float().permute(1, 2, 0).cpu()
+        phi = result["phi"].float()
+        if flip_average:  # batch is (slices, 1, X, Y): X is dim 2, right to left
+            phi = (phi + model.pseudo_healthy(batch.flip(2))["phi"].float().flip(2)) / 2
+        outputs["phi"][:, :, index] = phi[:, 0].permute(1, 2, 0).cpu()
         for key in ("anatomy", "restored_anatomy") if anatomy_maps else ():
             if key in result:
                 outputs.setdefault(key, torch.zeros(x.shape, dtype=torch.int64))

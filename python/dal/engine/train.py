@@ -308,7 +308,7 @@ def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Conf
                         erode_mm=scoring.erode_mm, batch_size=scoring.batch_size, device=device,
                         disagreement=scoring.disagreement,
                         sign=lesion_sign(scoring.polarity, volume.contrast or None, config.model.kind),
-                        normalise=scoring.normalise, anatomy_maps=anatomy_maps)
+                        normalise=scoring.normalise, flip_average=scoring.flip_average, anatomy_maps=anatomy_maps)
 
 
 def _calibration(healthy: list[tuple[ModelVolume, dict]]) -> tuple[dict, dict]:

@@ -4,8 +4,9 @@ happens at inference only (masked restoration passes, the anatomy disagreement t
     python scripts/checkpoint_variant.py IN.safetensors OUT.safetensors --set model.restoration_passes=4 \
         [--set scoring.disagreement=0.5 ...]
 
-The thresholds are kept as calibrated for IN: they no longer hold at their false-positive rates,
-so compare variants by AP, AUROC and best Dice (threshold-free), not by Dice at a threshold;
+Scoring settings that IN predates keep the values it was calibrated with, not today's defaults
+(``dal.engine.config.SCORING_BEFORE_SETTING``): switch them on with --set. The thresholds are
+kept as calibrated for IN: they no longer hold at their false-positive rates, so compare variants by AP, AUROC and best Dice (threshold-free), not by Dice at a threshold;
 or give --recalibrate, which scores the checkpoint's own validation data again under the new
 settings and stores its thresholds and metrics (as `dal train` would have). Only settings that
 leave the weights' shapes alone make sense (inference switches). The training record is kept.
@@ -16,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from dal.engine.checkpoint import load_checkpoint, save_checkpoint
-from dal.engine.config import Config
+from dal.engine.config import Config, checkpoint_scoring
 from dal.engine.train import calibrate
 from dal.models import build_model
 
@@ -34,7 +35,8 @@ def main() -> None:
     for setting in args.settings:
         key, _, value = setting.partition("=")
         overrides[key] = yaml.safe_load(value)
-    config = Config.from_dict(checkpoint.config).replace(overrides)
+    # Settings the checkpoint predates stay as it was calibrated, not today's defaults.
+    config = Config.from_dict({**checkpoint.config, "scoring": checkpoint_scoring(checkpoint.config)}).replace(overrides)
     model = build_model(config.model, config.loss, config.preprocessing.shape)
     model.load_state_dict(checkpoint.model.state_dict())
     thresholds, metrics = checkpoint.thresholds, checkpoint.metrics

@@ -297,3 +297,16 @@ def test_register_works_in_mni_space_and_maps_back_to_the_input_grid(oracle):
     assert result.anomaly.shape == (48, 50, 40)
     assert dice(result.lesions, label) > 0.6
     assert "1 lesion(s)" in repr(result) and "oracle" in repr(registered)
+
+
+def test_a_checkpoint_older_than_a_scoring_setting_is_scored_as_it_was_calibrated():
+    from dal.engine.config import SCORING_BEFORE_SETTING, checkpoint_scoring
+
+    old = oracle_checkpoint()
+    for key in SCORING_BEFORE_SETTING:
+        del old.config["scoring"][key]
+    detector = Detector(old)
+    assert (detector.polarity, detector.normalise, detector.flip_average, detector.contrast_median_mm) == \
+        ("absolute", False, False, {})
+    today = checkpoint_scoring(oracle_checkpoint().config)  # a checkpoint of today stores its own
+    assert today["normalise"] is True and today["flip_average"] is True and today["contrast_median_mm"]

@@ -188,6 +188,17 @@ class ScoringConfig:
             raise ConfigError(f"scoring.polarity: expected one of {', '.join(POLARITIES)}, got {self.polarity!r}")
 
 
+# How a checkpoint scored before each of these settings existed: a checkpoint whose config lacks
+# the key was calibrated so, whatever today's default is.
+SCORING_BEFORE_SETTING = {"contrast_median_mm": {}, "polarity": "absolute", "normalise": False, "flip_average": False}
+
+
+def checkpoint_scoring(config: dict) -> dict:
+    """The scoring settings of a checkpoint's stored ``config`` (a plain dict), with the
+    settings it predates as they were before them (:data:`SCORING_BEFORE_SETTING`)."""
+    return {**SCORING_BEFORE_SETTING, **(config.get("scoring") or {})}
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -70,7 +70,7 @@ from dal.engine.checkpoint import (
     load_checkpoint,
     threshold_for,
 )
-from dal.engine.config import ScoringConfig, median_mm_for
+from dal.engine.config import ScoringConfig, checkpoint_scoring, median_mm_for
 from dal.engine.devices import resolve_device
 from dal.engine.scoring import (
     POPULATION_KEY,
@@ -270,20 +270,19 @@ class Detector:
             raise CheckpointError(f"{where}: incompatible preprocessing settings ({error})") from None
         if register and not preprocessing.register:
             preprocessing = PreprocessConfig.from_dict({**preprocessing.to_dict(), "register": True})
-        scoring = dict(checkpoint.config.get("scoring") or {})
+        scoring = checkpoint_scoring(checkpoint.config)
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.model = checkpoint.model.to(self.device, memory_format=torch.channels_last).eval()  # as in training
         self.preprocessor = Preprocessor(preprocessing)
         self.median_mm = float(scoring.get("median_mm", DEFAULT_SCORING.median_mm))
-        # Checkpoints before the setting used median_mm on every contrast.
-        self.contrast_median_mm = {k: float(v) for k, v in (scoring.get("contrast_median_mm") or {}).items()}
+        self.contrast_median_mm = {k: float(v) for k, v in (scoring["contrast_median_mm"] or {}).items()}
         self.erode_mm = float(scoring.get("erode_mm", DEFAULT_SCORING.erode_mm))
         self.min_component_voxels = int(scoring.get("min_component_voxels", DEFAULT_SCORING.min_component_voxels))
         self.disagreement = float(scoring.get("disagreement", DEFAULT_SCORING.disagreement))
-        self.polarity = scoring.get("polarity", "absolute")  # checkpoints before the setting scored |x - PHI|
-        self.normalise = bool(scoring.get("normalise", False))  # and did not divide by the scan's residual scale
-        self.flip_average = bool(scoring.get("flip_average", False))  # nor average the mirrored slices' PHI
+        self.polarity = scoring["polarity"]
+        self.normalise = bool(scoring["normalise"])
+        self.flip_average = bool(scoring["flip_average"])
         self.batch_size = int(batch_size or scoring.get("batch_size", DEFAULT_SCORING.batch_size))
         if self.batch_size < 1:
             raise ArgumentError(f"batch_size: expected at least 1, got {self.batch_size}")

@@ -6,8 +6,8 @@ happens at inference only (masked restoration passes, the anatomy disagreement t
 
 Scoring settings that IN predates keep the values it was calibrated with, not today's defaults
 (``dal.engine.config.SCORING_BEFORE_SETTING``): switch them on with --set. The thresholds are
-kept as calibrated for IN: they no longer hold at their false-positive rates, so compare variants by AP, AUROC and best Dice (threshold-free), not by Dice at a threshold;
-or give --recalibrate, which scores the checkpoint's own validation data again under the new
+kept as calibrated for IN: they no longer hold at their false-positive rates, so compare variants
+by AP, AUROC and best Dice (threshold-free), not by Dice at a threshold; or give --recalibrate, which scores the checkpoint's own validation data again under the new
 settings and stores its thresholds and metrics (as `dal train` would have). Only settings that
 leave the weights' shapes alone make sense (inference switches). The training record is kept.
 """

@@ -40,7 +40,8 @@ class DataConfig:
         val_contrasts, val_lesions: the synthetic validation volumes: one subject per pair.
         val_healthy: synthetic healthy validation subjects per contrast (the thresholds). Four:
             with one, each contrast's 1% threshold flagged 5.5% of the synthetic test's healthy
-            FLAIR brains and 7.8% of the real ones; with four, 2.9% and 4.2% (README, Accuracy).
+            FLAIR brains and 7.8% of the real ones; with four, 2.9% and 4.2% (raw residual; 1.9%
+            and 0.3% with ``scoring.normalise`` and ``flip_average``: README, Accuracy).
         heldout_fraction: share of ``data`` kept out of training to calibrate the thresholds
             (healthy scans of the same kind as the training data), when ``val`` has no healthy case.
         cache: folder for generated synthetic volumes (None: ``$DAL_CACHE`` or ~/.cache/dal).

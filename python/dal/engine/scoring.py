@@ -145,7 +145,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     erode = erosion_voxels(erode_mm, spacing_mm)
     x, phi = (x, outputs["phi"]) if scale is None else (x / scale, outputs["phi"] / scale)
     outputs["residual_scale"] = residual_scale(x, phi, brain) if normalise else 1.0
-    x, phi = x / outputs["residual_scale"], phi / outputs["residual_scale"]
+    if normalise:
+        x, phi = x / outputs["residual_scale"], phi / outputs["residual_scale"]
     if sign is not None:
         # The one-sided residual as x, against a zero PHI: the op's |x - 0| is then that residual.
         x, phi = (sign * (x - phi)).clamp_min(0), torch.zeros_like(x)

@@ -15,6 +15,7 @@ from dal.errors import ArgumentError
 from dal.models.blocks import UNet
 from dal.models.config import ModelConfig
 from dal.models.losses import reconstruction_loss
+from dal.models.population import voxel_statistics
 
 
 class AutoEncoder(nn.Module):
@@ -121,16 +122,7 @@ class ZScoreBaseline(nn.Module):
             raise ArgumentError("images: expected at least one healthy volume")
         if tuple(images[0].shape) != tuple(self.mean.shape):
             raise ArgumentError(f"images: expected model space's shape {tuple(self.mean.shape)}, got {tuple(images[0].shape)}")
-        x = torch.stack([torch.as_tensor(i, dtype=torch.float64) for i in images])
-        m = torch.stack([torch.as_tensor(k, dtype=torch.bool) for k in masks]).to(torch.float64)
-        count = m.sum(0)
-        mean = (x * m).sum(0) / count.clamp_min(1)
-        var = (((x - mean) ** 2) * m).sum(0) / (count - 1).clamp_min(1)
-        std = var.sqrt()
-        brain = count >= max(2, len(images) / 2)
-        floor = torch.quantile(std[brain].float(), 0.1).double() if brain.any() else torch.tensor(1.0, dtype=torch.float64)
-        self.mean = torch.where(brain, mean, 0).float()
-        self.std = torch.where(brain, std.clamp_min(floor), 0).float()  # finite: checkpoints refuse inf
+        self.mean, self.std, _ = voxel_statistics(images, masks)  # std finite, 0 outside: checkpoints refuse inf
 
     def expected_volume(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The population's (mean, std) for a model-space ``volume`` (X, Y, Z)."""

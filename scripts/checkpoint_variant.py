@@ -8,8 +8,9 @@ Scoring settings that IN predates keep the values it was calibrated with, not to
 (``dal.engine.config.SCORING_BEFORE_SETTING``): switch them on with --set. The thresholds are
 kept as calibrated for IN: they no longer hold at their false-positive rates, so compare variants
 by AP, AUROC and best Dice (threshold-free), not by Dice at a threshold; or give --recalibrate, which scores the checkpoint's own validation data again under the new
-settings and stores its thresholds and metrics (as `dal train` would have). Only settings that
-leave the weights' shapes alone make sense (inference switches). The training record is kept.
+settings and stores its thresholds and metrics (as `dal train` would have), with
+``scoring.population`` after fitting the healthy population. Only settings that leave the weights'
+shapes alone make sense (inference switches, ``preprocessing.register``). The training record is kept.
 """
 import argparse
 from pathlib import Path
@@ -39,13 +40,14 @@ def main() -> None:
     config = Config.from_dict({**checkpoint.config, "scoring": checkpoint_scoring(checkpoint.config)}).replace(overrides)
     model = build_model(config.model, config.loss, config.preprocessing.shape)
     model.load_state_dict(checkpoint.model.state_dict())
-    thresholds, metrics = checkpoint.thresholds, checkpoint.metrics
+    thresholds, metrics, population = checkpoint.thresholds, checkpoint.metrics, checkpoint.population
     if args.recalibrate:
-        metrics, thresholds = calibrate(model, config)
+        metrics, thresholds, population = calibrate(model, config)
         print(f"recalibrated: validation AP {metrics['ap']:.3f} (was {checkpoint.metrics.get('ap')}), thresholds {thresholds}")
     training = {key: value for key, value in (checkpoint.training or {}).items() if key != "state"} or None
     save_checkpoint(args.target, model, model_kind=checkpoint.model_kind, config=config.to_dict(),
-                    preprocessing=checkpoint.preprocessing, thresholds=thresholds, training=training,
+                    preprocessing=config.preprocessing.to_dict(), thresholds=thresholds, training=training,
+                    population=population if config.scoring.population else None,
                     metrics={**metrics, "variant_of": Path(args.source).name, "variant": args.settings})
     print(f"wrote {args.target}: {args.source} with {', '.join(args.settings) or 'nothing changed'}")
 

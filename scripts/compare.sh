@@ -5,7 +5,8 @@
 #
 # MINUTES=1 SEEDS=0 bash scripts/compare.sh smoke   runs the same steps with a 1-minute budget;
 # MODELS="dal dae zscore" picks models (default: the nine of the list below; dal-aux-half, the
-# step of before with the auxiliary terms on half the batch, on request); SCORE_ONLY=1 scores the runs
+# step of before with the auxiliary terms on half the batch, and dal-population, scored against the
+# healthy population as the shipped checkpoint is, on request); SCORE_ONLY=1 scores the runs
 # already in WORKDIR/runs (named MODEL-sSEED) without training.
 #
 # Every trained model gets MINUTES (30) of training at one thread, validated every tenth of it,
@@ -50,6 +51,7 @@ declare -A args=(
   [dal-no-anomalies]="--model dal --config $configs/ablation-no-anomalies.yaml"
   [dal-no-onehot]="--model dal --config $configs/ablation-no-onehot.yaml"
   [dal-aux-half]="--model dal --config $configs/auxiliary-half.yaml"
+  [dal-population]="--model dal --config $configs/population.yaml"
   [intensity]="--model intensity" [zscore]="--model zscore --config $configs/zscore.yaml"
 )
 read -r -a models <<< "${MODELS:-dal dae ae dal-t1 dal-no-restoration dal-no-anomalies dal-no-onehot intensity zscore}"

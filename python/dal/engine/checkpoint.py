@@ -12,7 +12,9 @@ One file (``.safetensors``) holds:
   healthy validation scan; "fpr_0.01/t1", ... over those of one contrast), ``metrics``
   and ``training``: how the weights were trained (``seconds``, ``steps``, ``hardware``, summed
   over resumed legs; ``init``, the checkpoint they started from), in resumable checkpoints also
-  the run's state and the optimizer's plain settings.
+  the run's state and the optimizer's plain settings; ``population`` (contrasts, scans) where the
+  checkpoint scores against the healthy population;
+- ``population.<contrast>.<map>``: that population's maps (:mod:`dal.engine.population`).
 
 Files written by ``torch.save`` or ``pickle`` are refused: unpickling can run arbitrary code.
 """
@@ -32,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from dal._version import __version__
 from dal.data.layouts import CONTRASTS
 from dal.data.outputs import write_atomic
+from dal.engine.population import HealthyPopulation
 from dal.errors import ArgumentError, CheckpointError, short_repr
 
 FORMAT = "dal-checkpoint"
@@ -95,6 +98,7 @@ class Checkpoint:
     optimizer_state: dict | None = None
     rng_state: torch.Tensor | None = None
     path: Path | None = None
+    population: HealthyPopulation | None = None
 
 
 def _optimizer_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -125,7 +129,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: str, config: dict,
                     preprocessing: dict, thresholds: dict | None = None, metrics: dict | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, training: dict | None = None) -> Path:
+                    optimizer: torch.optim.Optimizer | None = None, training: dict | None = None,
+                    population: HealthyPopulation | None = None) -> Path:
     """Write a checkpoint atomically (a temporary file in the same folder, then ``os.replace``):
     a reader, or a run killed mid-write, sees the old file or the new one, never half of one.
 
@@ -140,6 +145,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: st
         metrics: validation metrics to keep with the weights.
         optimizer: for a resumable checkpoint: the optimizer.
         training: plain data on the training (seconds, steps, hardware; the run's state when resumable).
+        population: the healthy population the scores are weighed against (``scoring.population``).
     """
     path = Path(path)
     thresholds = dict(thresholds or {})
@@ -151,6 +157,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_kind: st
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "dal_version": __version__,
                 "model_kind": model_kind, "config": config, "preprocessing": preprocessing,
                 "thresholds": thresholds, "metrics": metrics or {}}
+    if population is not None:
+        tensors.update(population.to_tensors())
+        metadata["population"] = population.metadata()
     if optimizer is not None:
         optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer.state_dict())
         tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in optimizer_tensors.items()})
@@ -263,6 +272,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path}: the weights do not fit a {model_config.kind} model of its "
                               f"config: {error}") from None
     model.to(map_location).eval()
+    population = None
+    if metadata.get("population") is not None:
+        if volume_shape is None or not isinstance(metadata["population"], dict):
+            raise CheckpointError(f"checkpoint {path}: a population without model space's shape, or not a mapping")
+        population = HealthyPopulation.from_tensors(tensors, metadata["population"], volume_shape, f"checkpoint {path}")
     training = metadata.get("training")
     optimizer_state = None
     if training is not None and "optimizer" in training:
@@ -270,7 +284,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return Checkpoint(model=model, model_kind=model_config.kind, config=metadata["config"],
                       preprocessing=metadata["preprocessing"], thresholds=metadata["thresholds"],
                       version=metadata["dal_version"], metrics=metadata.get("metrics", {}), training=training,
-                      optimizer_state=optimizer_state, rng_state=tensors.get("rng.torch"), path=path)
+                      optimizer_state=optimizer_state, rng_state=tensors.get("rng.torch"), path=path,
+                      population=population)
 
 
 def _volume_shape(metadata: dict, path: Path) -> tuple[int, int, int] | None:

@@ -162,6 +162,16 @@ class ScoringConfig:
         flip_average: the PHI is the mean of the slice's PHI and that of its left-right mirror
             (mirrored back): the model's errors on healthy tissue partly differ between the two and
             average out, a lesion stays out of both (twice the model's time).
+        population: score the scan against the healthy population as well, in MNI152 space
+            (needs ``preprocessing.register``; :mod:`dal.engine.population`): the residual divided
+            by its spread over healthy scans at that place (plus that spread's median over the
+            brain), plus ``population_weight`` times the scan's one-sided z-score against the
+            population's intensities. Fitted after training on healthy scans
+            (``population_volumes``), stored in the checkpoint. False: the plain residual.
+        population_weight: the weight of the population's intensity z-score (0: the residual's
+            spread alone).
+        population_volumes: synthetic healthy subjects per contrast the population is fitted on
+            (training on the synthetic population; with ``--data``, the training scans are).
     """
 
     median_mm: float = 5.0
@@ -173,6 +183,9 @@ class ScoringConfig:
     polarity: str = "lesion"
     normalise: bool = True
     flip_average: bool = True
+    population: bool = False
+    population_weight: float = 0.6
+    population_volumes: int = 24
 
     def median_for(self, contrast: str | None) -> float:
         """The median cube's side for a scan of ``contrast`` (None: unknown), mm."""
@@ -187,6 +200,10 @@ class ScoringConfig:
             raise ConfigError(f"scoring.disagreement: expected a weight >= 0, got {self.disagreement}")
         if self.polarity not in POLARITIES:
             raise ConfigError(f"scoring.polarity: expected one of {', '.join(POLARITIES)}, got {self.polarity!r}")
+        if not self.population_weight >= 0:
+            raise ConfigError(f"scoring.population_weight: expected a weight >= 0, got {self.population_weight}")
+        if self.population_volumes < 2:
+            raise ConfigError(f"scoring.population_volumes: expected at least 2, got {self.population_volumes}")
 
 
 # How a checkpoint scored before each of these settings existed: a checkpoint whose config lacks
@@ -209,6 +226,11 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     augmentation: Augmentation = field(default_factory=Augmentation)
+
+    def __post_init__(self):
+        if self.scoring.population and not self.preprocessing.register:
+            raise ConfigError("scoring.population: needs preprocessing.register (the population's maps are in MNI152 "
+                              "space); set preprocessing.register: true")
 
     def to_dict(self) -> dict:
         return _to_plain(self)

@@ -283,6 +283,10 @@ class Detector:
         self.polarity = scoring["polarity"]
         self.normalise = bool(scoring["normalise"])
         self.flip_average = bool(scoring["flip_average"])
+        self.population = checkpoint.population if scoring.get("population") else None
+        self.population_weight = float(scoring.get("population_weight", DEFAULT_SCORING.population_weight))
+        if scoring.get("population") and self.population is None:
+            raise CheckpointError(f"{where}: scoring.population is on, but the checkpoint holds no population maps")
         self.batch_size = int(batch_size or scoring.get("batch_size", DEFAULT_SCORING.batch_size))
         if self.batch_size < 1:
             raise ArgumentError(f"batch_size: expected at least 1, got {self.batch_size}")
@@ -392,11 +396,13 @@ class Detector:
         timings["preprocess"] = time.perf_counter() - clock
 
         median_mm = median_mm_for(self.median_mm, self.contrast_median_mm, contrast)
+        population = self.population.for_contrast(contrast.lower() if contrast else None) if self.population else None
         scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=median_mm,
                               erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
                               disagreement=self.disagreement,
                               sign=self._sign(contrast), normalise=self.normalise,
-                              flip_average=self.flip_average, timings=timings)
+                              flip_average=self.flip_average, population=population,
+                              population_weight=self.population_weight, timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 
         clock = time.perf_counter()
@@ -422,9 +428,14 @@ class Detector:
         flagged = float((score[in_brain] >= threshold_value).mean()) if in_brain.any() else 0.0
         distance = self.population_distance(score[in_brain] * scored["residual_scale"])
         warnings = self._warnings(done.image[in_brain], flagged, contrast, distance)
+        if self.population is not None and population is None:
+            warnings.append(f"contrast {contrast or 'unknown'}: the checkpoint's healthy population has no maps of it "
+                            f"(it has {', '.join(sorted(self.population.maps))}): scored on the plain residual, which the "
+                            "thresholds were not calibrated on: give the contrast (--contrast)")
         info = {"dal_version": __version__, "checkpoint": None if self.checkpoint.path is None else str(self.checkpoint.path),
                 "model_kind": self.checkpoint.model_kind, "device": str(self.device), "contrast": contrast,
-                "registered_to_mni": bool(config.register), "brain_mask": "given" if brain_given is not None else config.mask,
+                "registered_to_mni": bool(config.register), "population": population is not None,
+                "brain_mask": "given" if brain_given is not None else config.mask,
                 "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 3), "min_lesion_voxels": min_voxels,
                 "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape),
                 "population_distance": None if distance is None else round(distance, 3),

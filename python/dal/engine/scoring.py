@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from dal.engine.config import ScoringConfig
+from dal.engine.population import population_residual
 from dal.errors import ArgumentError
 from dal.ops import residual_score
 from dal.ops.median import MAX_KERNEL_SIZE as MAX_MEDIAN_VOXELS  # the largest window median_filter takes
@@ -83,6 +84,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
                  erode_mm: float = ScoringConfig.erode_mm, batch_size: int = ScoringConfig.batch_size, device: str | torch.device | None = None,
                  disagreement: float = ScoringConfig.disagreement, sign: int | None = None,
                  normalise: bool = ScoringConfig.normalise, flip_average: bool = ScoringConfig.flip_average,
+                 population: dict[str, torch.Tensor] | None = None,
+                 population_weight: float = ScoringConfig.population_weight, residual_map: bool = False,
                  timings: dict | None = None, anatomy_maps: bool = False) -> dict:
     """Anomaly score of a model-space volume.
 
@@ -96,7 +99,10 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     scale per voxel (its std), and the residual is divided by the scale. With ``sign`` +1 or -1
     only the residual on that side counts, ``max(sign (x - PHI), 0)`` (:func:`lesion_sign`). With
     ``normalise`` the residual is divided by the scan's median ``|x - PHI|`` over the brain (its
-    "residual_scale", 1 without), so that thresholds carry across scans. With ``disagreement``
+    "residual_scale", 1 without), so that thresholds carry across scans. With ``population`` (the
+    maps of :class:`~dal.engine.population.HealthyPopulation` for the scan's contrast, model space
+    being MNI152 space) the residual is weighed against the healthy population
+    (:func:`~dal.engine.population.population_residual`). With ``disagreement``
     w > 0 (DAL only), ``w * [A != A_hat]`` is added to the residual before the median: where the
     restored anatomy differs from the encoder's, the restoration saw something to remove.
 
@@ -113,6 +119,10 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         normalise: divide the residual by the scan's median ``|x - PHI|`` over the brain.
         flip_average: average each slice's PHI with that of its left-right mirror, mirrored
             back (model space is RAS: the first axis runs right to left).
+        population: the healthy population's (X, Y, Z) maps for this scan's contrast, or None.
+        population_weight: the weight of the population's intensity z-score.
+        residual_map: also return "residual", the residual before the population and the
+            median (what :func:`~dal.engine.population.fit_population` fits on).
         timings: optional dict that receives the seconds spent in the model ("model") and in
             the residual scoring ("scoring"), for ``dal infer --verbose``.
         anatomy_maps: also return DAL's anatomy maps (always with ``disagreement``).
@@ -121,7 +131,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         dict of float32 CPU tensors (X, Y, Z): "score", "phi"; with DAL and ``anatomy_maps``
         also "anatomy" and "restored_anatomy" as int64 tissue indices (arg-max of the one-hot maps);
         and "residual_scale", the float the residual was divided by (``score * residual_scale``
-        is the score in the residual's own units).
+        is the score in the residual's own units; with ``population`` the units are the
+        population's); with ``residual_map`` also "residual".
     """
     x = _as_tensor("volume", volume, torch.float32)
     brain = _as_tensor("mask", mask, torch.bool)
@@ -143,18 +154,22 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     model_done = time.perf_counter()
     kernel = median_kernel_voxels(median_mm, spacing_mm)
     erode = erosion_voxels(erode_mm, spacing_mm)
+    image = x  # model-space intensities, for the population's z-score
     x, phi = (x, outputs["phi"]) if scale is None else (x / scale, outputs["phi"] / scale)
     outputs["residual_scale"] = residual_scale(x, phi, brain) if normalise else 1.0
     if normalise:
         x, phi = x / outputs["residual_scale"], phi / outputs["residual_scale"]
-    if sign is not None:
-        # The one-sided residual as x, against a zero PHI: the op's |x - 0| is then that residual.
-        x, phi = (sign * (x - phi)).clamp_min(0), torch.zeros_like(x)
+    residual = (x - phi).abs() if sign is None else (sign * (x - phi)).clamp_min(0)
+    if residual_map:
+        outputs["residual"] = residual
+    if population is not None:
+        residual = population_residual(residual, image, brain, population, population_weight, sign)
     if disagreement > 0 and "restored_anatomy" in outputs:
-        # |x - phi| + w [A != A_hat] as one residual: its median is the op's on (that, 0).
-        x = (x - phi).abs() + disagreement * (outputs["anatomy"] != outputs["restored_anatomy"]).float()
-        phi = torch.zeros_like(x)
-    outputs["score"] = residual_score(x[None, None], phi[None, None], brain[None, None].float(), kernel, erode)[0, 0]
+        # Where the restored anatomy differs from the encoder's, the restoration saw something to remove.
+        residual = residual + disagreement * (outputs["anatomy"] != outputs["restored_anatomy"]).float()
+    # The residual as x against a zero PHI: the op's median of |x - 0| is the residual's.
+    outputs["score"] = residual_score(residual[None, None], torch.zeros_like(residual)[None, None],
+                                      brain[None, None].float(), kernel, erode)[0, 0]
     if timings is not None:
         timings["model"] = model_done - start_time
         timings["scoring"] = time.perf_counter() - model_done

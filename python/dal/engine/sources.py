@@ -3,7 +3,8 @@ once, cached on disk) or data folders, all brought to model space by the same Pr
 
 Synthetic subjects: training subject ``i`` has seed ``(seed, 0, i)`` and contrast
 ``synthetic_contrasts[i % n]``; validation subjects ``(seed, 1, j)`` (one per contrast and lesion
-type) and healthy validation subjects ``(seed, 2, j)``: three disjoint populations.
+type), healthy validation subjects ``(seed, 2, j)`` and the healthy population scores are
+weighed against (``scoring.population``) ``(seed, 3, j)``: four disjoint populations.
 """
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def synthetic_validation_volumes(contrasts, lesions, healthy_per_contrast: int, 
         volumes.append(synthetic_volume((seed, 2, j), contrast, "none", preprocessor, tissue=False, cache=cache,
                                         name=f"synth-healthy-{j}-{contrast}"))
     return volumes
+
+
+def synthetic_population_volumes(per_contrast: int, contrasts, seed: int, preprocessor: Preprocessor,
+                                 cache: Path) -> list[ModelVolume]:
+    return [synthetic_volume((seed, 3, j), contrasts[j % len(contrasts)], "none", preprocessor, tissue=False, cache=cache,
+                             name=f"synth-population-{j}-{contrasts[j % len(contrasts)]}")
+            for j in range(per_contrast * len(contrasts))]
 
 
 def folder_training_volumes(root: str, contrast: str | None, preprocessor: Preprocessor) -> list[ModelVolume]:

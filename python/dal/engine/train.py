@@ -56,10 +56,12 @@ from dal.engine.checkpoint import (
 )
 from dal.engine.config import Config
 from dal.engine.devices import resolve_device
+from dal.engine.population import HealthyPopulation, fit_population, population_summary
 from dal.engine.runs import TrainingError, prepare_run_folder, run_folder
 from dal.engine.scoring import POPULATION_KEY, lesion_sign, population_statistic, score_volume
 from dal.engine.sources import (cache_folder, folder_training_volumes, folder_validation_volumes,
-                                synthetic_training_volumes, synthetic_validation_volumes, with_template_tissue)
+                                synthetic_population_volumes, synthetic_training_volumes, synthetic_validation_volumes,
+                                with_template_tissue)
 from dal.metrics import evaluate, threshold_at_fpr
 from dal.models import build_model
 
@@ -275,14 +277,16 @@ def _initial_weights(model: nn.Module, init: str, rank: int) -> dict:
 # ------------------------------------------------------------------------------------ validation
 
 
-def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, device: torch.device):
-    """Scores every validation volume; returns (metrics, thresholds, example). AP, AUROC and Dice
-    are means over the lesion volumes (``ap_<contrast>``, ``ap_<lesion>`` per group); the
-    thresholds come from the healthy ones (1% and 5% false positives); ``example`` is the
-    (volume, scored maps) pair with the largest lesion, for the image grid."""
+def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, device: torch.device,
+             population: HealthyPopulation | None = None):
+    """Scores every validation volume (against ``population`` where given); returns (metrics,
+    thresholds, example). AP, AUROC and Dice are means over the lesion volumes (``ap_<contrast>``,
+    ``ap_<lesion>`` per group); the thresholds come from the healthy ones (1% and 5% false
+    positives); ``example`` is the (volume, scored maps) pair with the largest lesion, for the
+    image grid."""
     largest = max((v for v in volumes if not v.healthy), key=lambda v: int(v.label.sum()), default=None)
-    scored = [(volume, _score_validation_volume(model, volume, config, device, anatomy_maps=volume is largest))
-              for volume in volumes]
+    scored = [(volume, _score_validation_volume(model, volume, config, device, anatomy_maps=volume is largest,
+                                                population=population)) for volume in volumes]
     healthy = [(v, o) for v, o in scored if v.healthy]
     lesion = [(v, o) for v, o in scored if not v.healthy]
     thresholds, reference = _calibration(healthy)
@@ -301,14 +305,45 @@ def validate(model: nn.Module, volumes: list[ModelVolume], config: Config, devic
 
 
 def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Config, device: torch.device,
-                             anatomy_maps: bool = False) -> dict:
+                             anatomy_maps: bool = False, population: HealthyPopulation | None = None,
+                             residual_map: bool = False) -> dict:
     scoring = config.scoring
     return score_volume(model, volume.image, volume.mask, config.preprocessing.spacing,
                         median_mm=scoring.median_for(volume.contrast or None),
                         erode_mm=scoring.erode_mm, batch_size=scoring.batch_size, device=device,
                         disagreement=scoring.disagreement,
                         sign=lesion_sign(scoring.polarity, volume.contrast or None, config.model.kind),
-                        normalise=scoring.normalise, flip_average=scoring.flip_average, anatomy_maps=anatomy_maps)
+                        normalise=scoring.normalise, flip_average=scoring.flip_average,
+                        population=population.for_contrast(volume.contrast) if population else None,
+                        population_weight=scoring.population_weight, residual_map=residual_map,
+                        anatomy_maps=anatomy_maps)
+
+
+def fit_healthy_population(model: nn.Module, config: Config, train: list[ModelVolume],
+                           device: torch.device) -> HealthyPopulation:
+    """``scoring.population``: the healthy population of ``model``'s residuals and intensities in
+    MNI152 space, per contrast: ``scoring.population_volumes`` synthetic healthy subjects per
+    contrast (a population of its own seed stream), or with ``--data`` the training scans ``train``
+    of each contrast that has two or more."""
+    if config.data.data is None:
+        volumes = synthetic_population_volumes(config.scoring.population_volumes, config.data.synthetic_contrasts,
+                                               config.train.seed, Preprocessor(config.preprocessing),
+                                               cache_folder(config.data.cache))
+    else:
+        volumes = [v for v in train if v.contrast]
+    counts = {c: sum(v.contrast == c for v in volumes) for c in {v.contrast for v in volumes}}
+    volumes = [v for v in volumes if counts[v.contrast] >= 2]
+    if not volumes:
+        raise TrainingError(f"scoring.population: no contrast has two healthy scans to fit the population on "
+                            f"(scans per contrast: {counts or 'none with a known contrast'})")
+    groups: dict[str, tuple[list, list, list]] = {}
+    for volume in volumes:
+        residuals, images, masks = groups.setdefault(volume.contrast, ([], [], []))
+        residuals.append(_score_validation_volume(model, volume, config, device, residual_map=True)["residual"])
+        images.append(volume.image)
+        masks.append(volume.mask)
+    return fit_population({c: g[0] for c, g in groups.items()}, {c: g[1] for c, g in groups.items()},
+                          {c: g[2] for c, g in groups.items()}, config.preprocessing.spacing)
 
 
 def _calibration(healthy: list[tuple[ModelVolume, dict]]) -> tuple[dict, dict]:
@@ -340,13 +375,16 @@ def _group_aps(volumes: list[ModelVolume], per_volume) -> dict[str, float]:
     return {group: float(np.mean(values)) for group, values in sorted(groups.items())}
 
 
-def calibrate(model: nn.Module, config: Config, device: torch.device = torch.device("cpu")) -> tuple[dict, dict]:
-    """(metrics, thresholds) of a trained ``model`` on ``config``'s validation data, scored as
-    ``config.scoring`` says: what a checkpoint holds, computed again when a scoring setting
-    changes (``scripts/checkpoint_variant.py --recalibrate``)."""
-    _, volumes = _load_data(config, rank=0)
-    metrics, thresholds, _ = validate(model, volumes, config, device)
-    return metrics, thresholds
+def calibrate(model: nn.Module, config: Config,
+              device: torch.device = torch.device("cpu")) -> tuple[dict, dict, HealthyPopulation | None]:
+    """(metrics, thresholds, population) of a trained ``model`` on ``config``'s validation data,
+    scored as ``config.scoring`` says (with ``scoring.population``, against the healthy population
+    fitted first): what a checkpoint holds, computed again when a scoring setting changes
+    (``scripts/checkpoint_variant.py --recalibrate``)."""
+    train, volumes = _load_data(config, rank=0)
+    population = fit_healthy_population(model, config, train, device) if config.scoring.population else None
+    metrics, thresholds, _ = validate(model, volumes, config, device, population)
+    return metrics, thresholds, population
 
 
 def _image_grid(volume: ModelVolume, scored: dict, classes: int) -> torch.Tensor:
@@ -437,6 +475,7 @@ class Trainer:
         self.start_leg()
         self.open_logs()
         self.train_steps()
+        self.fit_population()
         return self.finish()
 
     # ---------------------------------------------------------------- set-up
@@ -658,6 +697,24 @@ class Trainer:
         self.model.train()
         if self.world > 1:
             dist.barrier()
+
+    def fit_population(self) -> None:
+        """With ``scoring.population``, process 0 fits the healthy population of the best weights
+        (once, at the end: it depends on the weights) and writes best.safetensors again with it,
+        its thresholds and metrics calibrated against it (the best step was chosen on the plain
+        residual)."""
+        if not self.config.scoring.population or self.rank != 0 or not self.best_path.exists():
+            return
+        best = load_checkpoint(self.best_path, self.device)
+        _say("fitting the healthy population of the best weights (scoring.population)", self.rank)
+        population = fit_healthy_population(best.model, self.config, self.train_volumes, self.device)
+        metrics, thresholds, _ = validate(best.model, self.val_volumes, self.config, self.device, population)
+        save_checkpoint(self.best_path, best.model, model_kind=best.model_kind, config=best.config,
+                        preprocessing=best.preprocessing, metrics={**metrics, "plain_residual_ap": best.metrics.get("ap")},
+                        thresholds={k: v for k, v in thresholds.items() if is_threshold_key(k)},
+                        training=best.training, population=population)
+        _say(f"population: {population_summary(population)}; validation AP against it {metrics['ap']:.3f} (plain "
+             f"residual {best.metrics.get('ap', float('nan')):.3f})", self.rank)
 
     # ---------------------------------------------------------------- logs
 

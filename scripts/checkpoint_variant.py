@@ -41,6 +41,11 @@ def main() -> None:
     model = build_model(config.model, config.loss, config.preprocessing.shape)
     model.load_state_dict(checkpoint.model.state_dict())
     thresholds, metrics, population = checkpoint.thresholds, checkpoint.metrics, checkpoint.population
+    if config.scoring.population and population is None and not args.recalibrate:
+        parser.error("scoring.population on a checkpoint without population maps: give --recalibrate to fit them")
+    if population is not None and not args.recalibrate and any(k.startswith(("scoring.", "model.")) for k in overrides):
+        print("warning: the population's maps were fitted under the checkpoint's settings; give --recalibrate to fit "
+              "them again under the new ones")
     if args.recalibrate:
         metrics, thresholds, population = calibrate(model, config)
         print(f"recalibrated: validation AP {metrics['ap']:.3f} (was {checkpoint.metrics.get('ap')}), thresholds {thresholds}")

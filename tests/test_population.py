@@ -65,20 +65,41 @@ def test_smoothing_keeps_a_constant_field_and_reduces_noise():
 
 
 def test_the_stored_maps_are_half_resolution_float16_and_come_back_close():
-    population = fit_population(*_population(), spacing_mm=2.0)
+    residuals, images, masks = _population()
+    population = fit_population(residuals, images, masks, spacing_mm=2.0)  # as stored
     tensors = population.to_tensors()
     assert set(tensors) == {f"population.t2.{name}" for name in ("residual_std", "mean", "std", "brain")}
     assert all(t.dtype == torch.float16 and tuple(t.shape) == (10, 12, 8) for t in tensors.values())
     back = HealthyPopulation.from_tensors(tensors, population.metadata(), SHAPE, "test")
     brain = _brain()
+    full = {"mean": voxel_statistics(images["t2"], masks["t2"], 1.0)[0], "std": voxel_statistics(images["t2"], masks["t2"], 1.0)[1],
+            "residual_std": voxel_statistics(residuals["t2"], masks["t2"], 1.0)[1]}  # at full resolution
     for name in ("residual_std", "mean", "std"):
-        fitted, stored = population.maps["t2"][name][brain], back.maps["t2"][name][brain]
-        assert float((fitted - stored).abs().max()) < 0.15 * float(fitted.abs().mean()), name
+        fitted, stored = full[name][brain], back.maps["t2"][name][brain]
+        assert float((fitted - stored).abs().mean()) < 0.05 * float(fitted.abs().mean()), name
+        assert float((fitted - stored).abs().max()) < 0.3 * float(fitted.abs().mean()), name
+        # fit_population returns the maps as stored: a second storage round trip barely moves them
+        assert float((population.maps["t2"][name] - back.maps["t2"][name])[brain].abs().mean()) < 0.02 * float(fitted.abs().mean())
     assert bool((back.maps["t2"]["std"][brain] > 0).all())  # every brain voxel stays inside
     assert back.volumes == {"t2": 6} and back.for_contrast("t2") is back.maps["t2"] and back.for_contrast("t1") is None
     with pytest.raises(CheckpointError, match="population.t2.std"):
         HealthyPopulation.from_tensors({k: v for k, v in tensors.items() if not k.endswith(".std")},
                                        population.metadata(), SHAPE, "test")
+    with pytest.raises(CheckpointError, match="expected a finite volume of shape"):  # maps of another model space
+        HealthyPopulation.from_tensors(tensors, population.metadata(), (40, 48, 32), "test")
+
+
+def test_maps_of_an_odd_model_space_keep_every_brain_voxel_inside():
+    shape = (21, 25, 17)
+    brain = torch.zeros(shape, dtype=torch.bool)
+    brain[2:19, 3:22, 2:15] = True
+    generator = torch.Generator().manual_seed(3)
+    images = [(1.5 + 0.1 * torch.randn(shape, generator=generator)) * brain for _ in range(5)]
+    population = fit_population({"t1": [i * 0.1 for i in images]}, {"t1": images}, {"t1": [brain] * 5}, 2.0)
+    back = HealthyPopulation.from_tensors(population.to_tensors(), population.metadata(), shape, "test")
+    assert bool((back.maps["t1"]["std"][brain] > 0).all())  # the z-score is kept to the brain's corners
+    full_mean = voxel_statistics(images, [brain] * 5, 1.0)[0]
+    assert float((back.maps["t1"]["mean"] - full_mean)[brain].abs().max()) < 0.15
 
 
 def test_the_residual_is_divided_by_its_expected_spread_and_the_z_score_added_on_the_lesion_side():
@@ -95,6 +116,9 @@ def test_the_residual_is_divided_by_its_expected_spread_and_the_z_score_added_on
     assert torch.allclose(brighter[inside], weighed[inside] + 0.5 * 2.0)  # z = (1.2 - 1) / 0.1 = 2
     assert torch.allclose(darker, weighed)  # the other side counts nothing
     assert torch.allclose(brighter[~inside], weighed[~inside])  # no z-score outside the population's brain
+    t1_darker = population_residual(residual, torch.full(SHAPE, 0.8), brain, maps, weight=0.5, sign=-1)
+    assert torch.allclose(t1_darker[inside], weighed[inside] + 0.5 * 2.0)  # on T1 darker counts
+    assert torch.allclose(population_residual(residual, torch.full(SHAPE, 1.2), brain, maps, 0.5, -1), weighed)
     both = population_residual(residual, torch.full(SHAPE, 0.8), brain, maps, weight=0.5, sign=None)
     assert torch.allclose(both[inside], weighed[inside] + 1.0)
     with pytest.raises(ArgumentError, match="shape"):
@@ -133,6 +157,8 @@ def test_population_needs_model_space_in_mni152():
     with pytest.raises(ConfigError, match="preprocessing.register"):
         Config().replace({"scoring.population": True})
     assert Config().replace({"scoring.population": True, "preprocessing.register": True}).scoring.population
+    with pytest.raises(ConfigError, match="--contrast"):  # training scans of one known contrast to fit on
+        Config().replace({"scoring.population": True, "preprocessing.register": True, "data.data": "scans"})
     with pytest.raises(ConfigError, match="population_volumes"):
         Config().replace({"scoring.population_volumes": 1})
 

@@ -231,6 +231,9 @@ class Config:
         if self.scoring.population and not self.preprocessing.register:
             raise ConfigError("scoring.population: needs preprocessing.register (the population's maps are in MNI152 "
                               "space); set preprocessing.register: true")
+        if self.scoring.population and self.data.data is not None and self.data.contrast is None:
+            raise ConfigError("scoring.population: with --data, the population is fitted on the training scans of one "
+                              "contrast: give it (--contrast, data.contrast)")
 
     def to_dict(self) -> dict:
         return _to_plain(self)

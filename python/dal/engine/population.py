@@ -3,13 +3,15 @@ contrast looks like at each place, and how far the model's PHI misses it there.
 
 A 2 mm PHI misses healthy tissue most at CSF borders, in the cortex and around the ventricles,
 and a lesion's residual there hides among those errors. Measured on healthy scans registered to
-MNI152, the spread of the residual at each place says how much of it to expect; the scan's
-residual divided by that spread (plus its median over the brain, so that a place of small spread
-does not blow noise up) weighs each voxel by how unusual it is there. The scan's one-sided z-score
-against the population's intensities (the z-score baseline's signal) is added with
-``scoring.population_weight``: it sees the lesions the PHI partly rebuilds. Both come from
-:func:`~dal.models.population.voxel_statistics` of healthy scans, per contrast, smoothed by
-2 mm (a few dozen scans give noisy maps).
+MNI152, the spread (standard deviation) of the residual at each place says how much it varies
+there; the scan's residual divided by that spread (plus its median over the brain, so that a place
+of small spread does not blow noise up) weighs each voxel by how unusual it is there. (Taking the
+healthy mean off as well, ``(r - mean) / std``, scored lower on the README's tuning set: 0.506
+against 0.517.) The scan's one-sided z-score against the population's intensities (the z-score
+baseline's signal, per contrast) is added with ``scoring.population_weight``: it sees the lesions
+the PHI partly rebuilds. Both come from :func:`~dal.models.population.voxel_statistics` of
+healthy scans, per contrast, smoothed by 2 mm (a few dozen scans give noisy maps). With a
+population, ``scoring.disagreement`` is added in the population's units.
 
 In the checkpoint the maps are stored at half model space's resolution in float16 (tensors
 ``population.<contrast>.<map>``, with the fraction of each block inside the population's brain;
@@ -66,7 +68,7 @@ class HealthyPopulation:
                      where: str) -> "HealthyPopulation":
         """The maps back at model space's ``shape`` from a checkpoint's tensors: trilinear, the
         intensities' maps normalised by the brain fraction (no blending with the zeros outside),
-        the population's brain where that fraction is at least a tenth."""
+        the population's brain wherever that fraction is above 0."""
         maps: dict[str, dict[str, torch.Tensor]] = {}
         for contrast in metadata.get("contrasts", []):
             stored = {}
@@ -75,15 +77,17 @@ class HealthyPopulation:
                 if key not in tensors:
                     raise CheckpointError(f"{where}: its population lacks the tensor {key}")
                 value = tensors[key].float()
-                if value.dim() != 3 or not bool(torch.isfinite(value).all()):
-                    raise CheckpointError(f"{where}: its population tensor {key} is not a finite 3D volume")
+                expected = tuple(-(-size // STORED_DOWNSAMPLING) for size in shape)
+                if tuple(value.shape) != expected or not bool(torch.isfinite(value).all()):
+                    raise CheckpointError(f"{where}: its population tensor {key}: expected a finite volume of shape "
+                                          f"{expected} (model space {tuple(shape)} halved), got {tuple(value.shape)}")
                 stored[name] = value[None, None]
 
             def up(volume: torch.Tensor) -> torch.Tensor:
                 return F.interpolate(volume, size=tuple(shape), mode="trilinear", align_corners=False)[0, 0]
 
             fraction = up(stored["brain"])
-            inside = fraction >= 0.1
+            inside = fraction > 1e-3  # any inside block nearby: the normalised interpolation is its value
             maps[contrast] = {"residual_std": up(stored["residual_std"])}
             for name in ("mean", "std"):
                 maps[contrast][name] = torch.where(inside, up(stored[name] * stored["brain"]) / fraction.clamp_min(1e-6), 0)
@@ -98,7 +102,7 @@ def fit_population(residuals: dict[str, list], images: dict[str, list], masks: d
                    spacing_mm: float) -> HealthyPopulation:
     """The population of healthy scans, per contrast: each one's residual before the median
     (``score_volume(..., residual_map=True)``), its model-space image and brain mask, lists per
-    contrast (at least two scans each)."""
+    contrast (at least two scans each). Returned as a checkpoint stores it (4 mm, float16)."""
     maps, volumes = {}, {}
     for contrast in sorted(residuals):
         if len(residuals[contrast]) < 2:
@@ -109,7 +113,10 @@ def fit_population(residuals: dict[str, list], images: dict[str, list], masks: d
         typical = residual_std[inside].median() if bool(inside.any()) else torch.tensor(1.0)
         maps[contrast] = {"residual_std": torch.where(inside, residual_std, typical), "mean": mean, "std": std}
         volumes[contrast] = len(residuals[contrast])
-    return HealthyPopulation(maps, volumes)
+    fitted = HealthyPopulation(maps, volumes)
+    # As the checkpoint will hold it: thresholds calibrated on these maps hold for dal infer's.
+    shape = tuple(next(iter(maps.values()))["std"].shape) if maps else ()
+    return HealthyPopulation.from_tensors(fitted.to_tensors(), fitted.metadata(), shape, "the fitted population") if maps else fitted
 
 
 def population_residual(residual: torch.Tensor, image: torch.Tensor, brain: torch.Tensor,

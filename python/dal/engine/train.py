@@ -330,7 +330,7 @@ def fit_healthy_population(model: nn.Module, config: Config, train: list[ModelVo
                                                config.train.seed, Preprocessor(config.preprocessing),
                                                cache_folder(config.data.cache))
     else:
-        volumes = [v for v in train if v.contrast]
+        volumes = [v for v in train if v.contrast and v.healthy]
     counts = {c: sum(v.contrast == c for v in volumes) for c in {v.contrast for v in volumes}}
     volumes = [v for v in volumes if counts[v.contrast] >= 2]
     if not volumes:
@@ -706,15 +706,17 @@ class Trainer:
         if not self.config.scoring.population or self.rank != 0 or not self.best_path.exists():
             return
         best = load_checkpoint(self.best_path, self.device)
+        plain_ap = best.metrics.get("plain_residual_ap", best.metrics.get("ap"))  # a resumed run's best may have it
         _say("fitting the healthy population of the best weights (scoring.population)", self.rank)
         population = fit_healthy_population(best.model, self.config, self.train_volumes, self.device)
         metrics, thresholds, _ = validate(best.model, self.val_volumes, self.config, self.device, population)
         save_checkpoint(self.best_path, best.model, model_kind=best.model_kind, config=best.config,
-                        preprocessing=best.preprocessing, metrics={**metrics, "plain_residual_ap": best.metrics.get("ap")},
+                        preprocessing=best.preprocessing, metrics={**metrics, "plain_residual_ap": plain_ap},
                         thresholds={k: v for k, v in thresholds.items() if is_threshold_key(k)},
                         training=best.training, population=population)
         _say(f"population: {population_summary(population)}; validation AP against it {metrics['ap']:.3f} (plain "
-             f"residual {best.metrics.get('ap', float('nan')):.3f})", self.rank)
+             f"residual {plain_ap if plain_ap is not None else float('nan'):.3f}; summary.json's best_ap is the plain "
+             "one)", self.rank)
 
     # ---------------------------------------------------------------- logs
 

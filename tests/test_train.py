@@ -14,6 +14,7 @@ from dal.engine.checkpoint import load_checkpoint
 from dal.engine.config import Config, ConfigError, load_config
 from dal.engine.scoring import POPULATION_KEY, score_volume
 from dal.engine.train import TrainingError, train
+from dal.errors import ArgumentError
 from dal.models import LossConfig, build_model
 
 TINY = {
@@ -80,22 +81,30 @@ def test_the_intensity_baseline_trains_nothing_and_calibrates_its_thresholds(tmp
     assert torch.equal(best.model.pseudo_healthy(x)["phi"], torch.zeros_like(x))  # the score is the scan itself
 
 
-def test_the_zscore_baseline_fits_the_population_in_mni_space_and_scores_z(tmp_path, cache):
-    config = tiny_config(cache, **{"model.kind": "zscore", "data.train_volumes": 3})
+def test_the_zscore_baseline_fits_a_population_per_contrast_in_mni_space_and_scores_z(tmp_path, cache):
+    config = tiny_config(cache, **{"model.kind": "zscore", "data.synthetic_contrasts": ["t1", "t2"],
+                                   "scoring.population_volumes": 2})
     assert not config.preprocessing.register
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == 0
     assert load_config(tmp_path / "run" / "config.yaml").preprocessing.register  # voxels compared in MNI152 space
     best = load_checkpoint(tmp_path / "run" / "best.safetensors")
     assert best.model_kind == "zscore" and 0 < best.thresholds["fpr_0.05"] <= best.thresholds["fpr_0.01"]
+    # One population per contrast, each from the healthy population stream's scans of it.
+    assert best.model.config.contrasts == ("t1", "t2") and best.config["model"]["contrasts"] == ["t1", "t2"]
     mean, std = best.model.mean, best.model.std
-    brain = std > 0  # the voxels where the population has brain
-    assert mean.shape == tuple(config.preprocessing.shape) and brain.float().mean() > 0.2 and torch.isfinite(std).all()
-    # The score is the median of |x - mean| / std (voxels outside the population's brain: 0).
-    x = mean + 3 * std
-    scored = score_volume(best.model, x, brain, config.preprocessing.spacing, median_mm=0, erode_mm=0, normalise=False)
+    assert mean.shape == (2, *config.preprocessing.shape) and torch.isfinite(std).all()
+    assert not torch.equal(mean[0], mean[1])  # a T2 is not compared with T1s
+    brain = std[1] > 0  # the voxels where the T2 population has brain
+    assert brain.float().mean() > 0.2
+    # The score is the median of |x - mean| / std of the scan's contrast (outside that brain: 0).
+    x = mean[1] + 3 * std[1]
+    scored = score_volume(best.model, x, brain, config.preprocessing.spacing, median_mm=0, erode_mm=0, normalise=False,
+                          contrast="t2")
     torch.testing.assert_close(scored["score"][brain], torch.full((int(brain.sum()),), 3.0))
-    assert torch.equal(scored["phi"], mean)
+    assert torch.equal(scored["phi"], mean[1])
+    with pytest.raises(ArgumentError, match="contrast: this z-score holds healthy populations of t1, t2 scans"):
+        score_volume(best.model, x, brain, config.preprocessing.spacing, contrast=None)
 
 
 def test_validation_every_few_minutes_of_training(tmp_path, cache, monkeypatch):

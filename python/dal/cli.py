@@ -131,7 +131,7 @@ def synth(out, count, contrasts, lesions, seed, spacing, shape, overwrite, anato
 @click.option("--model", "model_kind", type=click.Choice(["dal", "ae", "dae", "intensity", "zscore"]), default=None,
               help="dal (default), ae (autoencoder), dae (denoising autoencoder), intensity (raw-intensity "
                    "thresholding: nothing to train, its thresholds are calibrated) or zscore (voxel-wise z-score "
-                   "against the healthy training scans in MNI152 space: fitted, then calibrated).")
+                   "against the healthy scans of the scan's contrast in MNI152 space: fitted, then calibrated).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of everything random.")
 @click.option("--max-steps", type=click.IntRange(min=0), default=None, help="Stop after this many steps.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Training time budget.")

@@ -171,7 +171,8 @@ class ScoringConfig:
         population_weight: the weight of the population's intensity z-score (0: the residual's
             spread alone).
         population_volumes: synthetic healthy subjects per contrast the population is fitted on
-            (training on the synthetic population; with ``--data``, the training scans are).
+            (training on the synthetic population; with ``--data``, the training scans are), and
+            the z-score baseline's (``model.kind`` zscore).
     """
 
     median_mm: float = 5.0

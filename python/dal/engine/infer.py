@@ -402,7 +402,8 @@ class Detector:
                               disagreement=self.disagreement,
                               sign=self._sign(contrast), normalise=self.normalise,
                               flip_average=self.flip_average, population=population,
-                              population_weight=self.population_weight, timings=timings)
+                              population_weight=self.population_weight,
+                              contrast=contrast.lower() if contrast else None, timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 
         clock = time.perf_counter()

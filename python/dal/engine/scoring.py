@@ -86,7 +86,7 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
                  normalise: bool = ScoringConfig.normalise, flip_average: bool = ScoringConfig.flip_average,
                  population: dict[str, torch.Tensor] | None = None,
                  population_weight: float = ScoringConfig.population_weight, residual_map: bool = False,
-                 timings: dict | None = None, anatomy_maps: bool = False) -> dict:
+                 contrast: str | None = None, timings: dict | None = None, anatomy_maps: bool = False) -> dict:
     """Anomaly score of a model-space volume.
 
     Each axial slice (last axis) with brain in it goes through ``model.pseudo_healthy`` in
@@ -95,8 +95,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     score is ``dal.ops.residual_score``: the residual ``|x - PHI|`` inside the brain mask eroded
     by ``erode_mm``, median-filtered over a cube of ``median_mm`` (converted to
     odd voxel counts by :func:`median_kernel_voxels`, :func:`erosion_voxels`). A model of the
-    whole volume (``expected_volume``: the z-score) gives the PHI (the population's mean) and a
-    scale per voxel (its std), and the residual is divided by the scale. With ``sign`` +1 or -1
+    whole volume (``expected_volume``: the z-score) gives the PHI (the mean of the population of
+    the scan's ``contrast``) and a scale per voxel (its std), and the residual is divided by the scale. With ``sign`` +1 or -1
     only the residual on that side counts, ``max(sign (x - PHI), 0)`` (:func:`lesion_sign`). With
     ``normalise`` the residual is divided by the scan's median ``|x - PHI|`` over the brain (its
     "residual_scale", 1 without), so that thresholds carry across scans. With ``population`` (the
@@ -123,6 +123,7 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         population_weight: the weight of the population's intensity z-score.
         residual_map: also return "residual", the residual before the population and the
             median (what :func:`~dal.engine.population.fit_population` fits on).
+        contrast: the scan's contrast (None: unknown), for a model of the whole volume.
         timings: optional dict that receives the seconds spent in the model ("model") and in
             the residual scoring ("scoring"), for ``dal infer --verbose``.
         anatomy_maps: also return DAL's anatomy maps (always with ``disagreement``).
@@ -146,7 +147,7 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     start_time = time.perf_counter()
     scale = None
     if hasattr(model, "expected_volume"):  # a model of the whole volume: the population's mean and std
-        mean, std = model.expected_volume(x.to(device))
+        mean, std = model.expected_volume(x.to(device), contrast)
         outputs: dict[str, torch.Tensor] = {"phi": mean.float().cpu()}
         scale = std.float().cpu()
     else:

@@ -316,26 +316,33 @@ def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Conf
                         normalise=scoring.normalise, flip_average=scoring.flip_average,
                         population=population.for_contrast(volume.contrast) if population else None,
                         population_weight=scoring.population_weight, residual_map=residual_map,
-                        anatomy_maps=anatomy_maps)
+                        contrast=volume.contrast or None, anatomy_maps=anatomy_maps)
 
 
-def fit_healthy_population(model: nn.Module, config: Config, train: list[ModelVolume],
-                           device: torch.device) -> HealthyPopulation:
-    """``scoring.population``: the healthy population of ``model``'s residuals and intensities in
-    MNI152 space, per contrast: ``scoring.population_volumes`` synthetic healthy subjects per
-    contrast (a population of its own seed stream), or with ``--data`` the training scans ``train``
-    of each contrast that has two or more."""
+def healthy_population_volumes(config: Config, train: list[ModelVolume]) -> list[ModelVolume]:
+    """The healthy population a scan is compared with (``scoring.population``, the z-score), in
+    MNI152 space: ``scoring.population_volumes`` synthetic healthy subjects per contrast (a
+    population of its own seed stream), or with ``--data`` the healthy training scans ``train``;
+    only the contrasts with two or more (scans of an unknown contrast, with ``--data``, are one)."""
     if config.data.data is None:
         volumes = synthetic_population_volumes(config.scoring.population_volumes, config.data.synthetic_contrasts,
                                                config.train.seed, Preprocessor(config.preprocessing),
                                                cache_folder(config.data.cache))
     else:
-        volumes = [v for v in train if v.contrast and v.healthy]
+        volumes = [v for v in train if v.healthy]
     counts = {c: sum(v.contrast == c for v in volumes) for c in {v.contrast for v in volumes}}
     volumes = [v for v in volumes if counts[v.contrast] >= 2]
     if not volumes:
-        raise TrainingError(f"scoring.population: no contrast has two healthy scans to fit the population on "
-                            f"(scans per contrast: {counts or 'none with a known contrast'})")
+        raise TrainingError(f"no contrast has two healthy scans to fit the healthy population on (scans per "
+                            f"contrast: {counts or 'none'})")
+    return volumes
+
+
+def fit_healthy_population(model: nn.Module, config: Config, train: list[ModelVolume],
+                           device: torch.device) -> HealthyPopulation:
+    """``scoring.population``: the healthy population (:func:`healthy_population_volumes`) of
+    ``model``'s residuals and intensities, per contrast."""
+    volumes = healthy_population_volumes(config, train)
     groups: dict[str, tuple[list, list, list]] = {}
     for volume in volumes:
         residuals, images, masks = groups.setdefault(volume.contrast, ([], [], []))
@@ -503,15 +510,22 @@ class Trainer:
         """The model from the seed (fitted to the population, for zscore) and its optimizer (none
         for the baselines that learn nothing)."""
         torch.manual_seed(self.config.train.seed)
+        population = None
+        if self.config.model.kind == "zscore":
+            population = healthy_population_volumes(self.config, self.train_volumes)
+            contrasts = sorted({v.contrast for v in population} - {""})
+            self.config = self.config.replace({"model.contrasts": contrasts})
         # channels-last: oneDNN's convolutions of few channels are faster in it on the CPU (the bf16
         # step of DAL 1.56x, of DAE 1.35x: benchmarks/bench_models.py); inputs of one channel are
         # channels-last already.
         self.model = build_model(self.config.model, self.config.loss, self.config.preprocessing.shape).to(
             self.device, memory_format=torch.channels_last)
         self.learns = any(parameter.requires_grad for parameter in self.model.parameters())  # not intensity, zscore
-        if hasattr(self.model, "fit_population"):
-            self.model.fit_population([v.image for v in self.train_volumes], [v.mask for v in self.train_volumes])
-            _say(f"fitted the population's mean and std on {len(self.train_volumes)} scans", self.rank)
+        if population is not None:
+            self.model.fit_population([v.image for v in population], [v.mask for v in population],
+                                      [v.contrast for v in population])
+            _say(f"fitted the healthy population's mean and std per voxel on {len(population)} scans "
+                 f"({', '.join(self.config.model.contrasts) or 'one contrast'})", self.rank)
         self.optimizer = (torch.optim.AdamW(self.model.parameters(), lr=self.config.train.lr,
                                             weight_decay=self.config.train.weight_decay) if self.learns else None)
 
@@ -564,7 +578,7 @@ class Trainer:
         """A resumed run: weights, optimizer, torch's generator, the run's state and thresholds
         from ``last.safetensors``, made with the same model settings."""
         checkpoint = load_checkpoint(self.last_path)
-        if checkpoint.config["model"] != self.config.to_dict()["model"]:
+        if checkpoint.model.config != self.config.model:  # as built: a setting added since takes its default
             raise TrainingError(f"--resume: the model settings differ from those of {self.last_path}")
         self.model.load_state_dict(checkpoint.model.state_dict())
         if self.optimizer is not None:

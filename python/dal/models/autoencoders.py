@@ -94,16 +94,20 @@ class IntensityBaseline(nn.Module):
 
 
 class ZScoreBaseline(nn.Module):
-    """The voxel-wise z-score against the healthy training population, the field's strong simple
-    baseline (docs/design.md): model space is MNI152 space (its config registers every scan), the
-    healthy population's mean and standard deviation are kept per voxel, and the score is
-    ``median(|x - mean| / std)`` inside the eroded brain mask, like every model's residual.
-    Nothing to learn by gradient: ``dal train --model zscore`` fits the two volumes on the
-    training scans (:meth:`fit_population`) and calibrates the thresholds.
+    """The voxel-wise z-score against the healthy population, the field's strong simple baseline
+    (docs/design.md): model space is MNI152 space (its config registers every scan), each
+    contrast's healthy population has its mean and standard deviation per voxel (a T1 is compared
+    with T1s only), and the score is ``median(|x - mean| / std)`` inside the eroded brain mask,
+    like every model's residual. Nothing to learn by gradient: ``dal train --model zscore`` fits
+    the volumes (:meth:`fit_population`) on the healthy scans DAL's own population term is fitted
+    on, and calibrates the thresholds.
 
-    Where fewer than half the training scans have brain, the voxel is left out (stored std 0,
+    Where fewer than half a population's scans have brain, the voxel is left out (stored std 0,
     read as infinite: score 0). The std is floored at its 10th percentile over the brain, so that
     a voxel where the population happens to agree closely does not turn noise into a lesion.
+
+    Buffers ``mean`` and ``std``: (P, X, Y, Z), one population per ``config.contrasts`` (P = 1,
+    of scans of an unknown contrast, when it names none).
     """
 
     kind = "zscore"
@@ -111,27 +115,41 @@ class ZScoreBaseline(nn.Module):
     def __init__(self, config: ModelConfig | None = None, volume_shape: tuple[int, int, int] | None = None):
         super().__init__()
         self.config = config or ModelConfig(kind="zscore")
-        shape = tuple(volume_shape or (0, 0, 0))  # model space's (X, Y, Z): the preprocessing's shape
+        shape = (max(1, len(self.config.contrasts)), *tuple(volume_shape or (0, 0, 0)))  # model space's (X, Y, Z)
         self.register_buffer("mean", torch.zeros(shape))
         self.register_buffer("std", torch.zeros(shape))
 
     @torch.no_grad()
-    def fit_population(self, images: list, masks: list) -> None:
-        """Mean and standard deviation per voxel of the (X, Y, Z) ``images`` inside their ``masks``."""
-        if not images:
-            raise ArgumentError("images: expected at least one healthy volume")
-        if tuple(images[0].shape) != tuple(self.mean.shape):
-            raise ArgumentError(f"images: expected model space's shape {tuple(self.mean.shape)}, got {tuple(images[0].shape)}")
-        self.mean, self.std, _ = voxel_statistics(images, masks)  # std finite, 0 outside: checkpoints refuse inf
+    def fit_population(self, images: list, masks: list, contrasts: list[str]) -> None:
+        """Each population's mean and standard deviation per voxel, from the (X, Y, Z) ``images``
+        (with their ``masks``) of its contrast (``contrasts``: one per image)."""
+        if not images or len(contrasts) != len(images):
+            raise ArgumentError(f"images, contrasts: expected a contrast per image, at least one; got {len(images)} "
+                                f"and {len(contrasts)}")
+        if tuple(images[0].shape) != tuple(self.mean.shape[1:]):
+            raise ArgumentError(f"images: expected model space's shape {tuple(self.mean.shape[1:])}, got {tuple(images[0].shape)}")
+        for index, contrast in enumerate(self.config.contrasts or (None,)):
+            chosen = [k for k, c in enumerate(contrasts) if contrast is None or c == contrast]
+            if len(chosen) < 2:
+                raise ArgumentError(f"contrasts: the {contrast or 'pooled'} population needs two scans or more, got "
+                                    f"{len(chosen)}")
+            # std finite, 0 outside: checkpoints refuse inf
+            self.mean[index], self.std[index], _ = voxel_statistics([images[k] for k in chosen], [masks[k] for k in chosen])
 
-    def expected_volume(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The population's (mean, std) for a model-space ``volume`` (X, Y, Z)."""
+    def expected_volume(self, volume: torch.Tensor, contrast: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (mean, std) of the population of ``contrast`` for a model-space ``volume`` (X, Y, Z)."""
         if not bool((self.std > 0).any()):
             raise RuntimeError("ZScoreBaseline: not fitted (dal train --model zscore fits it)")
-        if tuple(volume.shape) != tuple(self.mean.shape):
-            raise ArgumentError(f"volume: expected the population's shape {tuple(self.mean.shape)}, got {tuple(volume.shape)}")
-        std = torch.where(self.std > 0, self.std, torch.inf)
-        return self.mean.to(volume.device), std.to(volume.device)
+        if tuple(volume.shape) != tuple(self.mean.shape[1:]):
+            raise ArgumentError(f"volume: expected the population's shape {tuple(self.mean.shape[1:])}, got {tuple(volume.shape)}")
+        index = 0
+        if self.config.contrasts:
+            if contrast not in self.config.contrasts:
+                raise ArgumentError(f"contrast: this z-score holds healthy populations of {', '.join(self.config.contrasts)} "
+                                    f"scans, got {contrast or 'an unknown contrast'}: give the scan's (--contrast)")
+            index = self.config.contrasts.index(contrast)
+        std = torch.where(self.std[index] > 0, self.std[index], torch.inf)
+        return self.mean[index].to(volume.device), std.to(volume.device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise RuntimeError("ZScoreBaseline has nothing to train by gradient")

@@ -51,6 +51,8 @@ class ModelConfig:
         dae_noise_std: standard deviation of the denoising autoencoder's coarse noise.
         dae_noise_cells: the coarse noise is drawn on a grid of this many cells across the
             slice's short side and upsampled (Kascenas et al. 2022 use 16 at 128 px).
+        contrasts: the z-score's healthy populations, one per contrast (set by ``dal train`` from
+            the scans it fits them on; none: one population of scans of an unknown contrast).
     """
 
     kind: str = "dal"
@@ -76,6 +78,7 @@ class ModelConfig:
     ae_latent: int = 4
     dae_noise_std: float = 0.2
     dae_noise_cells: int = 12
+    contrasts: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -90,6 +93,8 @@ class ModelConfig:
             raise ConfigError(f"model.tau: expected a positive number, got {self.tau}")
         if not 0 < self.auxiliary_fraction <= 1:
             raise ConfigError(f"model.auxiliary_fraction: expected a fraction in (0, 1], got {self.auxiliary_fraction}")
+        if len(set(self.contrasts)) != len(self.contrasts) or not all(isinstance(c, str) and c for c in self.contrasts):
+            raise ConfigError(f"model.contrasts: expected distinct contrast names, got {list(self.contrasts)}")
         for name in ("edge_dropout", "anomaly_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"model.{name}: expected a fraction in [0, 1], got {getattr(self, name)}")

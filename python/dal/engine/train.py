@@ -26,6 +26,7 @@ uninterrupted one. (A time budget, ``--minutes``, ends wherever the clock says; 
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 import os
@@ -99,8 +100,10 @@ def _distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        # Process 0 alone validates and, at the end, fits the healthy population (minutes of
+        # synthesis) while the others wait at a barrier: longer than NCCL's default 10 minutes.
         dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("DAL_DDP_BACKEND") != "gloo"
-                                else "gloo")
+                                else "gloo", timeout=datetime.timedelta(hours=2))
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 

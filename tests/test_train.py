@@ -371,3 +371,32 @@ def test_calibration_gives_each_contrast_its_own_thresholds_beside_the_pooled_on
     # The population statistic in the residual's units (score x residual scale): the median of the
     # three scans' 90th percentiles, 1.9, 3 x 1.9 and 4 x 0.9 (1.9 unscaled).
     assert reference[POPULATION_KEY] == pytest.approx(4 * 0.8991, rel=1e-3)
+
+
+def test_the_healthy_population_of_a_data_folder_is_its_healthy_scans_of_each_contrast_with_two():
+    from dal.data import ModelVolume
+
+    def scan(name, contrast, lesion=False):
+        return ModelVolume(np.zeros((2, 2, 2), np.float32), np.ones((2, 2, 2), bool), None, name,
+                           np.ones((2, 2, 2), np.uint8) if lesion else None, contrast, "tumour" if lesion else "none")
+
+    config = Config().replace({"data.data": "scans"})
+    unknown = [scan("a", ""), scan("b", ""), scan("c", "", lesion=True)]
+    assert [v.name for v in train_module.healthy_population_volumes(config, unknown)] == ["a", "b"]  # one, unlabelled
+    mixed = [scan("a", "t1"), scan("b", "t1"), scan("c", "t2")]
+    assert [v.name for v in train_module.healthy_population_volumes(config, mixed)] == ["a", "b"]  # one T2 is too few
+    with pytest.raises(TrainingError, match=r"no contrast has two healthy scans .*\{'t2': 1\}"):
+        train_module.healthy_population_volumes(config, mixed[2:])
+
+
+def test_a_zscore_of_an_unknown_contrast_is_one_population_of_every_scan():
+    from dal.models import ModelConfig, ZScoreBaseline
+
+    model = ZScoreBaseline(ModelConfig(kind="zscore"), (2, 2, 2))
+    images = [np.full((2, 2, 2), v, np.float32) for v in (1.0, 3.0)]
+    model.fit_population(images, [np.ones((2, 2, 2), bool)] * 2, ["", ""])
+    mean, std = model.expected_volume(torch.zeros(2, 2, 2))  # no contrast asked: the one population
+    assert torch.equal(mean, torch.full((2, 2, 2), 2.0)) and torch.allclose(std, torch.full((2, 2, 2), 2 ** 0.5))
+    two = ZScoreBaseline(ModelConfig(kind="zscore", contrasts=("t1", "t2")), (2, 2, 2))
+    with pytest.raises(ArgumentError, match="the t2 population needs two scans or more, got 1"):
+        two.fit_population(images + images[:1], [np.ones((2, 2, 2), bool)] * 3, ["t1", "t1", "t2"])

@@ -6,7 +6,7 @@ residual against a healthy population, on cached model-space volumes of the ship
     python scripts/population_sweep.py cache healthy cache/healthy --register   # dal synth ... --lesions none --seed 4242
     # 2. mean AP per folder of each variant (the population fitted on the healthy cache)
     python scripts/population_sweep.py score cache/healthy cache/tune cache/eval-synth cache/eval-real \\
-        --variants plain,divsd:1,fds:0.6 [--pool 2] [--smooth 1] [--cells]
+        --variants plain,divsd:1,fds:0.6 [--pool 2] [--smooth 1] [--cells] [--z-median flair=2]
 
 Variants of the one-sided residual r (normalised per scan, before the median): ``plain``;
 ``sub:a`` r - a mean_r(v); ``z`` (r - mean_r(v)) / s(v); ``divsd:a`` r / (a m + s(v)), s the
@@ -14,7 +14,8 @@ residual's std at the place and m its median over the brain; ``fz:w`` r + w z_x,
 one-sided intensity z-score against the population of its contrast; ``fds:w`` r / (m + s(v)) + w z_x
 (what ``scoring.population`` builds); ``fz:0`` z_x alone. ``--pool 2`` stores the maps as the
 checkpoint does (4 mm, float16); ``--smooth`` is the maps' Gaussian sigma in voxels. The score
-then takes the 10 mm (T1, T2) or 5 mm (FLAIR) median, as ``dal evaluate`` does.
+then takes the 10 mm (T1, T2) or 5 mm (FLAIR) median, as ``dal evaluate`` does; ``--z-median
+flair=2`` gives fds's z-score a window of its own on FLAIR (``scoring.population_median_mm``).
 """
 import argparse
 import collections
@@ -128,15 +129,27 @@ def variant(name: str, v: dict, population: dict | None) -> np.ndarray:
     raise SystemExit(f"--variants: unknown variant {name!r}")
 
 
-def mean_ap(volumes: list[dict], name: str, population: dict | None) -> tuple[float, dict]:
+def _median(score: np.ndarray, v: dict, mm: float) -> torch.Tensor:
+    score = torch.from_numpy(np.ascontiguousarray(score, dtype=np.float32))[None, None]
+    return residual_score(score, torch.zeros_like(score), torch.from_numpy(v["mask"]).float()[None, None],
+                          median_kernel_voxels(mm, 2.0), erosion_voxels(2.0, 2.0))[0, 0]
+
+
+def mean_ap(volumes: list[dict], name: str, population: dict | None, z_median: dict | None = None) -> tuple[float, dict]:
+    """Mean AP over the lesion volumes, and per contrast x lesion cell. With ``z_median`` (mm per
+    contrast), an ``fds:w`` variant's z-score is median-filtered on its own window there and added
+    after the residual's median (``scoring.population_median_mm``)."""
     cells = collections.defaultdict(list)
     for v in volumes:
         if not v["label"].any():
             continue
         contrast = str(v["contrast"])
-        score = torch.from_numpy(np.ascontiguousarray(variant(name, v, population), dtype=np.float32))[None, None]
-        score = residual_score(score, torch.zeros_like(score), torch.from_numpy(v["mask"]).float()[None, None],
-                               median_kernel_voxels(MEDIAN_MM[contrast], 2.0), erosion_voxels(2.0, 2.0))[0, 0]
+        if z_median and contrast in z_median and name.startswith("fds:"):
+            weight = float(name.partition(":")[2])
+            score = (_median(variant("divsd:1", v, population), v, MEDIAN_MM[contrast])
+                     + weight * _median(variant("fz:0", v, population), v, z_median[contrast]))
+        else:
+            score = _median(variant(name, v, population), v, MEDIAN_MM[contrast])
         cells[(contrast, str(v["lesion"]))].append(average_precision(score, torch.from_numpy(v["label"]),
                                                                      torch.from_numpy(v["mask"])))
     return float(np.mean([a for aps in cells.values() for a in aps])), {k: float(np.mean(a)) for k, a in sorted(cells.items())}
@@ -157,6 +170,7 @@ def main() -> None:
     scoring.add_argument("--smooth", type=float, default=1.0)
     scoring.add_argument("--pool", type=int, default=1)
     scoring.add_argument("--cells", action="store_true")
+    scoring.add_argument("--z-median", default="", help="CONTRAST=MM,...: the z-score's own median window (fds:w)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.command == "cache":
@@ -165,8 +179,9 @@ def main() -> None:
     names = args.variants.split(",")
     population = fit(load(args.healthy), args.smooth, args.pool) if any(n != "plain" for n in names) else None
     data = {folder: load(folder) for folder in args.caches}
+    z_median = {c: float(mm) for c, _, mm in (pair.partition("=") for pair in args.z_median.split(",") if pair)}
     for name in names:
-        results = {folder: mean_ap(volumes, name, population) for folder, volumes in data.items()}
+        results = {folder: mean_ap(volumes, name, population, z_median) for folder, volumes in data.items()}
         print(name.ljust(12), " ".join(f"{mean:.3f}" for mean, _ in results.values()), flush=True)
         for folder, (_, cells) in results.items() if args.cells else ():
             print("   ", folder.name, " ".join(f"{c}/{l} {ap:.3f}" for (c, l), ap in cells.items()))

@@ -153,6 +153,23 @@ def test_score_volume_weighs_an_equal_residual_by_where_healthy_scans_miss():
     assert float(weighed["score"][13, 9, 7]) > 3 * float(weighed["score"][6, 9, 7])
 
 
+def test_a_z_score_with_a_median_window_of_its_own_keeps_a_small_lesion_that_the_residuals_median_erases():
+    brain = _brain()
+    volume = torch.where(brain, 1.0, 0.0)
+    volume[9, 9, 7] = 1.08  # one voxel brighter than every healthy scan, under the PHI's clamp: no residual
+    maps = {"residual_std": torch.full(SHAPE, 0.1), "mean": torch.ones(SHAPE) * brain, "std": 0.02 * brain.float()}
+    common = dict(erode_mm=0, sign=1, normalise=False, flip_average=False, population=maps, population_weight=0.5)
+    together = score_volume(_Blur(), volume, brain, 2.0, median_mm=6, **common)["score"]
+    apart = score_volume(_Blur(), volume, brain, 2.0, median_mm=6, population_median_mm=2, **common)["score"]
+    assert float(together.max()) == 0  # the 3-voxel median of one bright voxel: nothing
+    assert float(apart[9, 9, 7]) == pytest.approx(0.5 * 0.08 / 0.02) and float(apart.sum()) == float(apart[9, 9, 7])
+    same = score_volume(_Blur(), volume, brain, 2.0, median_mm=6, population_median_mm=6, **common)["score"]
+    assert torch.equal(same, together)  # the same window: one median of the sum
+    assert Config().scoring.population_median_for("flair") == 2.0 and Config().scoring.population_median_for("t1") == 10.0
+    with pytest.raises(ConfigError, match="scoring.population_median_mm.flair: expected a size in mm >= 0"):
+        Config().replace({"scoring.population_median_mm": {"flair": -1}})
+
+
 def test_population_needs_model_space_in_mni152():
     with pytest.raises(ConfigError, match="preprocessing.register"):
         Config().replace({"scoring.population": True})

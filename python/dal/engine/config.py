@@ -170,6 +170,11 @@ class ScoringConfig:
             (``population_volumes``), stored in the checkpoint. False: the plain residual.
         population_weight: the weight of the population's intensity z-score (0: the residual's
             spread alone).
+        population_median_mm: the median cube's side of that z-score for scans of these
+            contrasts, where it differs from the residual's: the z-score is then filtered on its
+            own and added after the residual's median. FLAIR's 2 mm (one voxel of model space:
+            no median) keeps its WMH of a few mm, which a lesion-free PHI residual still needs 5 mm
+            to clear of healthy errors (README, Accuracy).
         population_volumes: synthetic healthy subjects per contrast the population is fitted on
             (training on the synthetic population; with ``--data``, the training scans are), and
             the z-score baseline's (``model.kind`` zscore).
@@ -186,16 +191,22 @@ class ScoringConfig:
     flip_average: bool = True
     population: bool = False
     population_weight: float = 0.6
+    population_median_mm: dict[str, float] = field(default_factory=lambda: {"flair": 2.0})
     population_volumes: int = 24
 
     def median_for(self, contrast: str | None) -> float:
         """The median cube's side for a scan of ``contrast`` (None: unknown), mm."""
         return median_mm_for(self.median_mm, self.contrast_median_mm, contrast)
 
+    def population_median_for(self, contrast: str | None) -> float:
+        """The median cube's side of the population's z-score for a scan of ``contrast``, mm."""
+        return median_mm_for(self.median_for(contrast), self.population_median_mm, contrast)
+
     def __post_init__(self):
-        for contrast, side in {"": self.median_mm, **self.contrast_median_mm}.items():
+        sides = {"median_mm": self.median_mm, **{f"contrast_median_mm.{c}": v for c, v in self.contrast_median_mm.items()},
+                 **{f"population_median_mm.{c}": v for c, v in self.population_median_mm.items()}}
+        for name, side in sides.items():
             if not side >= 0:
-                name = f"contrast_median_mm.{contrast}" if contrast else "median_mm"
                 raise ConfigError(f"scoring.{name}: expected a size in mm >= 0, got {side}")
         if not self.disagreement >= 0:
             raise ConfigError(f"scoring.disagreement: expected a weight >= 0, got {self.disagreement}")
@@ -209,7 +220,8 @@ class ScoringConfig:
 
 # How a checkpoint scored before each of these settings existed: a checkpoint whose config lacks
 # the key was calibrated so, whatever today's default is.
-SCORING_BEFORE_SETTING = {"contrast_median_mm": {}, "polarity": "absolute", "normalise": False, "flip_average": False}
+SCORING_BEFORE_SETTING = {"contrast_median_mm": {}, "polarity": "absolute", "normalise": False, "flip_average": False,
+                          "population_median_mm": {}}
 
 
 def checkpoint_scoring(config: dict) -> dict:

@@ -277,6 +277,7 @@ class Detector:
         self.preprocessor = Preprocessor(preprocessing)
         self.median_mm = float(scoring.get("median_mm", DEFAULT_SCORING.median_mm))
         self.contrast_median_mm = {k: float(v) for k, v in (scoring["contrast_median_mm"] or {}).items()}
+        self.population_median_mm = {k: float(v) for k, v in (scoring["population_median_mm"] or {}).items()}
         self.erode_mm = float(scoring.get("erode_mm", DEFAULT_SCORING.erode_mm))
         self.min_component_voxels = int(scoring.get("min_component_voxels", DEFAULT_SCORING.min_component_voxels))
         self.disagreement = float(scoring.get("disagreement", DEFAULT_SCORING.disagreement))
@@ -396,13 +397,14 @@ class Detector:
         timings["preprocess"] = time.perf_counter() - clock
 
         median_mm = median_mm_for(self.median_mm, self.contrast_median_mm, contrast)
+        population_median_mm = median_mm_for(median_mm, self.population_median_mm, contrast)
         population = self.population.for_contrast(contrast.lower() if contrast else None) if self.population else None
         scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=median_mm,
                               erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
                               disagreement=self.disagreement,
                               sign=self._sign(contrast), normalise=self.normalise,
                               flip_average=self.flip_average, population=population,
-                              population_weight=self.population_weight,
+                              population_weight=self.population_weight, population_median_mm=population_median_mm,
                               contrast=contrast.lower() if contrast else None, timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 

@@ -123,19 +123,22 @@ def population_residual(residual: torch.Tensor, image: torch.Tensor, brain: torc
                         maps: dict[str, torch.Tensor], weight: float, sign: int | None) -> torch.Tensor:
     """The residual against the population (all (X, Y, Z)): ``residual / (median + spread)`` of
     the residual's spread ``maps["residual_std"]`` (its median over ``brain``), plus ``weight``
-    times the z-score ``(image - mean) / std`` on the lesion's side ``sign`` (both sides with
-    None), 0 outside the population's brain."""
+    times :func:`population_z`."""
     spread = maps["residual_std"]
     if tuple(spread.shape) != tuple(residual.shape):
         raise ArgumentError(f"population: maps of shape {tuple(spread.shape)} for a volume of {tuple(residual.shape)}")
     typical = spread[brain].median() if bool(brain.any()) else spread.median()
     weighed = residual / (typical + spread).clamp_min(1e-6)  # a population that never missed: no 0 / 0
-    if weight <= 0:
-        return weighed
+    return weighed + weight * population_z(image, maps, sign) if weight > 0 else weighed
+
+
+def population_z(image: torch.Tensor, maps: dict[str, torch.Tensor], sign: int | None) -> torch.Tensor:
+    """The (X, Y, Z) ``image``'s z-score ``(image - mean) / std`` against the population's
+    intensities, on the lesion's side ``sign`` (both sides with None), 0 outside the population's brain."""
     inside = maps["std"] > 0
     z = (image - maps["mean"]) / torch.where(inside, maps["std"], 1.0)
     z = (sign * z).clamp_min(0) if sign is not None else z.abs()
-    return weighed + weight * torch.where(inside, z, 0)
+    return torch.where(inside, z, 0)
 
 
 def population_summary(population: HealthyPopulation | None) -> str:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from dal.engine.config import ScoringConfig
-from dal.engine.population import population_residual
+from dal.engine.population import population_residual, population_z
 from dal.errors import ArgumentError
 from dal.ops import residual_score
 from dal.ops.median import MAX_KERNEL_SIZE as MAX_MEDIAN_VOXELS  # the largest window median_filter takes
@@ -85,8 +85,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
                  disagreement: float = ScoringConfig.disagreement, sign: int | None = None,
                  normalise: bool = ScoringConfig.normalise, flip_average: bool = ScoringConfig.flip_average,
                  population: dict[str, torch.Tensor] | None = None,
-                 population_weight: float = ScoringConfig.population_weight, residual_map: bool = False,
-                 contrast: str | None = None, timings: dict | None = None, anatomy_maps: bool = False) -> dict:
+                 population_weight: float = ScoringConfig.population_weight,
+                 population_median_mm: float | None = None, residual_map: bool = False, contrast: str | None = None, timings: dict | None = None, anatomy_maps: bool = False) -> dict:
     """Anomaly score of a model-space volume.
 
     Each axial slice (last axis) with brain in it goes through ``model.pseudo_healthy`` in
@@ -121,6 +121,9 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
             back (model space is RAS: the first axis runs right to left).
         population: the healthy population's (X, Y, Z) maps for this scan's contrast, or None.
         population_weight: the weight of the population's intensity z-score.
+        population_median_mm: the median cube's side of that z-score, when it differs from
+            ``median_mm``: then the z-score is median-filtered on its own and added to the
+            residual's score (None: both filtered as one sum, the same window).
         residual_map: also return "residual", the residual before the population and the
             median (what :func:`~dal.engine.population.fit_population` fits on).
         contrast: the scan's contrast (None: unknown), for a model of the whole volume.
@@ -163,14 +166,22 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     residual = (x - phi).abs() if sign is None else (sign * (x - phi)).clamp_min(0)
     if residual_map:
         outputs["residual"] = residual
-    if population is not None:
+    z_kernel = kernel if population_median_mm is None else median_kernel_voxels(population_median_mm, spacing_mm)
+    z = None
+    if population is not None and z_kernel == kernel:
         residual = population_residual(residual, image, brain, population, population_weight, sign)
+    elif population is not None:  # a window of its own: FLAIR's WMH of a few mm keep their z
+        residual = population_residual(residual, image, brain, population, 0.0, sign)
+        z = population_weight * population_z(image, population, sign)
     if disagreement > 0 and "restored_anatomy" in outputs:
         # Where the restored anatomy differs from the encoder's, the restoration saw something to remove.
         residual = residual + disagreement * (outputs["anatomy"] != outputs["restored_anatomy"]).float()
     # The residual as x against a zero PHI: the op's median of |x - 0| is the residual's.
     outputs["score"] = residual_score(residual[None, None], torch.zeros_like(residual)[None, None],
                                       brain[None, None].float(), kernel, erode)[0, 0]
+    if z is not None:
+        outputs["score"] += residual_score(z[None, None], torch.zeros_like(z)[None, None], brain[None, None].float(),
+                                           z_kernel, erode)[0, 0]
     if timings is not None:
         timings["model"] = model_done - start_time
         timings["scoring"] = time.perf_counter() - model_done

@@ -318,7 +318,9 @@ def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Conf
                         sign=lesion_sign(scoring.polarity, volume.contrast or None, config.model.kind),
                         normalise=scoring.normalise, flip_average=scoring.flip_average,
                         population=population.for_contrast(volume.contrast) if population else None,
-                        population_weight=scoring.population_weight, residual_map=residual_map,
+                        population_weight=scoring.population_weight,
+                        population_median_mm=scoring.population_median_for(volume.contrast or None),
+                        residual_map=residual_map,
                         contrast=volume.contrast or None, anatomy_maps=anatomy_maps)
 
 

@@ -6,7 +6,7 @@ residual against a healthy population, on cached model-space volumes of the ship
     python scripts/population_sweep.py cache healthy cache/healthy --register   # dal synth ... --lesions none --seed 4242
     # 2. mean AP per folder of each variant (the population fitted on the healthy cache)
     python scripts/population_sweep.py score cache/healthy cache/tune cache/eval-synth cache/eval-real \\
-        --variants plain,divsd:1,fds:0.6 [--pool 2] [--smooth 1] [--cells] [--z-median flair=2]
+        --variants plain,divsd:1,fds:0.6 [--pool 2] [--smooth 1] [--cells] [--z-median flair=2] [--registration-mm 6]
 
 Variants of the one-sided residual r (normalised per scan, before the median): ``plain``;
 ``sub:a`` r - a mean_r(v); ``z`` (r - mean_r(v)) / s(v); ``divsd:a`` r / (a m + s(v)), s the
@@ -82,7 +82,7 @@ def _stored(a: np.ndarray, inside: np.ndarray, pool: int) -> np.ndarray:
     return F.interpolate(blocks, size=a.shape, mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
-def fit(healthy: list[dict], sigma: float, pool: int) -> dict:
+def fit(healthy: list[dict], sigma: float, pool: int, registration_mm: float = 0.0) -> dict:
     population = {}
     for contrast in MEDIAN_MM:
         volumes = [v for v in healthy if str(v["contrast"]) == contrast]
@@ -90,17 +90,19 @@ def fit(healthy: list[dict], sigma: float, pool: int) -> dict:
         count = masks.sum(0)
         inside = count >= len(volumes) / 2
 
-        def stats(values: np.ndarray):
+        def stats(values: np.ndarray, registration_mm: float = 0.0):
             mean = (values * masks).sum(0) / np.maximum(count, 1)
             std = np.sqrt((((values - mean) ** 2) * masks).sum(0) / np.maximum(count - 1, 1))
             mean, std = _smooth(mean, inside, sigma), _smooth(std, inside, sigma)
             std = np.maximum(std, np.quantile(std[inside], 0.1))
+            if registration_mm > 0:  # scoring.population_registration_mm
+                std = np.sqrt(std ** 2 + (registration_mm * np.linalg.norm(np.gradient(mean, 2.0), axis=0)) ** 2)
             if pool > 1:
                 mean, std = _stored(mean, inside, pool), _stored(std, inside, pool)
             return np.where(inside, mean, np.nan), np.where(inside, std, np.nan)
 
         population[contrast] = {"r": stats(np.stack([residual(v) for v in volumes])),
-                                "x": stats(np.stack([v["x"] for v in volumes])), "inside": inside}
+                                "x": stats(np.stack([v["x"] for v in volumes]), registration_mm), "inside": inside}
     return population
 
 
@@ -170,6 +172,8 @@ def main() -> None:
     scoring.add_argument("--smooth", type=float, default=1.0)
     scoring.add_argument("--pool", type=int, default=1)
     scoring.add_argument("--cells", action="store_true")
+    scoring.add_argument("--registration-mm", type=float, default=0.0,
+                         help="the intensities' std allows for this misregistration (fds:w, fz:w)")
     scoring.add_argument("--z-median", default="", help="CONTRAST=MM,...: the z-score's own median window (fds:w)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -177,7 +181,7 @@ def main() -> None:
         cache(args.folder, args.out, args.register, args.model)
         return
     names = args.variants.split(",")
-    population = fit(load(args.healthy), args.smooth, args.pool) if any(n != "plain" for n in names) else None
+    population = fit(load(args.healthy), args.smooth, args.pool, args.registration_mm) if any(n != "plain" for n in names) else None
     data = {folder: load(folder) for folder in args.caches}
     z_median = {c: float(mm) for c, _, mm in (pair.partition("=") for pair in args.z_median.split(",") if pair)}
     for name in names:

@@ -170,6 +170,21 @@ def test_a_z_score_with_a_median_window_of_its_own_keeps_a_small_lesion_that_the
         Config().replace({"scoring.population_median_mm": {"flair": -1}})
 
 
+def test_the_intensities_std_allows_for_misregistration_at_the_borders_of_the_mean_only():
+    from dal.engine.population import allow_for_misregistration
+
+    mean = torch.zeros(8, 8, 8)
+    mean[4:] = 1.0  # a border between two tissues along the first axis
+    std = torch.full((8, 8, 8), 0.1)
+    std[:, :, 0] = 0  # outside the population's brain
+    widened = allow_for_misregistration(mean, std, spacing_mm=2.0, registration_mm=6.0)
+    # central differences: a slope of 0.25 per mm on the two voxels beside the border
+    assert float(widened[3, 4, 4]) == pytest.approx((0.1 ** 2 + (6.0 * 0.25) ** 2) ** 0.5)
+    assert torch.equal(widened[:2, :, 1:], std[:2, :, 1:]) and torch.equal(widened[6:, :, 1:], std[6:, :, 1:])
+    assert torch.equal(widened[:, :, 0], torch.zeros(8, 8))
+    assert torch.equal(allow_for_misregistration(mean, std, 2.0, 0.0), std)
+
+
 def test_population_needs_model_space_in_mni152():
     with pytest.raises(ConfigError, match="preprocessing.register"):
         Config().replace({"scoring.population": True})

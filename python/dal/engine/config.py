@@ -175,6 +175,9 @@ class ScoringConfig:
             own and added after the residual's median. FLAIR's 2 mm (one voxel of model space:
             no median) keeps its WMH of a few mm, which a lesion-free PHI residual still needs 5 mm
             to clear of healthy errors (README, Accuracy).
+        population_registration_mm: the misregistration the population's intensity std allows
+            for (:func:`~dal.engine.population.allow_for_misregistration`): an affine
+            registration leaves a real brain's folds mm from the population's.
         population_volumes: synthetic healthy subjects per contrast the population is fitted on
             (training on the synthetic population; with ``--data``, the training scans are), and
             the z-score baseline's (``model.kind`` zscore).
@@ -192,6 +195,7 @@ class ScoringConfig:
     population: bool = False
     population_weight: float = 0.6
     population_median_mm: dict[str, float] = field(default_factory=lambda: {"flair": 2.0})
+    population_registration_mm: float = 6.0
     population_volumes: int = 24
 
     def median_for(self, contrast: str | None) -> float:
@@ -214,6 +218,9 @@ class ScoringConfig:
             raise ConfigError(f"scoring.polarity: expected one of {', '.join(POLARITIES)}, got {self.polarity!r}")
         if not self.population_weight >= 0:
             raise ConfigError(f"scoring.population_weight: expected a weight >= 0, got {self.population_weight}")
+        if not self.population_registration_mm >= 0:
+            raise ConfigError(f"scoring.population_registration_mm: expected a size in mm >= 0, got "
+                              f"{self.population_registration_mm}")
         if self.population_volumes < 2:
             raise ConfigError(f"scoring.population_volumes: expected at least 2, got {self.population_volumes}")
 

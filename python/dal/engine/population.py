@@ -41,6 +41,7 @@ class HealthyPopulation:
 
     maps: dict[str, dict[str, torch.Tensor]]
     volumes: dict[str, int]
+    registration_mm: float = 0.0
 
     def for_contrast(self, contrast: str | None) -> dict[str, torch.Tensor] | None:
         """The maps of ``contrast``, or None (an unknown contrast, or one not fitted)."""
@@ -61,7 +62,7 @@ class HealthyPopulation:
 
     def metadata(self) -> dict:
         return {"contrasts": sorted(self.maps), "volumes": self.volumes, "smooth_mm": SMOOTH_MM,
-                "stored_downsampling": STORED_DOWNSAMPLING}
+                "stored_downsampling": STORED_DOWNSAMPLING, "registration_mm": self.registration_mm}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict, shape: tuple[int, int, int],
@@ -91,7 +92,8 @@ class HealthyPopulation:
             maps[contrast] = {"residual_std": up(stored["residual_std"])}
             for name in ("mean", "std"):
                 maps[contrast][name] = torch.where(inside, up(stored[name] * stored["brain"]) / fraction.clamp_min(1e-6), 0)
-        return cls(maps, {str(k): int(v) for k, v in (metadata.get("volumes") or {}).items()})
+        return cls(maps, {str(k): int(v) for k, v in (metadata.get("volumes") or {}).items()},
+                   float(metadata.get("registration_mm", 0.0)))
 
 
 def _pool(volume: torch.Tensor) -> torch.Tensor:
@@ -99,10 +101,11 @@ def _pool(volume: torch.Tensor) -> torch.Tensor:
 
 
 def fit_population(residuals: dict[str, list], images: dict[str, list], masks: dict[str, list],
-                   spacing_mm: float) -> HealthyPopulation:
+                   spacing_mm: float, registration_mm: float = 0.0) -> HealthyPopulation:
     """The population of healthy scans, per contrast: each one's residual before the median
     (``score_volume(..., residual_map=True)``), its model-space image and brain mask, lists per
-    contrast (at least two scans each). Returned as a checkpoint stores it (4 mm, float16)."""
+    contrast (at least two scans each), the intensities' std allowing for ``registration_mm``
+    (:func:`allow_for_misregistration`). Returned as a checkpoint stores it (4 mm, float16)."""
     maps, volumes = {}, {}
     for contrast in sorted(residuals):
         if len(residuals[contrast]) < 2:
@@ -110,13 +113,28 @@ def fit_population(residuals: dict[str, list], images: dict[str, list], masks: d
         sigma = SMOOTH_MM / spacing_mm
         _, residual_std, inside = voxel_statistics(residuals[contrast], masks[contrast], sigma)
         mean, std, _ = voxel_statistics(images[contrast], masks[contrast], sigma)
+        std = allow_for_misregistration(mean, std, spacing_mm, registration_mm)
         typical = residual_std[inside].median() if bool(inside.any()) else torch.tensor(1.0)
         maps[contrast] = {"residual_std": torch.where(inside, residual_std, typical), "mean": mean, "std": std}
         volumes[contrast] = len(residuals[contrast])
-    fitted = HealthyPopulation(maps, volumes)
+    fitted = HealthyPopulation(maps, volumes, float(registration_mm))
     # As the checkpoint will hold it: thresholds calibrated on these maps hold for dal infer's.
     shape = tuple(next(iter(maps.values()))["std"].shape) if maps else ()
     return HealthyPopulation.from_tensors(fitted.to_tensors(), fitted.metadata(), shape, "the fitted population") if maps else fitted
+
+
+def allow_for_misregistration(mean: torch.Tensor, std: torch.Tensor, spacing_mm: float,
+                              registration_mm: float) -> torch.Tensor:
+    """The (X, Y, Z) intensities' ``std`` widened by what a misregistration of ``registration_mm``
+    would add: ``sqrt(std^2 + (registration_mm |grad mean|)^2)``, 0 outside the population's brain
+    (where ``std`` is 0). An affine registration leaves a real brain's folds and ventricles mm away
+    from the population's; at a border of the mean (CSF against tissue) that shift alone moves the
+    intensity more than the healthy subjects' spread does, and the z-score would read the shift as
+    a lesion. The population brain's own edge (the mean falls to 0 outside it) is such a border too."""
+    if registration_mm <= 0:
+        return std
+    slope = torch.sqrt(sum(g ** 2 for g in torch.gradient(mean, spacing=spacing_mm)))
+    return torch.where(std > 0, torch.sqrt(std ** 2 + (registration_mm * slope) ** 2), 0)
 
 
 def population_residual(residual: torch.Tensor, image: torch.Tensor, brain: torch.Tensor,

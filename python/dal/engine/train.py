@@ -355,7 +355,8 @@ def fit_healthy_population(model: nn.Module, config: Config, train: list[ModelVo
         images.append(volume.image)
         masks.append(volume.mask)
     return fit_population({c: g[0] for c, g in groups.items()}, {c: g[1] for c, g in groups.items()},
-                          {c: g[2] for c, g in groups.items()}, config.preprocessing.spacing)
+                          {c: g[2] for c, g in groups.items()}, config.preprocessing.spacing,
+                          config.scoring.population_registration_mm)
 
 
 def _calibration(healthy: list[tuple[ModelVolume, dict]]) -> tuple[dict, dict]:

@@ -173,6 +173,9 @@ def test_lesion_polarity_follows_the_contrast_and_old_checkpoints_score_both_sid
     flair, t1 = detector.predict(image, mask=brain, contrast="flair"), detector.predict(image, mask=brain, contrast="t1")
     assert dice(flair.lesions, label) > 0.7 and flair.warnings == []
     assert t1.lesion_count == 0  # on T1 a lesion is darker than its PHI: a bright spot is not one
+    # A contrast given in capitals is the same contrast: its median window, sign and threshold.
+    upper = detector.predict(image, mask=brain, contrast="T1")
+    assert np.array_equal(upper.anomaly, t1.anomaly) and upper.info["contrast"] == "t1"
     unknown = detector.predict(image, mask=brain)
     assert dice(unknown.lesions, label) > 0.7 and any("contrast unknown" in w for w in unknown.warnings)
     named = detector.predict(save(tmp_path / "sub-01_T1w.nii.gz", scan), mask=brain)  # BIDS says T1

@@ -377,6 +377,7 @@ class Detector:
         brain_given = _as_mask(mask, scan)
         if contrast is None and scan.path is not None:
             contrast = contrast_of_file(scan.path)
+        contrast = contrast.lower() if contrast else None  # every per-contrast setting is keyed in lower case
         if threshold is None:
             threshold_value, source = self.threshold(fpr, contrast)
         name = name or (nifti_stem(scan.path) if scan.path is not None else "scan")
@@ -398,14 +399,14 @@ class Detector:
 
         median_mm = median_mm_for(self.median_mm, self.contrast_median_mm, contrast)
         population_median_mm = median_mm_for(median_mm, self.population_median_mm, contrast)
-        population = self.population.for_contrast(contrast.lower() if contrast else None) if self.population else None
+        population = self.population.for_contrast(contrast) if self.population else None
         scored = score_volume(self.model, done.image, done.mask, config.spacing, median_mm=median_mm,
                               erode_mm=self.erode_mm, batch_size=self.batch_size, device=self.device,
                               disagreement=self.disagreement,
                               sign=self._sign(contrast), normalise=self.normalise,
                               flip_average=self.flip_average, population=population,
                               population_weight=self.population_weight, population_median_mm=population_median_mm,
-                              contrast=contrast.lower() if contrast else None, timings=timings)
+                              contrast=contrast, timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 
         clock = time.perf_counter()

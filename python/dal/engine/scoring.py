@@ -86,7 +86,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
                  normalise: bool = ScoringConfig.normalise, flip_average: bool = ScoringConfig.flip_average,
                  population: dict[str, torch.Tensor] | None = None,
                  population_weight: float = ScoringConfig.population_weight,
-                 population_median_mm: float | None = None, residual_map: bool = False, contrast: str | None = None, timings: dict | None = None, anatomy_maps: bool = False) -> dict:
+                 population_median_mm: float | None = None, residual_map: bool = False,
+                 contrast: str | None = None, timings: dict | None = None, anatomy_maps: bool = False) -> dict:
     """Anomaly score of a model-space volume.
 
     Each axial slice (last axis) with brain in it goes through ``model.pseudo_healthy`` in
@@ -167,12 +168,11 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     if residual_map:
         outputs["residual"] = residual
     z_kernel = kernel if population_median_mm is None else median_kernel_voxels(population_median_mm, spacing_mm)
-    z = None
-    if population is not None and z_kernel == kernel:
-        residual = population_residual(residual, image, brain, population, population_weight, sign)
-    elif population is not None:  # a window of its own: FLAIR's WMH of a few mm keep their z
-        residual = population_residual(residual, image, brain, population, 0.0, sign)
-        z = population_weight * population_z(image, population, sign)
+    z = None  # the population's z-score when it takes a window of its own: FLAIR's WMH of a few mm keep it
+    if population is not None:
+        apart = z_kernel != kernel and population_weight > 0
+        residual = population_residual(residual, image, brain, population, 0.0 if apart else population_weight, sign)
+        z = population_weight * population_z(image, population, sign) if apart else None
     if disagreement > 0 and "restored_anatomy" in outputs:
         # Where the restored anatomy differs from the encoder's, the restoration saw something to remove.
         residual = residual + disagreement * (outputs["anatomy"] != outputs["restored_anatomy"]).float()

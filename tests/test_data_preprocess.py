@@ -11,6 +11,7 @@ from dal.data.masks import otsu_brain_mask, rough_brain_mask
 from dal.data.preprocess import PreprocessConfig, Preprocessor, crop_or_pad, healthy_bulk_median
 from dal.data.registration import AffineRegistration, register_to_mni
 from dal.data.synthetic import generate_case
+from dal.errors import ArgumentError
 
 CENTRE = np.array([2.0, -10.0, 8.0])  # world mm
 
@@ -294,6 +295,27 @@ def test_template_mask_of_a_scan_with_a_skull():
     # MNI152's brain mask brought over by an affine registration onto a nonlinearly deformed
     # brain: Dice 0.918 to 0.928 across CPUs and torch builds; a registration that fails is far below.
     assert 2 * (out.mask & truth).sum() / (out.mask.sum() + truth.sum()) > 0.90
+
+
+def test_registration_sees_only_the_given_brain_mask():
+    # A head whose skull is too thin for the rough mask to cut the scalp off: without the mask the
+    # registration aligns MNI152's brain to the whole head; with it, as the skull-stripped scan.
+    case = generate_case(11, "t1", "none")
+    outside = ndi.distance_transform_edt(~case.mask) * abs(case.affine[0, 0])
+    reference = np.median(case.images["t1"][case.mask])
+    head = np.where((outside > 1) & (outside < 14), 0.9 * reference, case.images["t1"]).astype(np.float32)
+    stripped = register_to_mni(Scan(case.images["t1"], case.affine, None))
+    masked = register_to_mni(Scan(head, case.affine, None), case.mask)
+    unmasked = register_to_mni(Scan(head, case.affine, None))
+    points = np.array([[0, -20, 10, 1], [50, 10, 20, 1], [-50, -60, 0, 1], [0, 50, 40, 1]], float).T
+
+    def apart(a, b):
+        return np.abs(a.matrix @ points - b.matrix @ points)[:3].max()  # mm
+
+    assert apart(masked, stripped) < 2.0
+    assert apart(unmasked, stripped) > 5.0  # the case this guards against
+    with pytest.raises(ArgumentError, match="mask: expected the shape"):
+        register_to_mni(Scan(head, case.affine, None), case.mask[1:])
 
 
 def test_a_brain_larger_than_the_model_grid_is_cropped_with_a_warning():

@@ -204,7 +204,7 @@ class Preprocessor:
                             "and none was given")
 
         if config.register or config.mask == "template":
-            registration = registration or register_to_mni(scan)
+            registration = registration or register_to_mni(scan, mask)
         if config.register:
             # Model space is MNI152 space, centred on the template brain.
             centre = brain_centre()

@@ -391,7 +391,7 @@ class Detector:
             )
 
             clock = time.perf_counter()
-            registration = register_to_mni(scan)
+            registration = register_to_mni(scan, brain_given)
             timings["register"] = time.perf_counter() - clock
         clock = time.perf_counter()
         done = self.preprocessor.forward(scan, brain_given, registration=registration)

@@ -3,6 +3,7 @@ the calibrated threshold, the JSON, out-of-distribution warnings, atomic outputs
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -19,6 +20,9 @@ from dal.engine.report import threshold_text
 
 from infer_phantoms import (LESION_CENTRE_MM, LESION_RADIUS_MM, SHAPE, THRESHOLDS, ClippingOracle, oracle_checkpoint,
                             phantom, ras_affine, save, tiny_checkpoint)
+
+
+ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
 
 
 def dice(a, b):
@@ -164,6 +168,29 @@ def test_out_of_distribution_scans_are_warned_about(tmp_path, oracle):
     contrast = oracle.predict(nib.Nifti1Image(scan, ras_affine()), contrast="t1ce")
     assert any("trained on t1, t2, flair, pd" in w for w in contrast.warnings)
     assert oracle.predict(nib.Nifti1Image(scan, ras_affine()), contrast="flair").warnings == []
+
+
+def test_a_computed_brain_mask_larger_than_a_brain_is_warned_about(oracle, monkeypatch):
+    scan, _, brain = phantom()  # a 675 ml "brain": a skull's mask when the limit is set below it
+    monkeypatch.setattr(infer, "LARGEST_BRAIN_ML", 500)
+    computed = oracle.predict(nib.Nifti1Image(scan, ras_affine()), contrast="flair")
+    assert any("seems to keep its skull" in w and "--mask" in w for w in computed.warnings)
+    assert oracle.predict(nib.Nifti1Image(scan, ras_affine()), mask=brain, contrast="flair").warnings == []
+
+
+@pytest.mark.skipif(not (ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz").is_file(),
+                    reason="Debian's insighttoolkit5-examples is not installed (the real T1 of the README's test)")
+def test_the_shipped_checkpoint_keeps_the_real_healthy_t1_quiet_and_sees_its_skull():
+    # Issue 12's target on a real healthy brain (ITK's T1, with a skull, and its brain mask): at the
+    # calibrated 1% threshold at most 1.5% of the brain flagged and no false lesion above 1 ml.
+    detector = Detector.load()
+    t1 = ITK_DATA / "KmeansTest_T1UCharRaw.nii.gz"
+    stripped = detector.predict(t1, mask=ITK_DATA / "KmeansTest_T1RawSkullStrip.nii.gz", contrast="t1")
+    assert stripped.brain_fraction_flagged <= 0.015 and stripped.info["largest_lesion_ml"] <= 1.0
+    assert stripped.warnings == []
+    whole_head = detector.predict(t1, contrast="t1")  # no mask: Otsu's keeps the skull and scalp
+    assert whole_head.info["brain_volume_ml"] > infer.LARGEST_BRAIN_ML
+    assert any("seems to keep its skull" in w for w in whole_head.warnings)
 
 
 def test_lesion_polarity_follows_the_contrast_and_old_checkpoints_score_both_sides(tmp_path):

@@ -88,6 +88,9 @@ OOD_RESIDUAL_RATIO = 2.0  # the scan's median score in the brain over that of th
 OUTPUT_SUFFIXES = {"anomaly": "_anomaly.nii.gz", "phi": "_phi.nii.gz", "lesions": "_lesions.nii.gz",
                    "overlay": "_overlay.png", "report": "_report.html", "json": ".json"}
 NEAR_CONSTANT_SPREAD = 0.02  # the spread of brain intensities, relative to their median, below which a scan is not one
+# Above any brain mask (adults' about 1100 to 2000 ml; the generator's up to 2400, MNI152's 1883 scaled):
+# a mask computed this large holds a skull. ITK's T1 with its skull: 2992 ml.
+LARGEST_BRAIN_ML = 2600
 
 
 def output_names(name: str, overlay: bool = True, report: bool = False) -> dict[str, str]:
@@ -432,6 +435,12 @@ class Detector:
         flagged = float((score[in_brain] >= threshold_value).mean()) if in_brain.any() else 0.0
         distance = self.population_distance(score[in_brain] * scored["residual_scale"])
         warnings = self._warnings(done.image[in_brain], flagged, contrast, distance)
+        brain_ml = float(brain.sum()) * voxel_ml
+        if brain_given is None and brain_ml > LARGEST_BRAIN_ML:
+            warnings.append(f"brain mask: the one computed from the scan holds {brain_ml:.0f} ml, more than any brain "
+                            f"(at most about {LARGEST_BRAIN_ML} ml): the scan seems to keep its skull, and the skull and "
+                            "scalp are scored as brain; skull-strip it first (SynthStrip, HD-BET, FSL BET) or give its "
+                            "brain mask (--mask)")
         if self.population is not None and population is None:
             warnings.append(f"contrast {contrast or 'unknown'}: the checkpoint's healthy population has no maps of it "
                             f"(it has {', '.join(sorted(self.population.maps))}): scored on the plain residual, which the "
@@ -440,7 +449,7 @@ class Detector:
                 "model_kind": self.checkpoint.model_kind, "device": str(self.device), "contrast": contrast,
                 "registered_to_mni": bool(config.register), "population": population is not None,
                 "brain_mask": "given" if brain_given is not None else config.mask,
-                "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 3), "min_lesion_voxels": min_voxels,
+                "brain_volume_ml": round(brain_ml, 3), "min_lesion_voxels": min_voxels,
                 "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape),
                 "population_distance": None if distance is None else round(distance, 3),
                 "residual_scale": round(float(scored["residual_scale"]), 5),

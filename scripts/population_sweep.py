@@ -6,7 +6,8 @@ residual against a healthy population, on cached model-space volumes of the ship
     python scripts/population_sweep.py cache healthy cache/healthy --register   # dal synth ... --lesions none --seed 4242
     # 2. mean AP per folder of each variant (the population fitted on the healthy cache)
     python scripts/population_sweep.py score cache/healthy cache/tune cache/eval-synth cache/eval-real \\
-        --variants plain,divsd:1,fds:0.6 [--pool 2] [--smooth 1] [--cells] [--z-median flair=2] [--registration-mm 6]
+        --variants plain,divsd:1,fds:0.6 [--pool 2] [--smooth 1] [--cells] [--z-median flair=2] [--registration-mm 6] \
+        [--tissue-prior 0.5]
 
 Variants of the one-sided residual r (normalised per scan, before the median): ``plain``;
 ``sub:a`` r - a mean_r(v); ``z`` (r - mean_r(v)) / s(v); ``divsd:a`` r / (a m + s(v)), s the
@@ -15,7 +16,9 @@ one-sided intensity z-score against the population of its contrast; ``fds:w`` r 
 (what ``scoring.population`` builds); ``fz:0`` z_x alone. ``--pool 2`` stores the maps as the
 checkpoint does (4 mm, float16); ``--smooth`` is the maps' Gaussian sigma in voxels. The score
 then takes the 10 mm (T1, T2) or 5 mm (FLAIR) median, as ``dal evaluate`` does; ``--z-median
-flair=2`` gives fds's z-score a window of its own on FLAIR (``scoring.population_median_mm``).
+flair=2`` gives fds's z-score a window of its own on FLAIR (``scoring.population_median_mm``);
+``--tissue-prior w`` adds ``scoring.tissue_prior``'s term after the medians, of the anatomy that
+the checkpoint (``--model``, default the shipped one) gives each cached image.
 """
 import argparse
 import collections
@@ -30,7 +33,8 @@ from scipy import ndimage
 from dal.data.io import load_label
 from dal.data.layouts import find_cases
 from dal.engine.infer import Detector
-from dal.engine.scoring import LESION_SIGN, erosion_voxels, median_kernel_voxels
+from dal.engine.population import tissue_prior_term, white_matter_prior
+from dal.engine.scoring import LESION_SIGN, erosion_voxels, median_kernel_voxels, score_volume
 from dal.metrics import average_precision
 from dal.ops import residual_score
 from dal.pretrained import default_checkpoint
@@ -137,10 +141,22 @@ def _median(score: np.ndarray, v: dict, mm: float) -> torch.Tensor:
                           median_kernel_voxels(mm, 2.0), erosion_voxels(2.0, 2.0))[0, 0]
 
 
-def mean_ap(volumes: list[dict], name: str, population: dict | None, z_median: dict | None = None) -> tuple[float, dict]:
+def with_anatomy(volumes: list[dict], checkpoint: str | None) -> list[dict]:
+    """The volumes with "anatomy", the restored anatomy the checkpoint's model gives each image,
+    and "white_matter", MNI152's on the checkpoint's model space."""
+    detector = Detector.load(checkpoint or default_checkpoint())
+    white_matter = white_matter_prior(detector.preprocessor.config)
+    return [{**v, "white_matter": white_matter,
+             "anatomy": score_volume(detector.model, v["x"], v["mask"], 2.0, flip_average=False,
+                                     anatomy_maps=True)["restored_anatomy"]} for v in volumes]
+
+
+def mean_ap(volumes: list[dict], name: str, population: dict | None, z_median: dict | None = None,
+            tissue_prior: float = 0.0) -> tuple[float, dict]:
     """Mean AP over the lesion volumes, and per contrast x lesion cell. With ``z_median`` (mm per
     contrast), an ``fds:w`` variant's z-score is median-filtered on its own window there and added
-    after the residual's median (``scoring.population_median_mm``)."""
+    after the residual's median (``scoring.population_median_mm``); ``tissue_prior`` w adds w times
+    the anatomy's tissue-prior term (``scoring.tissue_prior``) after the medians."""
     cells = collections.defaultdict(list)
     for v in volumes:
         if not v["label"].any():
@@ -152,6 +168,8 @@ def mean_ap(volumes: list[dict], name: str, population: dict | None, z_median: d
                      + weight * _median(variant("fz:0", v, population), v, z_median[contrast]))
         else:
             score = _median(variant(name, v, population), v, MEDIAN_MM[contrast])
+        if tissue_prior > 0:
+            score = score + tissue_prior * _median(tissue_prior_term(v["anatomy"], v["white_matter"]).numpy(), v, 2.0)
         cells[(contrast, str(v["lesion"]))].append(average_precision(score, torch.from_numpy(v["label"]),
                                                                      torch.from_numpy(v["mask"])))
     return float(np.mean([a for aps in cells.values() for a in aps])), {k: float(np.mean(a)) for k, a in sorted(cells.items())}
@@ -175,6 +193,8 @@ def main() -> None:
     scoring.add_argument("--registration-mm", type=float, default=0.0,
                          help="the intensities' std allows for this misregistration (fds:w, fz:w)")
     scoring.add_argument("--z-median", default="", help="CONTRAST=MM,...: the z-score's own median window (fds:w)")
+    scoring.add_argument("--tissue-prior", type=float, default=0.0, help="the weight of scoring.tissue_prior's term")
+    scoring.add_argument("--model", default=None, help="the checkpoint whose anatomy --tissue-prior takes (default: the shipped one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.command == "cache":
@@ -183,9 +203,11 @@ def main() -> None:
     names = args.variants.split(",")
     population = fit(load(args.healthy), args.smooth, args.pool, args.registration_mm) if any(n != "plain" for n in names) else None
     data = {folder: load(folder) for folder in args.caches}
+    if args.tissue_prior > 0:
+        data = {folder: with_anatomy(volumes, args.model) for folder, volumes in data.items()}
     z_median = {c: float(mm) for c, _, mm in (pair.partition("=") for pair in args.z_median.split(",") if pair)}
     for name in names:
-        results = {folder: mean_ap(volumes, name, population, z_median) for folder, volumes in data.items()}
+        results = {folder: mean_ap(volumes, name, population, z_median, args.tissue_prior) for folder, volumes in data.items()}
         print(name.ljust(12), " ".join(f"{mean:.3f}" for mean, _ in results.values()), flush=True)
         for folder, (_, cells) in results.items() if args.cells else ():
             print("   ", folder.name, " ".join(f"{c}/{l} {ap:.3f}" for (c, l), ap in cells.items()))

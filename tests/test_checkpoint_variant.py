@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from dal.engine.checkpoint import load_checkpoint
+from dal.engine.config import checkpoint_scoring
 from dal.pretrained import default_checkpoint
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "checkpoint_variant.py"
@@ -23,7 +24,7 @@ def test_a_variant_keeps_weights_thresholds_population_and_training_and_changes_
     variant = load_checkpoint(tmp_path / "variant.safetensors")
     assert variant.config["scoring"]["disagreement"] == 0.5
     assert {k: v for k, v in variant.config["scoring"].items() if k != "disagreement"} == \
-        {k: v for k, v in source.config["scoring"].items() if k != "disagreement"}
+        {k: v for k, v in checkpoint_scoring(source.config).items() if k != "disagreement"}  # as calibrated
     assert variant.thresholds == source.thresholds and variant.training == source.training
     assert variant.metrics["variant_of"] == Path(default_checkpoint()).name
     for name, tensor in source.model.state_dict().items():

@@ -8,9 +8,10 @@ import torch.nn as nn
 
 from dal.data.synthetic import generate_case
 from dal.engine.checkpoint import load_checkpoint, save_checkpoint
-from dal.engine.config import Config, ConfigError
+from dal.engine.config import Config, ConfigError, checkpoint_scoring
 from dal.engine.infer import Detector
-from dal.engine.population import HealthyPopulation, fit_population, population_residual
+from dal.engine.population import (HealthyPopulation, fit_population, population_residual, tissue_prior_term,
+                                   white_matter_prior)
 from dal.engine.scoring import score_volume
 from dal.engine.train import train
 from dal.errors import ArgumentError, CheckpointError
@@ -183,6 +184,48 @@ def test_the_intensities_std_allows_for_misregistration_at_the_borders_of_the_me
     assert torch.equal(widened[:2, :, 1:], std[:2, :, 1:]) and torch.equal(widened[6:, :, 1:], std[6:, :, 1:])
     assert torch.equal(widened[:, :, 0], torch.zeros(8, 8))
     assert torch.equal(allow_for_misregistration(mean, std, 2.0, 0.0), std)
+
+
+class _Anatomy(_Blur):
+    """A PHI that paints the lesion as it is (no residual) with an anatomy that calls it grey
+    matter (index 2) inside white matter (3), as DAL's encoder takes a T2 WMH."""
+
+    def pseudo_healthy(self, x):
+        labels = torch.where(x > 1.3, 2, 3) * (x > 0)
+        anatomy = torch.nn.functional.one_hot(labels[:, 0], 4).permute(0, 3, 1, 2).float()
+        return {"phi": x, "anatomy": anatomy, "restored_anatomy": anatomy}
+
+
+def test_an_anatomy_of_grey_matter_where_mni152_has_white_matter_scores_with_its_probability():
+    brain = _brain()
+    volume = torch.where(brain, 1.0, 0.0)
+    volume[8:10, 8:10, 6:8] = 1.5  # a lesion the PHI rebuilds, taken for grey matter
+    white_matter = torch.zeros(SHAPE)
+    white_matter[8, 8:10, 6:8] = 1.0  # certain white matter under half of it, under the rest 3 in 4
+    white_matter[9, 8:10, 6:8] = 0.75
+    white_matter[12:15] = 1.0  # white matter labelled so: nothing
+    common = dict(median_mm=10, erode_mm=0, sign=1, normalise=False, flip_average=False, white_matter=white_matter)
+    scored = score_volume(_Anatomy(), volume, brain, 2.0, tissue_prior=0.5, **common)
+    assert scored["tissue_prior"]
+    assert float(scored["score"][8, 8, 6]) == pytest.approx(0.5) and float(scored["score"][9, 8, 6]) == pytest.approx(0.25)
+    assert float(scored["score"].sum()) == pytest.approx(4 * 0.5 + 4 * 0.25)  # no median of its own: the voxels
+    off = score_volume(_Anatomy(), volume, brain, 2.0, tissue_prior=0.0, **common)
+    assert not off["tissue_prior"] and float(off["score"].max()) == 0
+    no_anatomy = score_volume(_Blur(), volume, brain, 2.0, tissue_prior=0.5, **common)
+    assert not no_anatomy["tissue_prior"]  # the term needs a PHI with an anatomy (DAL)
+    with pytest.raises(ArgumentError, match="white_matter: expected the anatomy's shape"):
+        tissue_prior_term(torch.zeros(SHAPE, dtype=torch.int64), torch.zeros(3, 3, 3))
+
+
+def test_the_white_matter_prior_is_mni152s_on_registered_model_space_and_old_checkpoints_go_without():
+    config = Config().replace({"preprocessing.register": True})
+    prior = white_matter_prior(config.preprocessing)
+    assert tuple(prior.shape) == tuple(config.preprocessing.shape)
+    assert 0 <= float(prior.min()) and 0.95 < float(prior.max()) <= 1.0
+    assert white_matter_prior(Config().preprocessing) is None  # model space is not MNI152's
+    assert Config().scoring.tissue_prior == 0.5 and checkpoint_scoring({"scoring": {}})["tissue_prior"] == 0.0
+    with pytest.raises(ConfigError, match="scoring.tissue_prior: expected a weight >= 0"):
+        Config().replace({"scoring.tissue_prior": -0.1})
 
 
 def test_population_needs_model_space_in_mni152():

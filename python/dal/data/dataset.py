@@ -32,7 +32,7 @@ from dal.data.augment import Augmentation
 from dal.data.io import Scan, load_label, load_mask, load_scan, load_tissue
 from dal.data.layouts import find_cases
 from dal.data.outputs import OutputError, remove_dead_temporaries, write_atomic
-from dal.data.preprocess import Preprocessor
+from dal.data.preprocess import PREPROCESSING_VERSION, Preprocessor
 from dal.data.synthetic import GENERATOR_VERSION, generate_case
 from dal.data.templates import normalised_tissue
 from dal.errors import ArgumentError
@@ -116,7 +116,8 @@ def synthetic_volume(seed: Sequence[int], contrast: str, lesion: str = "none", p
 
 def _cached(cache: Path, key: dict, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """``make()``'s arrays, stored in ``cache`` under a hash of ``key`` (written atomically)."""
-    digest = hashlib.sha256(json.dumps({**key, "dal": __version__, "generator": GENERATOR_VERSION},
+    digest = hashlib.sha256(json.dumps({**key, "dal": __version__, "generator": GENERATOR_VERSION,
+                                        "preprocessing_code": PREPROCESSING_VERSION},
                                        sort_keys=True).encode()).hexdigest()[:24]
     path = cache / f"{digest}.npz"
     if path.is_file():

@@ -169,6 +169,27 @@ def crop_or_pad(volume: np.ndarray, start: np.ndarray, shape) -> np.ndarray:
     return out
 
 
+# Raised whenever the same scan and config give other model-space arrays (2: the registration sees
+# the given brain mask): model-space volumes cached by another version are not reused.
+PREPROCESSING_VERSION = 2
+
+
+def mni_model_affine(config: PreprocessConfig) -> np.ndarray:
+    """The voxel-to-world affine of model space when it is MNI152 space (``register``): a grid of
+    ``config.spacing`` mm and ``config.shape`` centred on the template brain."""
+    affine = np.diag([config.spacing] * 3 + [1.0])
+    affine[:3, 3] = brain_centre() - config.spacing * (np.array(config.shape) - 1) / 2
+    return affine
+
+
+def mni_tissue(config: PreprocessConfig) -> np.ndarray:
+    """MNI152's tissue maps (3, X, Y, Z: CSF, GM, WM probabilities) on the model space of
+    ``config`` when it is MNI152 space (:func:`mni_model_affine`)."""
+    template = load_mni152(2)
+    index_map = voxel_map(template.affine, mni_model_affine(config))
+    return np.stack([resample(t, index_map, config.shape, antialias=config.antialias) for t in template.tissue])
+
+
 class Preprocessor:
     """Scan -> model space (:meth:`forward`) and back (:meth:`inverse`); see the module docstring."""
 
@@ -206,11 +227,7 @@ class Preprocessor:
         if config.register or config.mask == "template":
             registration = registration or register_to_mni(scan, mask)
         if config.register:
-            # Model space is MNI152 space, centred on the template brain.
-            centre = brain_centre()
-            work_shape = config.shape
-            work_affine = np.diag([config.spacing] * 3 + [1.0])
-            work_affine[:3, 3] = centre - config.spacing * (np.array(config.shape) - 1) / 2
+            work_shape, work_affine = config.shape, mni_model_affine(config)
             world_to_scan = registration.matrix
         else:
             work_shape, work_affine = field_of_view_grid(scan.affine, scan.data.shape, config.spacing)

@@ -178,6 +178,11 @@ class ScoringConfig:
         population_registration_mm: the misregistration the population's intensity std allows
             for (:func:`~dal.engine.population.allow_for_misregistration`): an affine
             registration leaves a real brain's folds mm from the population's.
+        tissue_prior: the weight of the anatomy against MNI152's tissue maps, in MNI152 space
+            (``preprocessing.register``; DAL, whose PHI has an anatomy): where the PHI's anatomy
+            has CSF or grey matter at a place that is white matter in MNI152 (probability above one
+            half), up to this weight is added after the medians
+            (:func:`~dal.engine.population.tissue_prior_term`). 0: off (checkpoints before it).
         population_volumes: synthetic healthy subjects per contrast the population is fitted on
             (training on the synthetic population; with ``--data``, the training scans are), and
             the z-score baseline's (``model.kind`` zscore).
@@ -196,6 +201,7 @@ class ScoringConfig:
     population_weight: float = 0.6
     population_median_mm: dict[str, float] = field(default_factory=lambda: {"flair": 2.0})
     population_registration_mm: float = 6.0
+    tissue_prior: float = 0.5
     population_volumes: int = 24
 
     def median_for(self, contrast: str | None) -> float:
@@ -221,6 +227,8 @@ class ScoringConfig:
         if not self.population_registration_mm >= 0:
             raise ConfigError(f"scoring.population_registration_mm: expected a size in mm >= 0, got "
                               f"{self.population_registration_mm}")
+        if not self.tissue_prior >= 0:
+            raise ConfigError(f"scoring.tissue_prior: expected a weight >= 0, got {self.tissue_prior}")
         if self.population_volumes < 2:
             raise ConfigError(f"scoring.population_volumes: expected at least 2, got {self.population_volumes}")
 
@@ -228,7 +236,7 @@ class ScoringConfig:
 # How a checkpoint scored before each of these settings existed: a checkpoint whose config lacks
 # the key was calibrated so, whatever today's default is.
 SCORING_BEFORE_SETTING = {"contrast_median_mm": {}, "polarity": "absolute", "normalise": False, "flip_average": False,
-                          "population_median_mm": {}}
+                          "population_median_mm": {}, "tissue_prior": 0.0}
 
 
 def checkpoint_scoring(config: dict) -> dict:

@@ -72,6 +72,7 @@ from dal.engine.checkpoint import (
 )
 from dal.engine.config import ScoringConfig, checkpoint_scoring, median_mm_for
 from dal.engine.devices import resolve_device
+from dal.engine.population import white_matter_prior
 from dal.engine.scoring import (
     POPULATION_KEY,
     lesion_sign,
@@ -289,6 +290,8 @@ class Detector:
         self.flip_average = bool(scoring["flip_average"])
         self.population = checkpoint.population if scoring.get("population") else None
         self.population_weight = float(scoring.get("population_weight", DEFAULT_SCORING.population_weight))
+        self.tissue_prior = float(scoring["tissue_prior"])
+        self.white_matter = white_matter_prior(preprocessing) if self.tissue_prior > 0 else None
         if scoring.get("population") and self.population is None:
             raise CheckpointError(f"{where}: scoring.population is on, but the checkpoint holds no population maps")
         self.batch_size = int(batch_size or scoring.get("batch_size", DEFAULT_SCORING.batch_size))
@@ -409,6 +412,7 @@ class Detector:
                               sign=self._sign(contrast), normalise=self.normalise,
                               flip_average=self.flip_average, population=population,
                               population_weight=self.population_weight, population_median_mm=population_median_mm,
+                              tissue_prior=self.tissue_prior, white_matter=self.white_matter,
                               contrast=contrast, timings=timings)
         score, phi = scored["score"].numpy(), scored["phi"].numpy()
 
@@ -448,6 +452,7 @@ class Detector:
         info = {"dal_version": __version__, "checkpoint": None if self.checkpoint.path is None else str(self.checkpoint.path),
                 "model_kind": self.checkpoint.model_kind, "device": str(self.device), "contrast": contrast,
                 "registered_to_mni": bool(config.register), "population": population is not None,
+                "tissue_prior": scored["tissue_prior"],
                 "brain_mask": "given" if brain_given is not None else config.mask,
                 "brain_volume_ml": round(brain_ml, 3), "min_lesion_voxels": min_voxels,
                 "voxel_size_mm": [round(float(s), 4) for s in scan.spacing], "shape": list(scan.data.shape),

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from dal.engine.config import ScoringConfig
-from dal.engine.population import population_residual, population_z
+from dal.engine.population import population_residual, population_z, tissue_prior_term
 from dal.errors import ArgumentError
 from dal.ops import residual_score
 from dal.ops.median import MAX_KERNEL_SIZE as MAX_MEDIAN_VOXELS  # the largest window median_filter takes
@@ -87,6 +87,7 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
                  population: dict[str, torch.Tensor] | None = None,
                  population_weight: float = ScoringConfig.population_weight,
                  population_median_mm: float | None = None, residual_map: bool = False,
+                 tissue_prior: float = 0.0, white_matter: torch.Tensor | None = None,
                  contrast: str | None = None, timings: dict | None = None, anatomy_maps: bool = False) -> dict:
     """Anomaly score of a model-space volume.
 
@@ -127,6 +128,11 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
             residual's score (None: both filtered as one sum, the same window).
         residual_map: also return "residual", the residual before the population and the
             median (what :func:`~dal.engine.population.fit_population` fits on).
+        tissue_prior, white_matter: the weight of
+            :func:`~dal.engine.population.tissue_prior_term` and MNI152's (X, Y, Z)
+            white-matter probability on this model space (MNI152 space); the term is added after
+            the medians, inside the eroded brain, for a model whose PHI has an anatomy (DAL);
+            "tissue_prior" in the result says whether it was.
         contrast: the scan's contrast (None: unknown), for a model of the whole volume.
         timings: optional dict that receives the seconds spent in the model ("model") and in
             the residual scoring ("scoring"), for ``dal infer --verbose``.
@@ -137,7 +143,8 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         also "anatomy" and "restored_anatomy" as int64 tissue indices (arg-max of the one-hot maps);
         and "residual_scale", the float the residual was divided by (``score * residual_scale``
         is the score in the residual's own units; with ``population`` the units are the
-        population's); with ``residual_map`` also "residual".
+        population's); with ``residual_map`` also "residual"; "tissue_prior", whether that term
+        was added.
     """
     x = _as_tensor("volume", volume, torch.float32)
     brain = _as_tensor("mask", mask, torch.bool)
@@ -155,7 +162,9 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
         outputs: dict[str, torch.Tensor] = {"phi": mean.float().cpu()}
         scale = std.float().cpu()
     else:
-        outputs = _slice_outputs(model, x, brain, batch_size, device, anatomy_maps or disagreement > 0, flip_average)
+        with_prior = tissue_prior > 0 and white_matter is not None
+        outputs = _slice_outputs(model, x, brain, batch_size, device, anatomy_maps or disagreement > 0 or with_prior,
+                                 flip_average)
     model_done = time.perf_counter()
     kernel = median_kernel_voxels(median_mm, spacing_mm)
     erode = erosion_voxels(erode_mm, spacing_mm)
@@ -179,9 +188,17 @@ def score_volume(model: nn.Module, volume, mask, spacing_mm: float, *, median_mm
     # The residual as x against a zero PHI: the op's median of |x - 0| is the residual's.
     outputs["score"] = residual_score(residual[None, None], torch.zeros_like(residual)[None, None],
                                       brain[None, None].float(), kernel, erode)[0, 0]
+    # Terms with windows of their own (the z-score's; the tissue prior's one voxel: no median),
+    # added after the residual's median.
+    own_window = []
     if z is not None:
-        outputs["score"] += residual_score(z[None, None], torch.zeros_like(z)[None, None], brain[None, None].float(),
-                                           z_kernel, erode)[0, 0]
+        own_window.append((z, z_kernel))
+    outputs["tissue_prior"] = tissue_prior > 0 and white_matter is not None and "restored_anatomy" in outputs
+    if outputs["tissue_prior"]:
+        own_window.append((tissue_prior * tissue_prior_term(outputs["restored_anatomy"], white_matter), 1))
+    for term, term_kernel in own_window:
+        outputs["score"] += residual_score(term[None, None], torch.zeros_like(term)[None, None],
+                                           brain[None, None].float(), term_kernel, erode)[0, 0]
     if timings is not None:
         timings["model"] = model_done - start_time
         timings["scoring"] = time.perf_counter() - model_done

@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from dal.data.dataset import ModelVolume, load_volumes, synthetic_volume
-from dal.data.preprocess import Preprocessor
+from dal.data.preprocess import Preprocessor, mni_tissue
 from dal.data.templates import normalised_tissue
 
 
@@ -62,15 +60,7 @@ def folder_validation_volumes(root: str, contrast: str | None, preprocessor: Pre
 def with_template_tissue(volumes: list[ModelVolume], preprocessor: Preprocessor) -> list[ModelVolume]:
     """Volumes in MNI152 space (``register``) given the MNI152 tissue maps as their anatomical
     prior where they have none of their own, restricted to each brain mask and renormalised."""
-    from dal.data.resample import resample, voxel_map
-    from dal.data.templates import brain_centre, load_mni152
-
-    config = preprocessor.config
-    template = load_mni152(2)
-    model_affine = np.diag([config.spacing] * 3 + [1.0])
-    model_affine[:3, 3] = brain_centre() - config.spacing * (np.array(config.shape) - 1) / 2
-    index_map = voxel_map(template.affine, model_affine)
-    maps = np.stack([resample(t, index_map, config.shape, antialias=config.antialias) for t in template.tissue])
+    maps = mni_tissue(preprocessor.config)
     return [volume if volume.tissue is not None else
             ModelVolume(volume.image, volume.mask, normalised_tissue(maps, volume.mask), volume.name, volume.label,
                         volume.contrast, volume.lesion) for volume in volumes]

@@ -57,7 +57,7 @@ from dal.engine.checkpoint import (
 )
 from dal.engine.config import Config
 from dal.engine.devices import resolve_device
-from dal.engine.population import HealthyPopulation, fit_population, population_summary
+from dal.engine.population import HealthyPopulation, fit_population, population_summary, white_matter_prior
 from dal.engine.runs import TrainingError, prepare_run_folder, run_folder
 from dal.engine.scoring import POPULATION_KEY, lesion_sign, population_statistic, score_volume
 from dal.engine.sources import (cache_folder, folder_training_volumes, folder_validation_volumes,
@@ -320,7 +320,8 @@ def _score_validation_volume(model: nn.Module, volume: ModelVolume, config: Conf
                         population=population.for_contrast(volume.contrast) if population else None,
                         population_weight=scoring.population_weight,
                         population_median_mm=scoring.population_median_for(volume.contrast or None),
-                        residual_map=residual_map,
+                        residual_map=residual_map, tissue_prior=scoring.tissue_prior,
+                        white_matter=white_matter_prior(config.preprocessing),
                         contrast=volume.contrast or None, anatomy_maps=anatomy_maps)
 
 
